@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Run the test suite (sets up .venv first). Without a GPU, Triton kernels run in the interpreter.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+.venv/bin/python -m pytest -q "$@"

@@ -1,0 +1,16 @@
+"""mxfp4: the OCP Microscaling 4-bit float format (E2M1 elements, E8M0 block scales)."""
+
+from importlib.metadata import PackageNotFoundError, version as _version
+
+from .analysis import ErrorStats, error_stats
+from .format import BLOCK_SIZE, E2M1_VALUES
+from .ops import dequantize, quantize
+from .tensor import MXTensor
+
+try:
+    __version__ = _version("mxfp4")
+except PackageNotFoundError:  # running from a source tree without installing
+    __version__ = "0.1.0"
+
+__all__ = ["BLOCK_SIZE", "E2M1_VALUES", "ErrorStats", "MXTensor", "dequantize",
+           "error_stats", "quantize", "__version__"]
