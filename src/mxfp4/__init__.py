@@ -4,7 +4,7 @@ from importlib.metadata import PackageNotFoundError, version as _version
 
 from .analysis import ErrorStats, error_stats
 from .format import BLOCK_SIZE, E2M1_VALUES
-from .ops import dequantize, quantize
+from .ops import dequantize, linear, matmul, quantize
 from .tensor import MXTensor
 
 try:
@@ -13,4 +13,4 @@ except PackageNotFoundError:  # running from a source tree without installing
     __version__ = "0.1.0"
 
 __all__ = ["BLOCK_SIZE", "E2M1_VALUES", "ErrorStats", "MXTensor", "dequantize",
-           "error_stats", "quantize", "__version__"]
+           "error_stats", "linear", "matmul", "quantize", "__version__"]

@@ -41,3 +41,54 @@ def dequantize(q: MXTensor, dtype: torch.dtype = torch.float32, *, backend: str 
     if dtype not in codec.FLOAT_DTYPES:
         raise TypeError(f"dequantize produces float32, bfloat16 or float16, not {dtype}")
     return codec.dequantize_blocks(q.codes, q.scales, q.shape, q.axis, q.block_size, dtype)
+
+
+def _check_mx_along_k(w, name: str) -> None:
+    if not isinstance(w, MXTensor):
+        raise TypeError(f"{name} must be an MXTensor (see mxfp4.quantize), got {type(w).__name__}")
+    if len(w.shape) != 2 or w.axis != 1:
+        raise ValueError(f"{name} must be a 2-D MXTensor quantized along its last axis (K), "
+                         f"got shape {tuple(w.shape)} with axis={w.axis}")
+    if w.shape[1] % w.block_size:
+        raise ValueError(f"{name}'s K = {w.shape[1]} is not a multiple of its block size {w.block_size}")
+
+
+def linear(x: torch.Tensor, w: MXTensor, bias: torch.Tensor | None = None, *,
+           backend: str = "auto") -> torch.Tensor:
+    """x @ W.T + bias for an MXFP4 weight W [N, K] quantized along K, like F.linear.
+
+    Accumulates in float32 and returns x's dtype. The reference dequantizes W and
+    multiplies in float32.
+    """
+    _check_backend(backend)
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"mxfp4.linear expects a torch.Tensor input, got {type(x).__name__}")
+    if x.dtype not in codec.FLOAT_DTYPES:
+        raise TypeError(f"mxfp4.linear expects bfloat16, float16 or float32 input, got {x.dtype}")
+    _check_mx_along_k(w, "weight")
+    if x.dim() == 0 or x.shape[-1] != w.shape[1]:
+        raise ValueError(f"input's last dimension {tuple(x.shape)[-1:]} does not match the weight's "
+                         f"K = {w.shape[1]} (weight shape {tuple(w.shape)})")
+    if bias is not None and (not isinstance(bias, torch.Tensor) or bias.shape != (w.shape[0],)):
+        raise ValueError(f"bias must be a tensor of shape ({w.shape[0]},), got "
+                         f"{getattr(bias, 'shape', type(bias).__name__)}")
+    y = x.float() @ w.dequantize(torch.float32, backend="reference").to(x.device).T
+    if bias is not None:
+        y = y + bias.float()
+    return y.to(x.dtype)
+
+
+def matmul(a: MXTensor, b: MXTensor, *, backend: str = "auto") -> torch.Tensor:
+    """A @ B.T in float32 for MXTensors a [M, K] and b [N, K], both quantized along K.
+
+    Per the OCP dot product, each block pair contributes scale_a * scale_b * sum(a_i * b_i);
+    every product of E2M1 values and power-of-two scales is exact in float32, so the reference
+    computes it as a float32 product of the dequantized operands.
+    """
+    _check_backend(backend)
+    _check_mx_along_k(a, "a")
+    _check_mx_along_k(b, "b")
+    if a.shape[1] != b.shape[1] or a.block_size != b.block_size:
+        raise ValueError(f"a {tuple(a.shape)} and b {tuple(b.shape)} must share K and block size "
+                         f"({a.block_size} vs {b.block_size})")
+    return a.dequantize(backend="reference") @ b.dequantize(backend="reference").T
