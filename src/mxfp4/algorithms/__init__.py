@@ -1,0 +1,1 @@
+"""Accuracy algorithms that still produce ordinary MXFP4 weights: scale search, GPTQ, Hadamard."""
