@@ -54,7 +54,7 @@ def check_args(x, axis: int, block_size: int, scale_rule: str, rounding: str) ->
 
 def to_blocks(x: torch.Tensor, axis: int, block_size: int) -> torch.Tensor:
     """float32 view [..., n_blocks, block_size] with `axis` moved last and zero-padded."""
-    xt = x.movedim(axis, -1).to(torch.float32)
+    xt = x.movedim(axis, -1).to(torch.float32).contiguous()
     k = xt.shape[-1]
     pad = -k % block_size
     if pad:
