@@ -34,7 +34,11 @@ def quantize(x: torch.Tensor, *, axis: int = -1, block_size: int = BLOCK_SIZE,
 
 
 def dequantize(q: MXTensor, dtype: torch.dtype = torch.float32, *, backend: str = "auto") -> torch.Tensor:
-    """The tensor an MXTensor stands for, in `dtype` (float32, bfloat16 or float16)."""
+    """The tensor an MXTensor stands for, in `dtype` (float32, bfloat16 or float16).
+
+    NaN blocks (scale byte 0xFF) come back as NaN. MXFP4 reaches 6 * 2^127, beyond float32:
+    values past the range of `dtype` come back as ±inf, as in any narrowing cast.
+    """
     _check_backend(backend)
     if not isinstance(q, MXTensor):
         raise TypeError(f"mxfp4.dequantize expects an MXTensor, got {type(q).__name__}")
