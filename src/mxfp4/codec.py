@@ -131,7 +131,7 @@ def quantize_blocks(x: torch.Tensor, axis: int, block_size: int, scale_rule: str
     blocks = to_blocks(x, axis, block_size)
     byte = scale_bytes(blocks, scale_rule)
     nan_block = byte == E8M0_NAN
-    y = blocks.abs() * pow2_float32(E8M0_BIAS - byte.clamp(max=MAX_SCALE_BYTE))[..., None]
+    y = blocks.abs().mul_(pow2_float32(E8M0_BIAS - byte.clamp(max=MAX_SCALE_BYTE))[..., None])
     if bool(nan_block.any()):
         y = y.masked_fill(nan_block[..., None], 0.0)
     if rounding == "nearest":
@@ -139,7 +139,8 @@ def quantize_blocks(x: torch.Tensor, axis: int, block_size: int, scale_rule: str
     else:
         gen = None if seed is None else torch.Generator(device=x.device).manual_seed(seed)
         mags = round_stochastic(y, gen)
-    codes = (mags | (torch.signbit(blocks).to(torch.int32) << 3)).to(torch.uint8)
+    sign = (blocks.view(torch.int32) >> 28).bitwise_and_(8)  # float sign bit -> code bit 3
+    codes = mags.bitwise_or_(sign).to(torch.uint8)
     if bool(nan_block.any()):
         codes = codes.masked_fill(nan_block[..., None], 0)
     codes = codes.flatten(-2)
