@@ -1,0 +1,83 @@
+"""MXLinear: a drop-in for nn.Linear whose weight is stored as MXFP4."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..algorithms.hadamard import rotate
+from ..format import BLOCK_SIZE
+from ..ops import linear, quantize
+from ..tensor import MXTensor
+
+METHODS = ("rtn", "gptq")  # how the codes were chosen; recorded in checkpoints
+
+
+class MXLinear(nn.Module):
+    """y = x · Wᵀ + b with W [out, in] held as MXFP4 codes and E8M0 scales along `in`.
+
+    The bias stays in high precision. With `hadamard=True` the stored weight is W·diag(H, ...)
+    (see mxfp4.algorithms.hadamard) and the input is rotated the same way before the product,
+    so the layer computes x·Wᵀ up to rounding. The forward goes through `mxfp4.linear`.
+    """
+
+    def __init__(self, weight: MXTensor, bias: torch.Tensor | None = None, *,
+                 hadamard: bool = False, method: str = "rtn"):
+        super().__init__()
+        if not isinstance(weight, MXTensor):
+            raise TypeError(f"MXLinear needs an MXTensor weight, got {type(weight).__name__}")
+        if len(weight.shape) != 2 or weight.axis != 1:
+            raise ValueError(f"MXLinear needs a 2-D weight quantized along its input dimension "
+                             f"(axis 1), got shape {tuple(weight.shape)} axis {weight.axis}")
+        out_features, in_features = weight.shape
+        if in_features % weight.block_size:
+            raise ValueError(f"in_features {in_features} is not a multiple of the block size "
+                             f"{weight.block_size}")
+        if bias is not None and (not isinstance(bias, torch.Tensor) or bias.shape != (out_features,)):
+            raise ValueError(f"bias must be a tensor of shape ({out_features},)")
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        self.in_features, self.out_features = in_features, out_features
+        self.block_size, self.scale_rule = weight.block_size, weight.scale_rule
+        self.hadamard, self.method = bool(hadamard), method
+        self.register_buffer("weight_codes", weight.codes)
+        self.register_buffer("weight_scales", weight.scales)
+        if bias is None:
+            self.register_parameter("bias", None)
+        else:
+            self.bias = nn.Parameter(bias.detach(), requires_grad=False)
+
+    @classmethod
+    def from_linear(cls, layer: nn.Linear, *, scale_rule: str = "floor",
+                    block_size: int = BLOCK_SIZE, hadamard: bool = False) -> "MXLinear":
+        """Round-to-nearest MXFP4 copy of `layer` (scale rule floor, ceil, even or mse)."""
+        if not isinstance(layer, nn.Linear):
+            raise TypeError(f"from_linear expects an nn.Linear, got {type(layer).__name__}")
+        w = layer.weight.detach()
+        if not torch.isfinite(w).all():
+            raise ValueError("the layer's weight contains NaN or Inf")
+        if hadamard:
+            w = rotate(w.float(), block_size)
+        mx = quantize(w, axis=1, block_size=block_size, scale_rule=scale_rule)
+        return cls(mx, layer.bias, hadamard=hadamard)
+
+    @property
+    def weight_mx(self) -> MXTensor:
+        """The stored weight as an MXTensor (rotated if `hadamard`)."""
+        return MXTensor(self.weight_codes, self.weight_scales, (self.out_features, self.in_features),
+                        axis=1, block_size=self.block_size, scale_rule=self.scale_rule)
+
+    def dequantized_weight(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The float weight this layer stands for, with the rotation undone."""
+        w = self.weight_mx.dequantize(torch.float32)
+        return (rotate(w, self.block_size) if self.hadamard else w).to(dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.hadamard:
+            x = rotate(x, self.block_size)
+        return linear(x, self.weight_mx, self.bias)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}, block_size={self.block_size}, "
+                f"scale_rule={self.scale_rule!r}, method={self.method!r}, hadamard={self.hadamard}")

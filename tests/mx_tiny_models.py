@@ -1,0 +1,29 @@
+"""Tiny randomly initialised Hugging Face models for the model-level tests (no download)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def tiny_gemma3(seed: int = 0, layers: int = 2):
+    """A Gemma 3 text model with Gemma's features (tied scaled embeddings, sliding + full
+    attention) and every Linear input size a multiple of 32."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(seed)
+    config = Gemma3TextConfig(
+        vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=32, sliding_window=8,
+        max_position_embeddings=256, layer_types=["sliding_attention", "full_attention"][:layers],
+        tie_word_embeddings=True)
+    model = Gemma3ForCausalLM(config).eval()
+    with torch.no_grad():  # random init uses std 0.02 everywhere; make the weights less uniform
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.mul_(1 + 3 * torch.rand(p.shape[0], 1))
+    return model
+
+
+def tiny_tokens(batch: int = 2, length: int = 24, seed: int = 1, vocab: int = 256) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(1, vocab, (batch, length), generator=g)
