@@ -277,4 +277,7 @@ def build_hf_skeleton(directory: str) -> nn.Module:
 
     hf_config = AutoConfig.from_pretrained(directory)
     with init_empty_weights(include_buffers=False):
-        return AutoModelForCausalLM.from_config(hf_config, dtype=getattr(hf_config, "dtype", None))
+        model = AutoModelForCausalLM.from_config(hf_config, dtype=getattr(hf_config, "dtype", None))
+    if hasattr(model, "tie_weights"):  # transformers 5 ties only when loading weights
+        model.tie_weights()
+    return model

@@ -53,12 +53,8 @@ class MXLinear(nn.Module):
         """Round-to-nearest MXFP4 copy of `layer` (scale rule floor, ceil, even or mse)."""
         if not isinstance(layer, nn.Linear):
             raise TypeError(f"from_linear expects an nn.Linear, got {type(layer).__name__}")
-        w = layer.weight.detach()
-        if not torch.isfinite(w).all():
-            raise ValueError("the layer's weight contains NaN or Inf")
-        if hadamard:
-            w = rotate(w.float(), block_size)
-        mx = quantize(w, axis=1, block_size=block_size, scale_rule=scale_rule)
+        mx = quantize_weight(layer.weight, scale_rule=scale_rule, block_size=block_size,
+                             hadamard=hadamard)
         return cls(mx, layer.bias, hadamard=hadamard)
 
     @property
@@ -81,3 +77,16 @@ class MXLinear(nn.Module):
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"bias={self.bias is not None}, block_size={self.block_size}, "
                 f"scale_rule={self.scale_rule!r}, method={self.method!r}, hadamard={self.hadamard}")
+
+
+def quantize_weight(weight: torch.Tensor, *, scale_rule: str = "floor", block_size: int = BLOCK_SIZE,
+                    hadamard: bool = False) -> MXTensor:
+    """Round-to-nearest MXTensor of a Linear weight [out, in], rotated first if `hadamard`."""
+    w = weight.detach()
+    if w.dim() != 2:
+        raise ValueError(f"a Linear weight is 2-D, got shape {tuple(w.shape)}")
+    if not torch.isfinite(w).all():
+        raise ValueError("the weight contains NaN or Inf")
+    if hadamard:
+        w = rotate(w.float(), block_size)
+    return quantize(w, axis=1, block_size=block_size, scale_rule=scale_rule)
