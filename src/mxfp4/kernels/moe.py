@@ -1,0 +1,163 @@
+"""The fused MoE forward on GPU (or under TRITON_INTERPRET=1): routing, grouping, two grouped
+W4A16 GEMMs. Reference twin: `mxfp4.nn.moe.moe_reference`.
+
+No host synchronisation: buffer sizes depend only on T, k and E (worst-case block counts),
+so the forward can be captured in a CUDA graph. Two paths, chosen from T alone:
+
+decode (T * k <= DECODE_MAX_PAIRS), 3 launches:
+    router logits -> W1 with top-k in its prologue (+bias, SwiGLU) -> W2 + bias, routing
+    weight and the sum over the k experts, written straight to the output.
+batch, 5 launches + one memset:
+    router + top-k + softmax + rank -> align (sorted pairs, block table) -> W1 (+bias, SwiGLU)
+    -> W2 (+bias, x routing weight, scattered back to token order) -> sum of each token's k rows.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+
+import torch
+import triton
+
+from .moe_gemm import _combine_kernel, _w1_kernel, _w2_decode_kernel, _w2_kernel
+from .moe_routing import _align_kernel, _logits_kernel, _route_kernel, num_blocks_max, pad_pow2
+
+DECODE_MAX_PAIRS = 32  # T <= 8 at k = 4
+
+
+@dataclass(frozen=True)
+class GemmConfig:
+    bm: int
+    bn: int
+    bk: int
+    warps: int = 4
+    stages: int = 3
+    group_m: int = 8
+    scaled: bool = False  # tl.dot_scaled instead of the in-register upcast + tl.dot
+
+
+@dataclass(frozen=True)
+class MoEConfig:
+    decode: bool
+    w1: GemmConfig
+    w2: GemmConfig
+
+
+def default_config(tokens: int, k: int, experts: int) -> MoEConfig:
+    """Tile shapes by the number of (token, expert) pairs per expert.
+
+    Few pairs: weight streaming dominates, so tall-thin tiles with deep K steps keep many
+    bytes in flight. Many pairs: the GEMMs become compute bound and want 128-row tiles.
+    """
+    pairs = tokens * k
+    if pairs <= DECODE_MAX_PAIRS:
+        return MoEConfig(True, GemmConfig(16, 64, 256, 4, 4), GemmConfig(16, 32, 256, 4, 4))
+    per_expert = pairs / experts
+    if per_expert <= 12:
+        g = GemmConfig(16, 64, 256, 4, 4)
+    elif per_expert <= 48:
+        g = GemmConfig(32, 64, 256, 4, 4)
+    elif per_expert <= 96:
+        g = GemmConfig(64, 128, 128, 8, 3)
+    else:
+        g = GemmConfig(128, 128, 64, 8, 3)
+    return MoEConfig(False, g, g)
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def _check_fits(x, w1_codes, w1_scales, w2_codes, w2_scales, router_w):
+    E, N2, Hb = w1_codes.shape
+    H, I = 2 * Hb, N2 // 2
+    if x.shape[-1] != H or w2_codes.shape != (E, H, I // 2) or router_w.shape != (E, H):
+        raise ValueError(f"inconsistent MoE shapes: x {tuple(x.shape)}, w1 codes {tuple(w1_codes.shape)}, "
+                         f"w2 codes {tuple(w2_codes.shape)}, router {tuple(router_w.shape)}")
+    if H % 32 or I % 32:
+        raise ValueError(f"the Triton MoE needs H and I to be multiples of 32, got H={H}, I={I}")
+    if w1_scales.shape != (E, N2, H // 32) or w2_scales.shape != (E, H, I // 32):
+        raise ValueError("scale tensors do not match the code tensors")
+    return E, H, I
+
+
+def moe_forward(x: torch.Tensor, router_w, router_b, w1_codes, w1_scales, b1, w2_codes, w2_scales,
+                b2, k: int, alpha: float = 1.702, limit: float = 7.0, fold: bool = True,
+                config: MoEConfig | None = None) -> torch.Tensor:
+    """GPT-OSS MoE on x [T, H]: returns [T, H] in x's dtype. Weights as in `mxfp4.nn.MoE`.
+
+    fold: every scale byte of both weights is <= 240 (checked once by the module), so the
+    upcast can use one multiply per element.
+    """
+    E, H, I = _check_fits(x, w1_codes, w1_scales, w2_codes, w2_scales, router_w)
+    T = x.shape[0]
+    dev = x.device
+    out = torch.empty(T, H, dtype=x.dtype, device=dev)
+    if T == 0:
+        return out
+    if x.stride(-1) != 1:
+        x = x.contiguous()
+    cfg = config or default_config(T, k, E)
+    P = T * k
+    k_pad, e_pad = pad_pow2(k), pad_pow2(E, 16)
+    ids = torch.empty(P, dtype=torch.int32, device=dev)
+    wts = torch.empty(P, dtype=torch.float32, device=dev)
+    a = torch.empty(P, I, dtype=torch.bfloat16, device=dev)
+    g1, g2 = cfg.w1, cfg.w2
+    common = dict(K=k, FOLD=fold, INTERPRET=_interpreting())
+    if cfg.decode:
+        logits = torch.empty(T, e_pad, dtype=torch.float32, device=dev)
+        _logits_kernel[(T, triton.cdiv(E, 4))](x, router_w, router_b, logits, H, E, x.stride(0),
+                                               router_w.stride(0), E_PAD=e_pad, BE=4, BK=512,
+                                               INTERPRET=_interpreting())
+        _w1_kernel[(P * triton.cdiv(2 * I, g1.bn),)](
+            x, w1_codes, w1_scales, b1, a, ids, ids, ids, ids, logits, ids, wts,
+            H, 2 * I, E, P, x.stride(0), alpha, limit, K_PAD=k_pad, E_PAD=e_pad, DECODE=True,
+            BM=g1.bm, BN=g1.bn, BK=g1.bk, GROUP_M=1, EVEN_K=H % g1.bk == 0, SCALED=g1.scaled,
+            STAGES=g1.stages, num_warps=g1.warps, **common)
+        _w2_decode_kernel[(T * triton.cdiv(H, g2.bn),)](
+            a, w2_codes, w2_scales, b2, ids, wts, out, T, I, H, out.stride(0),
+            BM=g2.bm, BN=g2.bn, BK=g2.bk, EVEN_K=I % g2.bk == 0, SCALED=g2.scaled,
+            STAGES=g2.stages, num_warps=g2.warps, **common)
+        return out
+
+    if g1.bm != g2.bm:
+        raise ValueError("the batch path shares one block table: w1 and w2 need the same bm")
+    bm = g1.bm
+    nb = num_blocks_max(P, E, bm)
+    counts = torch.zeros(e_pad, dtype=torch.int32, device=dev)
+    rank = torch.empty(P, dtype=torch.int32, device=dev)
+    sorted_pair = torch.empty(P, dtype=torch.int32, device=dev)
+    block_expert = torch.empty(nb, dtype=torch.int32, device=dev)
+    block_start = torch.empty(nb, dtype=torch.int32, device=dev)
+    block_rows = torch.empty(nb, dtype=torch.int32, device=dev)
+    bt = 16 if T <= 256 else 64
+    _route_kernel[(triton.cdiv(T, bt),)](x, router_w, router_b, ids, wts, rank, counts, T, H, E,
+                                         x.stride(0), router_w.stride(0), K=k, K_PAD=k_pad,
+                                         E_PAD=e_pad, BT=bt, BK=64, INTERPRET=_interpreting(),
+                                         num_warps=4)
+    chunk = 1024
+    _align_kernel[(triton.cdiv(max(P, nb), chunk),)](ids, rank, counts, sorted_pair, block_expert,
+                                                     block_start, block_rows, P, nb, E,
+                                                     E_PAD=e_pad, BM=bm, CHUNK=chunk, num_warps=4)
+    tables = (sorted_pair, block_expert, block_start, block_rows)
+    _w1_kernel[(nb * triton.cdiv(2 * I, g1.bn),)](
+        x, w1_codes, w1_scales, b1, a, *tables, ids, ids, wts,
+        H, 2 * I, E, nb, x.stride(0), alpha, limit, K_PAD=k_pad, E_PAD=e_pad, DECODE=False,
+        BM=bm, BN=g1.bn, BK=g1.bk, GROUP_M=g1.group_m, EVEN_K=H % g1.bk == 0, SCALED=g1.scaled,
+        STAGES=g1.stages, num_warps=g1.warps, **common)
+    y = torch.empty(P, H, dtype=torch.bfloat16, device=dev)
+    _w2_kernel[(nb * triton.cdiv(H, g2.bn),)](
+        a, w2_codes, w2_scales, b2, wts, y, *tables, I, H, nb,
+        BM=bm, BN=g2.bn, BK=g2.bk, GROUP_M=g2.group_m, EVEN_K=I % g2.bk == 0, FOLD=fold,
+        SCALED=g2.scaled, STAGES=g2.stages, num_warps=g2.warps, INTERPRET=_interpreting())
+    bh = 1024
+    _combine_kernel[(T, triton.cdiv(H, bh))](y, out, H, out.stride(0), K=k, BH=bh,
+                                             INTERPRET=_interpreting(), num_warps=4)
+    return out
+
+
+def with_overrides(cfg: MoEConfig, **w) -> MoEConfig:
+    """A copy of cfg with GemmConfig fields replaced in both GEMMs (bench sweeps)."""
+    return MoEConfig(cfg.decode, replace(cfg.w1, **w), replace(cfg.w2, **w))

@@ -1,0 +1,223 @@
+"""Triton grouped W4A16 GEMMs for the MoE layer (MXFP4 expert weights, bf16 activations).
+
+Reference twin: `mxfp4.nn.moe.moe_reference` (fp32, loop over experts). Weights are gpt-oss
+blocks: codes [E, N, K/2] uint8 (element 2i in the low nibble) and E8M0 scales [E, N, K/32],
+blocks of 32 along K. K must be a multiple of 32.
+
+- `_w1_kernel`: h = x @ W1[e].T + b1[e], SwiGLU on interleaved (gate, linear) columns in the
+  epilogue, a stored as bf16. Rows come either from the expert-sorted block table (batch) or
+  one (token, slot) pair per program with top-k done in the prologue (decode).
+- `_w2_kernel`: y = a @ W2[e].T + b2[e], times the routing weight, written back by pair
+  index (token order); `_combine_kernel` sums a token's k rows.
+- `_w2_decode_kernel`: for few tokens, one program loops over a token's k experts and
+  writes the combined output directly.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from .moe_routing import as_bf16, bf16_dot, round_to, select_topk
+
+
+@triton.jit
+def mx_tile(packed, scales, FOLD: tl.constexpr):
+    """bf16 weights [R, 2C] from packed codes [R, C] (uint8) and scales [R, C/16] (uint8).
+
+    Each nibble is placed in the bits of a float16 (sign -> bit 15, magnitude -> bits 11..9),
+    which is the E2M1 value times 2^-14 exactly, fp16 subnormals included (no flush-to-zero
+    on either CPU or GPU). The scale 2^(s-127) and the 2^14 are applied in fp32: with FOLD,
+    as one factor 2^(s-113), valid for scale bytes <= 240; otherwise as two multiplies.
+    Scale byte 255 gives NaN, as in the codec.
+    """
+    R: tl.constexpr = packed.shape[0]
+    C: tl.constexpr = packed.shape[1]
+    b = packed.to(tl.uint16)
+    lo = (((b << 12) & 0x8000) | ((b << 9) & 0x0E00)).to(tl.float16, bitcast=True).to(tl.float32)
+    hi = (((b << 8) & 0x8000) | ((b << 5) & 0x0E00)).to(tl.float16, bitcast=True).to(tl.float32)
+    s = scales.to(tl.int32)
+    if FOLD:
+        f = ((s + 14) << 23).to(tl.float32, bitcast=True)
+    else:
+        f = (s << 23).to(tl.float32, bitcast=True)
+        lo = lo * 16384.0
+        hi = hi * 16384.0
+    f = tl.where(s == 255, float("nan"), f)
+    f = tl.reshape(tl.broadcast_to(f[:, :, None], (R, C // 16, 16)), (R, C))
+    lo = (lo * f).to(tl.bfloat16)
+    hi = (hi * f).to(tl.bfloat16)
+    return tl.reshape(tl.join(lo, hi), (R, 2 * C))
+
+
+@triton.jit
+def _mx_dot(acc, xk, wp, ws, FOLD: tl.constexpr, SCALED: tl.constexpr, INTERPRET: tl.constexpr):
+    """acc + xk [M, BK] @ W.T for the MXFP4 tile W (codes wp [N, BK/2], scales ws [N, BK/32])."""
+    if SCALED:
+        return tl.dot_scaled(xk, None, "bf16", tl.trans(wp), ws, "e2m1", acc)
+    return bf16_dot(xk, tl.trans(mx_tile(wp, ws, FOLD)), acc, INTERPRET)
+
+
+@triton.jit
+def _block_coords(NB, N, BN: tl.constexpr, GROUP_M: tl.constexpr, DECODE: tl.constexpr):
+    """(row block, column tile) of this program. Decode puts the pairs innermost, so that
+    pairs sharing an expert read its weight tile at about the same time (one DRAM read, the
+    rest from L2); batch groups GROUP_M row blocks per column sweep, as in a plain GEMM."""
+    pid = tl.program_id(0)
+    if DECODE:
+        return pid % NB, pid // NB
+    num_n = tl.cdiv(N, BN)
+    width = GROUP_M * num_n
+    first = (pid // width) * GROUP_M
+    size = tl.minimum(NB - first, GROUP_M)
+    return first + (pid % width) % size, (pid % width) // size
+
+
+@triton.jit
+def _mx_gemm_loop(a_ptrs, rows_ok, stride_a_k, codes_ptr, scales_ptr, e64, offs_n, N, K, k_end,
+                  BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+                  EVEN_K: tl.constexpr, FOLD: tl.constexpr, SCALED: tl.constexpr,
+                  STAGES: tl.constexpr, INTERPRET: tl.constexpr):
+    """acc [BM, BN] = A rows @ W[e][offs_n].T over k < k_end (k_end = K, or 0 to skip)."""
+    offs_k = tl.arange(0, BK)
+    offs_kb = tl.arange(0, BK // 2)
+    offs_ks = tl.arange(0, BK // 32)
+    n_ok = offs_n < N
+    c_ptrs = codes_ptr + e64 * N * (K // 2) + offs_n[:, None] * (K // 2) + offs_kb[None, :]
+    s_ptrs = scales_ptr + e64 * N * (K // 32) + offs_n[:, None] * (K // 32) + offs_ks[None, :]
+    a_ptrs = a_ptrs + offs_k[None, :] * stride_a_k
+    acc = tl.zeros((BM, BN), dtype=tl.float32)
+    for k0 in tl.range(0, k_end, BK, num_stages=STAGES):
+        if EVEN_K:
+            xk = tl.load(a_ptrs, mask=rows_ok[:, None], other=0.0)
+            wp = tl.load(c_ptrs, mask=n_ok[:, None], other=0)
+            ws = tl.load(s_ptrs, mask=n_ok[:, None], other=0)
+        else:
+            xk = tl.load(a_ptrs, mask=rows_ok[:, None] & (k0 + offs_k < K)[None, :], other=0.0)
+            wp = tl.load(c_ptrs, mask=n_ok[:, None] & (k0 // 2 + offs_kb < K // 2)[None, :],
+                         other=0)
+            ws = tl.load(s_ptrs, mask=n_ok[:, None] & (k0 // 32 + offs_ks < K // 32)[None, :],
+                         other=0)
+        acc = _mx_dot(acc, as_bf16(xk, INTERPRET), wp, ws, FOLD, SCALED, INTERPRET)
+        a_ptrs += BK * stride_a_k
+        c_ptrs += BK // 2
+        s_ptrs += BK // 32
+    return acc
+
+
+@triton.jit
+def _w1_kernel(x_ptr, codes_ptr, scales_ptr, bias_ptr, a_ptr,
+               sorted_pair_ptr, block_expert_ptr, block_start_ptr, block_rows_ptr,
+               logits_ptr, ids_ptr, wts_ptr,
+               H, N2, E, NB, stride_x, alpha, limit,
+               K: tl.constexpr, K_PAD: tl.constexpr, E_PAD: tl.constexpr, DECODE: tl.constexpr,
+               BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr,
+               EVEN_K: tl.constexpr, FOLD: tl.constexpr, SCALED: tl.constexpr,
+               STAGES: tl.constexpr, INTERPRET: tl.constexpr):
+    pid_b, pid_n = _block_coords(NB, N2, BN, GROUP_M, DECODE)
+    offs_m = tl.arange(0, BM)
+    if DECODE:  # row block = one (token, slot) pair; route it here from the router logits
+        t = pid_b // K
+        j = pid_b % K
+        col = tl.arange(0, E_PAD)
+        lg = tl.load(logits_ptr + t * E_PAD + col, mask=col < E, other=float("-inf"))
+        ids, wts = select_topk(lg[None, :], col, K, K_PAD)
+        kcol = tl.arange(0, K_PAD)[None, :]
+        e = tl.minimum(tl.sum(tl.where(kcol == j, ids, 0)), E - 1)
+        w = tl.sum(tl.where(kcol == j, wts, 0.0))
+        tl.store(ids_ptr + pid_b, e, mask=pid_n == 0)
+        tl.store(wts_ptr + pid_b, w, mask=pid_n == 0)
+        rows_ok = offs_m < 1
+        tok = t + offs_m * 0
+        out_row = pid_b + offs_m * 0
+        k_end = H
+    else:
+        e = tl.load(block_expert_ptr + pid_b)
+        start = tl.load(block_start_ptr + pid_b)
+        rows_ok = offs_m < tl.load(block_rows_ptr + pid_b)
+        pair = tl.load(sorted_pair_ptr + start + offs_m, mask=rows_ok, other=0)
+        tok = pair // K
+        out_row = start + offs_m
+        k_end = tl.where(e >= 0, H, 0)  # unused blocks of the worst-case grid do no work
+        e = tl.maximum(e, 0)
+    e64 = e.to(tl.int64)
+    offs_n = pid_n * BN + tl.arange(0, BN)
+    x_ptrs = x_ptr + tok.to(tl.int64)[:, None] * stride_x
+    acc = _mx_gemm_loop(x_ptrs, rows_ok, 1, codes_ptr, scales_ptr, e64, offs_n, N2, H, k_end,
+                        BM, BN, BK, EVEN_K, FOLD, SCALED, STAGES, INTERPRET)
+    bias = tl.load(bias_ptr + e64 * N2 + offs_n, mask=offs_n < N2, other=0.0).to(tl.float32)
+    gate, lin = tl.split(tl.reshape(acc + bias[None, :], (BM, BN // 2, 2)))
+    gate = tl.minimum(gate, limit, propagate_nan=tl.PropagateNan.ALL)
+    lin = tl.minimum(tl.maximum(lin, -limit, propagate_nan=tl.PropagateNan.ALL), limit,
+                     propagate_nan=tl.PropagateNan.ALL)
+    act = gate * tl.sigmoid(alpha * gate) * (lin + 1.0)
+    I = N2 // 2
+    offs_c = pid_n * (BN // 2) + tl.arange(0, BN // 2)
+    tl.store(a_ptr + out_row.to(tl.int64)[:, None] * I + offs_c[None, :], round_to(act, tl.bfloat16, INTERPRET),
+             mask=rows_ok[:, None] & (offs_c < I)[None, :])
+
+
+@triton.jit
+def _w2_kernel(a_ptr, codes_ptr, scales_ptr, bias_ptr, wts_ptr, y_ptr,
+               sorted_pair_ptr, block_expert_ptr, block_start_ptr, block_rows_ptr,
+               I, H, NB,
+               BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr,
+               EVEN_K: tl.constexpr, FOLD: tl.constexpr, SCALED: tl.constexpr,
+               STAGES: tl.constexpr, INTERPRET: tl.constexpr):
+    pid_b, pid_n = _block_coords(NB, H, BN, GROUP_M, False)
+    offs_m = tl.arange(0, BM)
+    e = tl.load(block_expert_ptr + pid_b)
+    start = tl.load(block_start_ptr + pid_b)
+    rows_ok = offs_m < tl.load(block_rows_ptr + pid_b)
+    k_end = tl.where(e >= 0, I, 0)
+    e64 = tl.maximum(e, 0).to(tl.int64)
+    offs_n = pid_n * BN + tl.arange(0, BN)
+    a_ptrs = a_ptr + (start + offs_m).to(tl.int64)[:, None] * I
+    acc = _mx_gemm_loop(a_ptrs, rows_ok, 1, codes_ptr, scales_ptr, e64, offs_n, H, I, k_end,
+                        BM, BN, BK, EVEN_K, FOLD, SCALED, STAGES, INTERPRET)
+    pair = tl.load(sorted_pair_ptr + start + offs_m, mask=rows_ok, other=0)
+    bias = tl.load(bias_ptr + e64 * H + offs_n, mask=offs_n < H, other=0.0).to(tl.float32)
+    wt = tl.load(wts_ptr + pair, mask=rows_ok, other=0.0)
+    y = (acc + bias[None, :]) * wt[:, None]
+    tl.store(y_ptr + pair.to(tl.int64)[:, None] * H + offs_n[None, :], round_to(y, tl.bfloat16, INTERPRET),
+             mask=rows_ok[:, None] & (offs_n < H)[None, :])
+
+
+@triton.jit
+def _combine_kernel(y_ptr, out_ptr, H, stride_out, K: tl.constexpr, BH: tl.constexpr,
+                    INTERPRET: tl.constexpr):
+    """out[t] = sum over the token's k rows of y, in slot order (deterministic)."""
+    t = tl.program_id(0)
+    offs = tl.program_id(1) * BH + tl.arange(0, BH)
+    ok = offs < H
+    total = tl.zeros((BH,), dtype=tl.float32)
+    for j in tl.static_range(K):
+        total += tl.load(y_ptr + (t * K + j).to(tl.int64) * H + offs, mask=ok, other=0.0).to(tl.float32)
+    tl.store(out_ptr + t.to(tl.int64) * stride_out + offs, round_to(total, out_ptr.dtype.element_ty, INTERPRET), mask=ok)
+
+
+@triton.jit
+def _w2_decode_kernel(a_ptr, codes_ptr, scales_ptr, bias_ptr, ids_ptr, wts_ptr, out_ptr,
+                      T, I, H, stride_out,
+                      K: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+                      EVEN_K: tl.constexpr, FOLD: tl.constexpr, SCALED: tl.constexpr,
+                      STAGES: tl.constexpr, INTERPRET: tl.constexpr):
+    """out[t, n-tile] = sum_j w_j (a[t, j] @ W2[e_j].T + b2[e_j]) for one token per program."""
+    pid = tl.program_id(0)
+    t = pid % T
+    pid_n = pid // T
+    offs_m = tl.arange(0, BM)
+    rows_ok = offs_m < 1
+    offs_n = pid_n * BN + tl.arange(0, BN)
+    total = tl.zeros((BM, BN), dtype=tl.float32)
+    for j in tl.static_range(K):
+        p = t * K + j
+        e64 = tl.load(ids_ptr + p).to(tl.int64)
+        a_ptrs = a_ptr + (p + offs_m * 0).to(tl.int64)[:, None] * I
+        acc = _mx_gemm_loop(a_ptrs, rows_ok, 1, codes_ptr, scales_ptr, e64, offs_n, H, I, I,
+                            BM, BN, BK, EVEN_K, FOLD, SCALED, STAGES, INTERPRET)
+        bias = tl.load(bias_ptr + e64 * H + offs_n, mask=offs_n < H, other=0.0).to(tl.float32)
+        total += (acc + bias[None, :]) * tl.load(wts_ptr + p)
+    row = tl.sum(tl.where(rows_ok[:, None], total, 0.0), axis=0)
+    tl.store(out_ptr + t.to(tl.int64) * stride_out + offs_n, round_to(row, out_ptr.dtype.element_ty, INTERPRET),
+             mask=offs_n < H)
