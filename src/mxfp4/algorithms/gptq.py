@@ -30,8 +30,8 @@ class HessianAccumulator:
         x = x.detach().reshape(-1, x.shape[-1]).float()
         if self.hadamard_size:
             x = rotate(x, self.hadamard_size)
-        x = x.to(self.hessian.device, torch.float64)
-        self.hessian += 2.0 * (x.T @ x)
+        x = x.to(self.hessian.device)
+        self.hessian += 2.0 * (x.T @ x).to(torch.float64)  # float32 product, float64 running sum
         self.count += x.shape[0]
 
     def hook(self, module, args) -> None:
