@@ -15,6 +15,8 @@ from . import __version__
 COMMANDS = (
     "mxfp4.demo",
     "mxfp4.bench.cli",
+    "mxfp4.models_cli",
+    "mxfp4.viz.cli",
 )
 
 

@@ -1,0 +1,59 @@
+"""`mxfp4 viz`: start the visualizer server and print its URL."""
+
+from __future__ import annotations
+
+import ipaddress
+import sys
+import webbrowser
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def run(args) -> int:
+    from . import benchmarks
+
+    if args.sync_benchmarks:
+        for path in benchmarks.sync():
+            print("copied", path)
+        return 0
+    try:
+        import uvicorn
+
+        from .app import LOOPBACK_HOSTS, create_app
+    except ImportError as err:
+        raise RuntimeError(f"the visualizer needs the viz extra ({err.name} is missing): "
+                           'pip install "mxfp4[viz]"') from None
+    if not 0 <= args.port <= 65535:
+        raise ValueError(f"--port must be 0..65535, got {args.port}")
+    local = _loopback(args.host)
+    allowed = LOOPBACK_HOSTS if local else None
+    app = create_app(models_dir=args.models, allowed_hosts=allowed)
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    url = f"http://{shown}:{args.port}/"
+    if not local:
+        print(f"warning: serving on {args.host}, reachable from other machines", file=sys.stderr)
+    print(f"mxfp4 viz: {url}  (models: {args.models or 'none; use --models DIR'}; Ctrl-C stops)",
+          flush=True)
+    if args.open:
+        webbrowser.open(url)
+    uvicorn.run(app, host=args.host.strip("[]"), port=args.port, log_level="warning")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("viz", help="start the interactive visualizer (a local web server)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8765, help="port (default 8765)")
+    p.add_argument("--models", metavar="DIR", default=None,
+                   help="folder of .safetensors files / model folders the 'Your model' view may read")
+    p.add_argument("--open", action="store_true", help="open the page in a web browser")
+    p.add_argument("--sync-benchmarks", action="store_true",
+                   help="copy docs/benchmarks/*.json into the package data and exit")
+    p.set_defaults(func=run)

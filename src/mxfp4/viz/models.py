@@ -1,0 +1,232 @@
+"""The "your model" view: tensors of a safetensors file or folder, read lazily in row slices.
+
+A tensor is seen as a matrix [rows, C] blocked along its last axis C (the layout of nn.Linear
+weights, whose last axis is the reduction axis K). Statistics stream over slices of at most
+CHUNK_ELEMENTS elements, so a large tensor is never read whole.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import OrderedDict
+
+import torch
+from safetensors import safe_open
+
+from ..codec import SCALE_RULES, to_blocks
+from ..format import BLOCK_SIZE, E2M1_MAX, E8M0_BIAS, E8M0_NAN, e8m0_to_float32
+from ..ops import quantize
+from .api import finite_or_none
+from .safe_paths import model_files
+from .validate import ApiError
+
+FLOAT_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                "F64": torch.float64}
+CHUNK_ELEMENTS = 1 << 20
+SAMPLE_ELEMENTS = 1 << 18  # per-rule QSNR in the table uses at most this many elements
+HEAT_CELLS = 96  # the per-block error map is pooled to at most this many cells a side
+WORST = 10
+_cache: OrderedDict = OrderedDict()
+
+
+def _cached(key, compute, size: int = 32):
+    if key in _cache:
+        _cache.move_to_end(key)
+        return _cache[key]
+    value = compute()
+    _cache[key] = value
+    while len(_cache) > size:
+        _cache.popitem(last=False)
+    return value
+
+
+def _open(path):
+    try:
+        return safe_open(os.fspath(path), framework="pt", device="cpu")
+    except Exception as err:  # safetensors has its own error types for corrupt headers
+        raise ApiError(422, f"cannot read {os.path.basename(path)} as safetensors: {err}") from None
+
+
+def _index(root, rel) -> dict:
+    """name -> (file, shape, dtype) for every tensor the path holds; cached by file mtimes."""
+    files = model_files(root, rel)
+    key = ("index", tuple((os.fspath(p), os.path.getmtime(p)) for p in files))
+
+    def build():
+        index = {}
+        for p in files:
+            with _open(p) as f:
+                for name in f.keys():
+                    s = f.get_slice(name)
+                    index[name] = (p, tuple(s.get_shape()), s.get_dtype())
+        return index
+
+    return _cached(key, build)
+
+
+def _kind(name: str, shape, dtype: str, index: dict) -> str:
+    if dtype in FLOAT_DTYPES and len(shape) >= 1 and math.prod(shape) > 0:
+        return "float"
+    if dtype == "U8" and name.endswith("_blocks") and name[:-7] + "_scales" in index:
+        return "mxfp4 (stored)"
+    return "other"
+
+
+def tensors(root, rel) -> dict:
+    index = _index(root, rel)
+    rows = [{"name": n, "shape": list(shape), "dtype": dtype, "numel": math.prod(shape),
+             "kind": _kind(n, shape, dtype, index)} for n, (_, shape, dtype) in index.items()]
+    return {"path": rel, "tensors": rows, "files": len({p for p, _, _ in index.values()})}
+
+
+def _float_tensor(root, rel, name):
+    index = _index(root, rel)
+    if not isinstance(name, str) or name not in index:
+        raise ApiError(404, f"no tensor named {str(name)[:80]!r} in {rel[:60]!r}")
+    path, shape, dtype = index[name]
+    if _kind(name, shape, dtype, index) != "float":
+        raise ApiError(400, f"{name!r} is {dtype} {list(shape)}: only non-empty float tensors "
+                            "can be quantized")
+    return path, shape
+
+
+def _row_windows(shape, max_elements: int, sample: bool):
+    """(first, stop) windows along axis 0, each at most max_elements (at least one index).
+
+    With sample=True, at most max_elements in all, spread over 8 evenly spaced windows.
+    """
+    n0, per = shape[0], math.prod(shape[1:])
+    step = max(1, max_elements // max(per, 1))
+    if not sample or n0 * per <= max_elements:
+        return [(i, min(i + step, n0)) for i in range(0, n0, step)]
+    windows = min(8, n0)
+    width = max(1, step // windows)
+    starts = sorted({round(w * (n0 - width) / max(windows - 1, 1)) for w in range(windows)})
+    return [(s, min(s + width, n0)) for s in starts]
+
+
+def _chunks(path, name, shape, max_elements=CHUNK_ELEMENTS, sample=False):
+    """Yield (first_row, x [rows, C] float32) slices of the tensor viewed as [rows, C]."""
+    with _open(path) as f:
+        s = f.get_slice(name)
+        if len(shape) == 1:  # a vector is one row; read it in block-aligned pieces
+            step = max(BLOCK_SIZE, max_elements // BLOCK_SIZE * BLOCK_SIZE)
+            pieces = [s[i:min(i + step, shape[0])].float() for i in range(0, shape[0], step)]
+            yield 0, torch.cat(pieces)[None, :]
+            return
+        rows_per = math.prod(shape[1:-1])
+        for a, b in _row_windows(shape, max_elements, sample):
+            yield a * rows_per, s[a:b].float().reshape(-1, shape[-1])
+
+
+def qsnr_by_rule(root, rel, name) -> dict:
+    """QSNR of the tensor under each scale rule, on up to SAMPLE_ELEMENTS elements."""
+    path, shape = _float_tensor(root, rel, name)
+    x = torch.cat([c for _, c in _chunks(path, name, shape, SAMPLE_ELEMENTS, sample=True)])
+    out = {}
+    for rule in SCALE_RULES:
+        err = quantize(x, scale_rule=rule).dequantize() - x
+        noise, signal = float(err.double().square().sum()), float(x.double().square().sum())
+        out[rule] = finite_or_none(10 * math.log10(signal / noise) if noise and signal else math.inf)
+    return {"name": name, "elements_used": x.numel(), "numel": math.prod(shape),
+            "sampled": x.numel() < math.prod(shape), "qsnr_db": out}
+
+
+def _db(signal, noise):
+    """10 log10(signal / noise); None for an exact result (no noise)."""
+    return 10 * math.log10(signal / noise) if noise > 0 and signal > 0 else None
+
+
+def _clipped(magnitudes: torch.Tensor, scales: torch.Tensor) -> int:
+    """Elements with |x| > 6 * scale (they saturate to +-6 * scale)."""
+    limit = E2M1_MAX * e8m0_to_float32(scales)
+    return int(torch.count_nonzero(magnitudes > limit[..., None]))
+
+
+def _code_counts(packed: torch.Tensor, padding: int) -> torch.Tensor:
+    """Uses of each 4-bit code, from a histogram of the packed bytes; padding zeros removed."""
+    byte_counts = torch.bincount(packed.flatten(), minlength=256).reshape(16, 16)  # [high, low]
+    counts = byte_counts.sum(0) + byte_counts.sum(1)
+    counts[0] -= padding
+    return counts
+
+
+def tensor_detail(root, rel, name, rule: str) -> dict:
+    """Full-tensor statistics for one scale rule, streamed over row slices."""
+    path, shape = _float_tensor(root, rel, name)
+    key = ("detail", os.fspath(path), os.path.getmtime(path), name, rule)
+    return _cached(key, lambda: _detail(path, name, shape, rule), size=64)
+
+
+def _detail(path, name, shape, rule):
+    cols = shape[-1]
+    rows = math.prod(shape[:-1]) if len(shape) > 1 else 1
+    n_blocks = -(-cols // BLOCK_SIZE)
+    hr, hc = min(HEAT_CELLS, rows), min(HEAT_CELLS, n_blocks)
+    heat_noise = torch.zeros(hr * hc, dtype=torch.float64)
+    heat_signal = torch.zeros(hr * hc, dtype=torch.float64)
+    scale_hist = torch.zeros(256, dtype=torch.int64)
+    code_hist = torch.zeros(16, dtype=torch.int64)
+    signal = noise = 0.0
+    clipped = 0
+    worst = []  # (block qsnr, row, block, scale byte, amax)
+    col_cell = (torch.arange(n_blocks) * hc // n_blocks)
+    for row0, x in _chunks(path, name, shape):
+        q = quantize(x, scale_rule=rule)
+        xb = to_blocks(x, 1, BLOCK_SIZE)
+        eb = to_blocks(q.dequantize(), 1, BLOCK_SIZE).sub_(xb)
+        sig = torch.linalg.vector_norm(xb, dim=-1).square_().double()  # [r, n_blocks]
+        err = torch.linalg.vector_norm(eb, dim=-1).square_().double()
+        signal += float(sig.sum())
+        noise += float(err.sum())
+        mags = xb.abs_()  # x is not needed signed any more
+        clipped += _clipped(mags, q.scales)
+        scale_hist += torch.bincount(q.scales.flatten(), minlength=256)
+        code_hist += _code_counts(q.codes, x.shape[0] * (n_blocks * BLOCK_SIZE - cols))
+        row_cell = (torch.arange(row0, row0 + x.shape[0]) * hr // rows)
+        cell = (row_cell[:, None] * hc + col_cell[None, :]).flatten()
+        heat_noise.index_add_(0, cell, err.flatten())
+        heat_signal.index_add_(0, cell, sig.flatten())
+        ratio = torch.where(sig > 0, err / sig.clamp_min(1e-300), torch.zeros_like(err)).flatten()
+        top = torch.topk(ratio, min(WORST, ratio.numel()))
+        for r, idx in zip(top.values.tolist(), top.indices.tolist()):
+            row, blk = divmod(idx, n_blocks)
+            if r > 0:
+                worst.append((r, row0 + row, blk, int(q.scales[row, blk]),
+                              float(mags[row, blk].max())))
+        worst = sorted(worst, reverse=True)[:WORST]
+    heat = [[_db(s, n) for s, n in zip(heat_signal[i * hc:(i + 1) * hc].tolist(),
+                                        heat_noise[i * hc:(i + 1) * hc].tolist())]
+            for i in range(hr)]
+    numel = math.prod(shape)
+    return {"name": name, "shape": list(shape), "rule": rule, "rows": rows, "blocks_per_row": n_blocks,
+            "numel": numel, "qsnr_db": _db(signal, noise),
+            "mse": noise / numel, "clipped_fraction": clipped / numel,
+            "scale_exponents": [{"exponent": None if b == E8M0_NAN else b - E8M0_BIAS, "blocks": int(c)}
+                                for b, c in enumerate(scale_hist.tolist()) if c],
+            "code_counts": code_hist.tolist(),
+            "heatmap": {"rows": hr, "cols": hc, "qsnr_db": heat,
+                        "row_span": rows / hr, "block_span": n_blocks / hc},
+            "worst_blocks": [{"row": r, "block": b, "qsnr_db": finite_or_none(-10 * math.log10(v)),
+                              "scale_exponent": s - E8M0_BIAS, "amax": a}
+                             for v, r, b, s, a in worst]}
+
+
+def block_values(root, rel, name, row: int, block: int) -> dict:
+    """The BLOCK_SIZE values of one block, read with a one-row slice."""
+    path, shape = _float_tensor(root, rel, name)
+    cols = shape[-1]
+    rows = math.prod(shape[:-1]) if len(shape) > 1 else 1
+    if not 0 <= row < rows or not 0 <= block * BLOCK_SIZE < cols:
+        raise ApiError(400, f"block ({row}, {block}) is outside {name!r} with {rows} rows of "
+                            f"{-(-cols // BLOCK_SIZE)} blocks")
+    k0, k1 = block * BLOCK_SIZE, min((block + 1) * BLOCK_SIZE, cols)
+    with _open(path) as f:
+        s = f.get_slice(name)
+        if len(shape) == 1:
+            values = s[k0:k1]
+        else:
+            rows_per = math.prod(shape[1:-1])
+            values = s[row // rows_per:row // rows_per + 1].reshape(-1, cols)[row % rows_per, k0:k1]
+    return {"name": name, "row": row, "block": block, "values": values.float().tolist()}

@@ -1,0 +1,162 @@
+// Plain SVG charts: bars, lines and step functions, plus a canvas heatmap.
+// Each chart is a draw(width) function; mount() redraws it when its box changes width.
+
+import { h, s, num } from "./dom.js";
+
+export const COLORS = ["#3b6fd8", "#e0823a", "#2e9d68", "#b14fc5", "#d9485f", "#6b7280"];
+let clipCount = 0;
+const PAD = { left: 56, right: 14, top: 14, bottom: 44 };
+
+export function mount(container, draw) {
+  const box = h("div", { class: "chart" });
+  container.append(box);
+  let last = 0;
+  const render = () => {
+    const w = Math.max(260, Math.floor(box.clientWidth || container.clientWidth || 600));
+    if (w === last) return;
+    last = w;
+    box.replaceChildren(draw(w));
+  };
+  render();
+  if (window.ResizeObserver) new ResizeObserver(render).observe(box);
+  return box;
+}
+
+export function niceTicks(lo, hi, n = 5) {
+  if (!(hi > lo)) return [lo];
+  const raw = (hi - lo) / n;
+  const mag = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 2.5, 5, 10].map((m) => m * mag).find((st) => st >= raw);
+  const out = [];
+  for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) out.push(Number(v.toPrecision(12)));
+  return out;
+}
+
+function linear(d0, d1, r0, r1) {
+  const k = d1 === d0 ? 0 : (r1 - r0) / (d1 - d0);
+  return (v) => r0 + (v - d0) * k;
+}
+
+function tickLabel(v) {
+  const a = Math.abs(v);
+  if (a >= 1e6) return `${num(v / 1e6, 3)}M`;
+  if (a >= 1e4) return `${num(v / 1e3, 3)}k`;
+  return Number.isInteger(v) ? String(v) : String(Number(v.toPrecision(4)));
+}
+
+function axes(g, x, y, xt, yt, width, height, { xLabel, yLabel, xFormat = tickLabel, yFormat = tickLabel } = {}) {
+  const bottom = height - PAD.bottom;
+  for (const v of yt) {
+    g.append(s("line", { x1: PAD.left, x2: width - PAD.right, y1: y(v), y2: y(v), class: "grid" }));
+    g.append(s("text", { x: PAD.left - 6, y: y(v) + 4, class: "tick", "text-anchor": "end" }, yFormat(v)));
+  }
+  for (const v of xt) {
+    g.append(s("text", { x: x(v), y: bottom + 16, class: "tick", "text-anchor": "middle" }, xFormat(v)));
+  }
+  g.append(s("line", { x1: PAD.left, x2: width - PAD.right, y1: bottom, y2: bottom, class: "axis" }));
+  if (xLabel) g.append(s("text", { x: (PAD.left + width - PAD.right) / 2, y: height - 6, class: "label", "text-anchor": "middle" }, xLabel));
+  if (yLabel) g.append(s("text", { x: 12, y: (PAD.top + bottom) / 2, class: "label", "text-anchor": "middle", transform: `rotate(-90 12 ${(PAD.top + bottom) / 2})` }, yLabel));
+}
+
+// Grouped bars. series: [{name, values, color}], labels: one per group.
+export function bars({ labels, series, height = 260, xLabel, yLabel, format = num, highlight = [], refLine, yMax, yMin = 0, valueLabels }) {
+  return (width) => {
+    const svg = s("svg", { width, height, viewBox: `0 0 ${width} ${height}`, class: "plot", role: "img" });
+    const top = Math.max(yMax ?? 0, refLine ? refLine.value * 1.08 : 0, ...series.flatMap((se) => se.values.map((v) => v ?? 0)));
+    const y = linear(yMin, top || 1, height - PAD.bottom, PAD.top);
+    const inner = width - PAD.left - PAD.right;
+    const group = inner / labels.length;
+    const bw = Math.max(1, (group * 0.8) / series.length);
+    const x = (i) => PAD.left + group * (i + 0.5);
+    const every = Math.ceil(labels.length / Math.max(1, Math.floor(inner / 34)));
+    axes(svg, x, y, [], niceTicks(yMin, top || 1, 4), width, height, { xLabel, yLabel });
+    labels.forEach((lab, i) => {
+      if (i % every === 0) svg.append(s("text", { x: x(i), y: height - PAD.bottom + 16, class: "tick", "text-anchor": "middle" }, lab));
+      series.forEach((se, k) => {
+        const v = se.values[i] ?? 0;
+        const bx = PAD.left + group * i + group * 0.1 + k * bw;
+        const rect = s("rect", {
+          x: bx, y: y(Math.max(v, yMin)), width: Math.max(1, bw - 1), height: Math.abs(y(yMin) - y(Math.max(v, yMin))),
+          fill: se.color || COLORS[k % COLORS.length], class: highlight.includes(i) ? "bar hl" : "bar",
+        }, s("title", {}, `${lab}${se.name ? ` · ${se.name}` : ""}: ${format(v)}`));
+        svg.append(rect);
+        const show = valueLabels ?? (labels.length * series.length <= 16 && bw > 26);
+        if (show) svg.append(s("text", { x: bx + bw / 2, y: y(Math.max(v, yMin)) - 4, class: "tick", "text-anchor": "middle" }, format(v)));
+      });
+    });
+    if (refLine) {
+      svg.append(s("line", { x1: PAD.left, x2: width - PAD.right, y1: y(refLine.value), y2: y(refLine.value), class: "ref" }));
+      svg.append(s("text", { x: PAD.left + 4, y: y(refLine.value) - 5, class: "ref-label" }, refLine.label));
+    }
+    return svg;
+  };
+}
+
+// Line / step charts. series: [{x, y, color, step, dash, name, width}], points: [{x, y, color, r, label}].
+export function lines({ series, points = [], vlines = [], hlines = [], height = 280, xLabel, yLabel, xDomain, yDomain }) {
+  return (width) => {
+    const svg = s("svg", { width, height, viewBox: `0 0 ${width} ${height}`, class: "plot", role: "img" });
+    const xs = series.flatMap((se) => se.x).concat(points.map((p) => p.x));
+    const ys = series.flatMap((se) => se.y).concat(points.map((p) => p.y)).filter((v) => v !== null);
+    const [x0, x1] = xDomain || [Math.min(...xs), Math.max(...xs)];
+    let [y0, y1] = yDomain || [Math.min(...ys), Math.max(...ys)];
+    if (!yDomain) { const pad = (y1 - y0) * 0.06 || 1; y0 -= pad; y1 += pad; }
+    const x = linear(x0, x1, PAD.left, width - PAD.right);
+    const y = linear(y0, y1, height - PAD.bottom, PAD.top);
+    axes(svg, x, y, niceTicks(x0, x1, Math.max(3, Math.floor(width / 90))), niceTicks(y0, y1, 5), width, height, { xLabel, yLabel });
+    const clip = `clip-${++clipCount}`;
+    svg.append(s("clipPath", { id: clip }, s("rect", { x: PAD.left, y: PAD.top, width: width - PAD.left - PAD.right, height: height - PAD.top - PAD.bottom })));
+    for (const v of vlines) svg.append(s("line", { x1: x(v.x), x2: x(v.x), y1: PAD.top, y2: height - PAD.bottom, class: v.class || "vline" }));
+    for (const v of hlines) svg.append(s("line", { x1: PAD.left, x2: width - PAD.right, y1: y(v.y), y2: y(v.y), class: v.class || "vline" }));
+    series.forEach((se, k) => {
+      let d = "";
+      se.x.forEach((xv, i) => {
+        const yv = se.y[i];
+        if (yv === null) return;
+        if (!d) d = `M${x(xv)},${y(yv)}`;
+        else d += se.step ? `H${x(xv)}V${y(yv)}` : `L${x(xv)},${y(yv)}`;
+      });
+      svg.append(s("path", { d, fill: "none", stroke: se.color || COLORS[k % COLORS.length], "stroke-width": se.width || 2, "stroke-dasharray": se.dash, "clip-path": `url(#${clip})` }));
+    });
+    for (const p of points) {
+      svg.append(s("circle", { cx: x(p.x), cy: y(p.y), r: p.r || 4, fill: p.color || COLORS[0], class: "pt" }, s("title", {}, p.label || `${num(p.x)}, ${num(p.y)}`)));
+    }
+    return svg;
+  };
+}
+
+export function legend(items) {
+  return h("div", { class: "legend" }, items.map(([name, color]) =>
+    h("span", {}, h("i", { style: { background: color } }), name)));
+}
+
+// Heatmap of a 2-D array on a canvas; null cells are drawn grey. Higher values are greener.
+export function heatmap(values, { lo, hi, title, onclick }) {
+  const rows = values.length, cols = values[0]?.length || 0;
+  const cell = Math.max(2, Math.min(10, Math.floor(560 / Math.max(cols, 1))));
+  const canvas = h("canvas", { width: cols * cell, height: rows * cell, class: "heat", title });
+  const ctx = canvas.getContext("2d");
+  for (let i = 0; i < rows; i++) {
+    for (let j = 0; j < cols; j++) {
+      const v = values[i][j];
+      ctx.fillStyle = v === null ? "#d1d5db" : ramp((v - lo) / (hi - lo || 1));
+      ctx.fillRect(j * cell, i * cell, cell, cell);
+    }
+  }
+  if (onclick) {
+    canvas.addEventListener("click", (e) => {
+      const r = canvas.getBoundingClientRect();
+      const j = Math.floor(((e.clientX - r.left) / r.width) * cols);
+      const i = Math.floor(((e.clientY - r.top) / r.height) * rows);
+      onclick(i, j);
+    });
+  }
+  return canvas;
+}
+
+// 0 -> red (low QSNR, bad), 1 -> green (good).
+export function ramp(t) {
+  t = Math.min(1, Math.max(0, t));
+  const hue = 5 + t * 135;
+  return `hsl(${hue}, 65%, ${48 + 10 * (1 - Math.abs(t - 0.5) * 2)}%)`;
+}
