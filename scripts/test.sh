@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+bash scripts/setup-browser.sh  # Chromium for tests/test_viz_browser.py
 .venv/bin/python -m pytest -q "$@"
