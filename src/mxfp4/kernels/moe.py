@@ -24,6 +24,9 @@ from .moe_gemm import _combine_kernel, _w1_kernel, _w2_decode_kernel, _w2_kernel
 from .moe_routing import _align_kernel, _logits_kernel, _route_kernel, num_blocks_max, pad_pow2
 
 DECODE_MAX_PAIRS = 32  # T <= 8 at k = 4
+# How the GEMMs turn MXFP4 tiles into bf16 (moe_gemm._mx_dot): "fp16" bit placement in plain
+# Triton, "ptx" the packed-PTX decode of mxfp4.kernels.unpack, "dot_scaled" tl.dot_scaled.
+UPCASTS = ("fp16", "ptx", "dot_scaled")
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,13 @@ class GemmConfig:
     warps: int = 4
     stages: int = 3
     group_m: int = 8
-    scaled: bool = False  # tl.dot_scaled instead of the in-register upcast + tl.dot
+    upcast: str = "ptx"  # see UPCASTS
+
+    @property
+    def upcast_id(self) -> int:
+        if self.upcast not in UPCASTS:
+            raise ValueError(f"upcast must be one of {UPCASTS}, got {self.upcast!r}")
+        return UPCASTS.index(self.upcast)
 
 
 @dataclass(frozen=True)
@@ -70,15 +79,15 @@ def _interpreting() -> bool:
 
 
 def _check_fits(x, w1_codes, w1_scales, w2_codes, w2_scales, router_w):
-    E, N2, Hb = w1_codes.shape
-    H, I = 2 * Hb, N2 // 2
-    if x.shape[-1] != H or w2_codes.shape != (E, H, I // 2) or router_w.shape != (E, H):
-        raise ValueError(f"inconsistent MoE shapes: x {tuple(x.shape)}, w1 codes {tuple(w1_codes.shape)}, "
-                         f"w2 codes {tuple(w2_codes.shape)}, router {tuple(router_w.shape)}")
+    E, H = router_w.shape
+    I = w1_codes.shape[1] // 2
     if H % 32 or I % 32:
         raise ValueError(f"the Triton MoE needs H and I to be multiples of 32, got H={H}, I={I}")
-    if w1_scales.shape != (E, N2, H // 32) or w2_scales.shape != (E, H, I // 32):
-        raise ValueError("scale tensors do not match the code tensors")
+    if (x.shape[-1] != H or w1_codes.shape != (E, 2 * I, H // 2) or w2_codes.shape != (E, H, I // 2)
+            or w1_scales.shape != (E, 2 * I, H // 32) or w2_scales.shape != (E, H, I // 32)):
+        raise ValueError(f"inconsistent MoE shapes: x {tuple(x.shape)}, router {tuple(router_w.shape)}, "
+                         f"w1 codes/scales {tuple(w1_codes.shape)}/{tuple(w1_scales.shape)}, "
+                         f"w2 codes/scales {tuple(w2_codes.shape)}/{tuple(w2_scales.shape)}")
     return E, H, I
 
 
@@ -114,11 +123,11 @@ def moe_forward(x: torch.Tensor, router_w, router_b, w1_codes, w1_scales, b1, w2
         _w1_kernel[(P * triton.cdiv(2 * I, g1.bn),)](
             x, w1_codes, w1_scales, b1, a, ids, ids, ids, ids, logits, ids, wts,
             H, 2 * I, E, P, x.stride(0), alpha, limit, K_PAD=k_pad, E_PAD=e_pad, DECODE=True,
-            BM=g1.bm, BN=g1.bn, BK=g1.bk, GROUP_M=1, EVEN_K=H % g1.bk == 0, SCALED=g1.scaled,
+            BM=g1.bm, BN=g1.bn, BK=g1.bk, GROUP_M=1, EVEN_K=H % g1.bk == 0, UPCAST=g1.upcast_id,
             STAGES=g1.stages, num_warps=g1.warps, **common)
         _w2_decode_kernel[(T * triton.cdiv(H, g2.bn),)](
             a, w2_codes, w2_scales, b2, ids, wts, out, T, I, H, out.stride(0),
-            BM=g2.bm, BN=g2.bn, BK=g2.bk, EVEN_K=I % g2.bk == 0, SCALED=g2.scaled,
+            BM=g2.bm, BN=g2.bn, BK=g2.bk, EVEN_K=I % g2.bk == 0, UPCAST=g2.upcast_id,
             STAGES=g2.stages, num_warps=g2.warps, **common)
         return out
 
@@ -145,13 +154,13 @@ def moe_forward(x: torch.Tensor, router_w, router_b, w1_codes, w1_scales, b1, w2
     _w1_kernel[(nb * triton.cdiv(2 * I, g1.bn),)](
         x, w1_codes, w1_scales, b1, a, *tables, ids, ids, wts,
         H, 2 * I, E, nb, x.stride(0), alpha, limit, K_PAD=k_pad, E_PAD=e_pad, DECODE=False,
-        BM=bm, BN=g1.bn, BK=g1.bk, GROUP_M=g1.group_m, EVEN_K=H % g1.bk == 0, SCALED=g1.scaled,
+        BM=bm, BN=g1.bn, BK=g1.bk, GROUP_M=g1.group_m, EVEN_K=H % g1.bk == 0, UPCAST=g1.upcast_id,
         STAGES=g1.stages, num_warps=g1.warps, **common)
     y = torch.empty(P, H, dtype=torch.bfloat16, device=dev)
     _w2_kernel[(nb * triton.cdiv(H, g2.bn),)](
         a, w2_codes, w2_scales, b2, wts, y, *tables, I, H, nb,
         BM=bm, BN=g2.bn, BK=g2.bk, GROUP_M=g2.group_m, EVEN_K=I % g2.bk == 0, FOLD=fold,
-        SCALED=g2.scaled, STAGES=g2.stages, num_warps=g2.warps, INTERPRET=_interpreting())
+        UPCAST=g2.upcast_id, STAGES=g2.stages, num_warps=g2.warps, INTERPRET=_interpreting())
     bh = 1024
     _combine_kernel[(T, triton.cdiv(H, bh))](y, out, H, out.stride(0), K=k, BH=bh,
                                              INTERPRET=_interpreting(), num_warps=4)

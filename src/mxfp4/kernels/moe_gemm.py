@@ -19,6 +19,7 @@ import triton
 import triton.language as tl
 
 from .moe_routing import as_bf16, bf16_dot, round_to, select_topk
+from .unpack import unpack_bf16
 
 
 @triton.jit
@@ -51,10 +52,31 @@ def mx_tile(packed, scales, FOLD: tl.constexpr):
 
 
 @triton.jit
-def _mx_dot(acc, xk, wp, ws, FOLD: tl.constexpr, SCALED: tl.constexpr, INTERPRET: tl.constexpr):
-    """acc + xk [M, BK] @ W.T for the MXFP4 tile W (codes wp [N, BK/2], scales ws [N, BK/32])."""
-    if SCALED:
+def mx_tile_ptx(packed, scales):
+    """Same as mx_tile, with the nibbles decoded by `mxfp4.kernels.unpack.unpack_bf16` (packed
+    PTX on the GPU, four bytes per snippet) and the scale applied in fp32 (exact)."""
+    R: tl.constexpr = packed.shape[0]
+    C: tl.constexpr = packed.shape[1]
+    lo, hi = unpack_bf16(packed)
+    s = scales.to(tl.int32)
+    f = tl.where(s > 0, s << 23, 1 << 22).to(tl.float32, bitcast=True)
+    f = tl.where(s == 255, float("nan"), f)
+    f = tl.reshape(tl.broadcast_to(f[:, :, None], (R, C // 16, 16)), (R, C))
+    lo = (lo.to(tl.float32) * f).to(tl.bfloat16)
+    hi = (hi.to(tl.float32) * f).to(tl.bfloat16)
+    return tl.reshape(tl.join(lo, hi), (R, 2 * C))
+
+
+@triton.jit
+def _mx_dot(acc, xk, wp, ws, FOLD: tl.constexpr, UPCAST: tl.constexpr, INTERPRET: tl.constexpr):
+    """acc + xk [M, BK] @ W.T for the MXFP4 tile W (codes wp [N, BK/2], scales ws [N, BK/32]).
+
+    UPCAST 0: mx_tile (fp16 bit placement), 1: mx_tile_ptx, 2: tl.dot_scaled (Triton's own
+    upcast on Hopper)."""
+    if UPCAST == 2:
         return tl.dot_scaled(xk, None, "bf16", tl.trans(wp), ws, "e2m1", acc)
+    if UPCAST == 1:
+        return bf16_dot(xk, tl.trans(mx_tile_ptx(wp, ws)), acc, INTERPRET)
     return bf16_dot(xk, tl.trans(mx_tile(wp, ws, FOLD)), acc, INTERPRET)
 
 
@@ -76,7 +98,7 @@ def _block_coords(NB, N, BN: tl.constexpr, GROUP_M: tl.constexpr, DECODE: tl.con
 @triton.jit
 def _mx_gemm_loop(a_ptrs, rows_ok, stride_a_k, codes_ptr, scales_ptr, e64, offs_n, N, K, k_end,
                   BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
-                  EVEN_K: tl.constexpr, FOLD: tl.constexpr, SCALED: tl.constexpr,
+                  EVEN_K: tl.constexpr, FOLD: tl.constexpr, UPCAST: tl.constexpr,
                   STAGES: tl.constexpr, INTERPRET: tl.constexpr):
     """acc [BM, BN] = A rows @ W[e][offs_n].T over k < k_end (k_end = K, or 0 to skip)."""
     offs_k = tl.arange(0, BK)
@@ -98,7 +120,7 @@ def _mx_gemm_loop(a_ptrs, rows_ok, stride_a_k, codes_ptr, scales_ptr, e64, offs_
                          other=0)
             ws = tl.load(s_ptrs, mask=n_ok[:, None] & (k0 // 32 + offs_ks < K // 32)[None, :],
                          other=0)
-        acc = _mx_dot(acc, as_bf16(xk, INTERPRET), wp, ws, FOLD, SCALED, INTERPRET)
+        acc = _mx_dot(acc, as_bf16(xk, INTERPRET), wp, ws, FOLD, UPCAST, INTERPRET)
         a_ptrs += BK * stride_a_k
         c_ptrs += BK // 2
         s_ptrs += BK // 32
@@ -112,7 +134,7 @@ def _w1_kernel(x_ptr, codes_ptr, scales_ptr, bias_ptr, a_ptr,
                H, N2, E, NB, stride_x, alpha, limit,
                K: tl.constexpr, K_PAD: tl.constexpr, E_PAD: tl.constexpr, DECODE: tl.constexpr,
                BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr,
-               EVEN_K: tl.constexpr, FOLD: tl.constexpr, SCALED: tl.constexpr,
+               EVEN_K: tl.constexpr, FOLD: tl.constexpr, UPCAST: tl.constexpr,
                STAGES: tl.constexpr, INTERPRET: tl.constexpr):
     pid_b, pid_n = _block_coords(NB, N2, BN, GROUP_M, DECODE)
     offs_m = tl.arange(0, BM)
@@ -144,7 +166,7 @@ def _w1_kernel(x_ptr, codes_ptr, scales_ptr, bias_ptr, a_ptr,
     offs_n = pid_n * BN + tl.arange(0, BN)
     x_ptrs = x_ptr + tok.to(tl.int64)[:, None] * stride_x
     acc = _mx_gemm_loop(x_ptrs, rows_ok, 1, codes_ptr, scales_ptr, e64, offs_n, N2, H, k_end,
-                        BM, BN, BK, EVEN_K, FOLD, SCALED, STAGES, INTERPRET)
+                        BM, BN, BK, EVEN_K, FOLD, UPCAST, STAGES, INTERPRET)
     bias = tl.load(bias_ptr + e64 * N2 + offs_n, mask=offs_n < N2, other=0.0).to(tl.float32)
     gate, lin = tl.split(tl.reshape(acc + bias[None, :], (BM, BN // 2, 2)))
     gate = tl.minimum(gate, limit, propagate_nan=tl.PropagateNan.ALL)
@@ -162,7 +184,7 @@ def _w2_kernel(a_ptr, codes_ptr, scales_ptr, bias_ptr, wts_ptr, y_ptr,
                sorted_pair_ptr, block_expert_ptr, block_start_ptr, block_rows_ptr,
                I, H, NB,
                BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr,
-               EVEN_K: tl.constexpr, FOLD: tl.constexpr, SCALED: tl.constexpr,
+               EVEN_K: tl.constexpr, FOLD: tl.constexpr, UPCAST: tl.constexpr,
                STAGES: tl.constexpr, INTERPRET: tl.constexpr):
     pid_b, pid_n = _block_coords(NB, H, BN, GROUP_M, False)
     offs_m = tl.arange(0, BM)
@@ -174,7 +196,7 @@ def _w2_kernel(a_ptr, codes_ptr, scales_ptr, bias_ptr, wts_ptr, y_ptr,
     offs_n = pid_n * BN + tl.arange(0, BN)
     a_ptrs = a_ptr + (start + offs_m).to(tl.int64)[:, None] * I
     acc = _mx_gemm_loop(a_ptrs, rows_ok, 1, codes_ptr, scales_ptr, e64, offs_n, H, I, k_end,
-                        BM, BN, BK, EVEN_K, FOLD, SCALED, STAGES, INTERPRET)
+                        BM, BN, BK, EVEN_K, FOLD, UPCAST, STAGES, INTERPRET)
     pair = tl.load(sorted_pair_ptr + start + offs_m, mask=rows_ok, other=0)
     bias = tl.load(bias_ptr + e64 * H + offs_n, mask=offs_n < H, other=0.0).to(tl.float32)
     wt = tl.load(wts_ptr + pair, mask=rows_ok, other=0.0)
@@ -200,7 +222,7 @@ def _combine_kernel(y_ptr, out_ptr, H, stride_out, K: tl.constexpr, BH: tl.const
 def _w2_decode_kernel(a_ptr, codes_ptr, scales_ptr, bias_ptr, ids_ptr, wts_ptr, out_ptr,
                       T, I, H, stride_out,
                       K: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
-                      EVEN_K: tl.constexpr, FOLD: tl.constexpr, SCALED: tl.constexpr,
+                      EVEN_K: tl.constexpr, FOLD: tl.constexpr, UPCAST: tl.constexpr,
                       STAGES: tl.constexpr, INTERPRET: tl.constexpr):
     """out[t, n-tile] = sum_j w_j (a[t, j] @ W2[e_j].T + b2[e_j]) for one token per program."""
     pid = tl.program_id(0)
@@ -215,7 +237,7 @@ def _w2_decode_kernel(a_ptr, codes_ptr, scales_ptr, bias_ptr, ids_ptr, wts_ptr, 
         e64 = tl.load(ids_ptr + p).to(tl.int64)
         a_ptrs = a_ptr + (p + offs_m * 0).to(tl.int64)[:, None] * I
         acc = _mx_gemm_loop(a_ptrs, rows_ok, 1, codes_ptr, scales_ptr, e64, offs_n, H, I, I,
-                            BM, BN, BK, EVEN_K, FOLD, SCALED, STAGES, INTERPRET)
+                            BM, BN, BK, EVEN_K, FOLD, UPCAST, STAGES, INTERPRET)
         bias = tl.load(bias_ptr + e64 * H + offs_n, mask=offs_n < H, other=0.0).to(tl.float32)
         total += (acc + bias[None, :]) * tl.load(wts_ptr + p)
     row = tl.sum(tl.where(rows_ok[:, None], total, 0.0), axis=0)

@@ -1,0 +1,165 @@
+"""The Triton MoE path (TRITON_INTERPRET=1 on CPU) against a float64 MoE on dequantized weights."""
+
+import os
+
+import torch
+
+if not torch.cuda.is_available():  # before any kernel module is imported (conftest does the same)
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
+
+from moe_oracle import moe_float64, random_moe, rel_err  # noqa: E402
+from mxfp4.codec import dequantize_blocks  # noqa: E402
+from mxfp4.kernels.moe import GemmConfig, MoEConfig, default_config, moe_forward  # noqa: E402
+from mxfp4.kernels.moe_gemm import mx_tile, mx_tile_ptx  # noqa: E402
+from mxfp4.kernels.moe_routing import num_blocks_max  # noqa: E402
+from mxfp4.nn import MoE  # noqa: E402
+
+DEV = "cuda" if torch.cuda.is_available() else "cpu"
+TOL = 1e-2  # bf16 activations and intermediates
+
+
+def _x(T, H, seed, dtype=torch.bfloat16):
+    return torch.randn(T, H, generator=torch.Generator().manual_seed(seed)).to(dtype).to(DEV)
+
+
+def _check(m, x, config=None):
+    out = m.to(DEV)(x, backend="triton", config=config)
+    assert out.dtype == x.dtype and out.shape == x.shape
+    err = rel_err(out.cpu(), moe_float64(m.cpu(), x.cpu()))
+    m.to(DEV)
+    assert err <= TOL, err
+    return out
+
+
+def _batch(bm, bn=64, bk=64, upcast="ptx"):
+    g = GemmConfig(bm, bn, bk, upcast=upcast)
+    return MoEConfig(False, g, g)
+
+
+def _decode(bk=64, upcast="ptx"):
+    return MoEConfig(True, GemmConfig(16, 64, bk, upcast=upcast), GemmConfig(16, 32, bk, upcast=upcast))
+
+
+@triton.jit
+def _tile_kernel(c_ptr, s_ptr, o_ptr, R: tl.constexpr, C: tl.constexpr, WAY: tl.constexpr):
+    r = tl.arange(0, R)
+    c = tl.load(c_ptr + r[:, None] * C + tl.arange(0, C)[None, :])
+    s = tl.load(s_ptr + r[:, None] * (C // 16) + tl.arange(0, C // 16)[None, :])
+    w = mx_tile_ptx(c, s) if WAY == 2 else mx_tile(c, s, WAY == 1)
+    tl.store(o_ptr + r[:, None] * 2 * C + tl.arange(0, 2 * C)[None, :], w.to(tl.float32))
+
+
+@pytest.mark.filterwarnings("ignore:overflow")  # 6 * 2^127 is inf, as in the codec
+@pytest.mark.parametrize("way", [0, 1, 2])
+def test_tile_upcast_is_exact_for_every_code_and_scale(way):
+    # every byte of codes, scale bytes 2..254 (the folded way: up to 240), and 255. Bytes 0 and
+    # 1 scale to bf16 subnormals (< 2^-126), which the interpreter flushes; weights never get there.
+    codes = (torch.arange(16 * 64) % 256).to(torch.uint8).reshape(16, 64)
+    top = 240 if way == 1 else 254
+    scales = torch.linspace(2, top, 16 * 4).round().to(torch.uint8).reshape(16, 4)
+    if way != 1:
+        scales[3, 2] = 255
+    out = torch.empty(16, 128, device=DEV)
+    _tile_kernel[(1,)](codes.to(DEV), scales.to(DEV), out, R=16, C=64, WAY=way)
+    out = out.cpu()
+    ref = dequantize_blocks(codes, scales, torch.Size((16, 128)), 1, 32)
+    assert torch.equal(torch.isnan(out), torch.isnan(ref))
+    ok = ~torch.isnan(ref)
+    assert torch.equal(out[ok], ref[ok].bfloat16().float())
+
+
+@pytest.mark.parametrize("T", [1, 3])
+def test_decode_path(T):
+    m = random_moe(E=16, H=64, I=32, seed=T)
+    _check(m, _x(T, 64, T), _decode())
+
+
+@pytest.mark.parametrize("T,bm", [(5, 16), (37, 32)])
+def test_batch_path_tiles_not_dividing(T, bm):
+    m = random_moe(E=8, H=96, I=64, seed=T)  # H, 2I, I not multiples of the 64 tiles
+    _check(m, _x(T, 96, T), _batch(bm, bn=64, bk=64))
+
+
+@pytest.mark.parametrize("upcast", ["fp16", "dot_scaled"])
+def test_other_upcasts(upcast):
+    m = random_moe(E=8, H=64, I=32, seed=20)
+    _check(m, _x(2, 64, 2), _decode(upcast=upcast))
+    _check(m, _x(9, 64, 3), _batch(16, upcast=upcast))
+
+
+def test_float32_and_float16_inputs():
+    m = random_moe(E=8, H=64, I=32, seed=21)
+    _check(m, _x(3, 64, 4, torch.float32), _decode())
+    _check(m, _x(6, 64, 5, torch.float16), _batch(16))
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4])
+def test_k_from_one_to_four(k):
+    m = random_moe(E=8, H=64, I=32, k=k, seed=30 + k)
+    _check(m, _x(2, 64, k), _decode())
+    _check(m, _x(11, 64, k), _batch(16))
+
+
+def test_all_tokens_to_one_expert_and_empty_experts():
+    m = random_moe(E=16, H=64, I=32, k=2, seed=40)
+    m.router_bias[:] = 0
+    m.router_bias[13] = 50  # every token's first choice; most experts get nothing
+    x = _x(24, 64, 40)
+    assert (m.route(x.cpu())[0][:, 0] == 13).all()
+    _check(m, x, _batch(16))
+    _check(m, x[:2], _decode())
+
+
+def test_router_ties_go_to_the_lower_expert():
+    m = random_moe(E=8, H=64, I=32, k=2, seed=41)
+    m.router_weight[:] = 0
+    m.router_bias[:] = torch.tensor([0, 2, 0, 2, 0, 2, 0, 0], dtype=torch.bfloat16)
+    x = _x(3, 64, 41)
+    ref_ids = m.route(x.cpu())[0]
+    assert ref_ids.tolist() == [[1, 3]] * 3
+    # experts 1, 3, 5 differ, so picking 5 instead of 1 or 3 would change the output
+    _check(m, x, _decode())
+    _check(m, x, _batch(16))
+
+
+def test_many_experts():
+    m = random_moe(E=128, H=32, I=32, k=4, seed=42)
+    _check(m, _x(2, 32, 42), _decode())
+    _check(m, _x(13, 32, 43), _batch(16, bn=32, bk=32))
+
+
+def test_wide_scales_take_the_two_multiply_path():
+    m = random_moe(E=8, H=64, I=32, k=2, seed=43)
+    m.w1_scales[0, :4] = 242  # |w| around 2^117: those gates clamp, the rest stays finite
+    m = MoE(m.router_weight, m.router_bias, m.w1, m.b1, m.w2, m.b2, experts_per_token=2)
+    assert not m._fold
+    m.router_bias[:] = 0
+    m.router_bias[0] = 20  # route everything through the huge expert
+    x = _x(4, 64, 44)
+    for cfg in (_decode(upcast="fp16"), _batch(16, upcast="fp16"), _batch(16)):
+        _check(m, x, cfg)
+
+
+def test_default_configs_cover_both_paths():
+    assert default_config(1, 4, 128).decode and not default_config(64, 4, 128).decode
+    for T in (16, 256, 4096, 16384):
+        cfg = default_config(T, 4, 128)
+        assert cfg.w1.bm == cfg.w2.bm
+    assert num_blocks_max(4, 128, 16) == 5 and num_blocks_max(65536, 128, 128) == 640
+
+
+def test_default_config_end_to_end():
+    m = random_moe(E=8, H=64, I=32, seed=50)
+    for T in (2, 12):
+        _check(m, _x(T, 64, T))
+
+
+def test_forward_rejects_odd_sizes():
+    m = random_moe(E=4, H=48, I=32, seed=51)  # H = 48: the last block of 32 is padded
+    with pytest.raises(ValueError, match="multiples of 32"):
+        moe_forward(_x(1, 48, 0), m.router_weight, m.router_bias, m.w1_codes, m.w1_scales, m.b1,
+                    m.w2_codes, m.w2_scales, m.b2, 4)
