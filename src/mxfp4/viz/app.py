@@ -73,7 +73,13 @@ async def api_error(request: Request, exc: ApiError) -> Response:
 
 async def http_error(request: Request, exc: HTTPException) -> Response:
     if request.url.path.startswith("/api/") or exc.status_code != 404:
-        message = exc.detail if exc.status_code != 404 else f"no API endpoint {request.url.path}"
+        message = exc.detail
+        if exc.status_code == 404:
+            message = f"no API endpoint {request.url.path}"
+        elif exc.status_code == 405:
+            headers = {k.lower(): v for k, v in (exc.headers or {}).items()}
+            allowed = headers.get("allow", "another method")
+            message = f"{request.method} is not allowed on {request.url.path}; use {allowed}"
         return json_response({"error": message, "status": exc.status_code}, exc.status_code)
     return Response("Not found. The visualizer's pages are " + ", ".join("/" + v for v in VIEWS) + ".\n",
                     status_code=404, media_type="text/plain")

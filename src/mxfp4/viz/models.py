@@ -106,8 +106,9 @@ def _row_windows(shape, max_elements: int, sample: bool):
     return [(s, min(s + width, n0)) for s in starts]
 
 
-def _chunks(path, name, shape, max_elements=CHUNK_ELEMENTS, sample=False):
+def _chunks(path, name, shape, max_elements=None, sample=False):
     """Yield (first_row, x [rows, C] float32) slices of the tensor viewed as [rows, C]."""
+    max_elements = max_elements or CHUNK_ELEMENTS
     with _open(path) as f:
         s = f.get_slice(name)
         if len(shape) == 1:  # a vector is one row; read it in block-aligned pieces

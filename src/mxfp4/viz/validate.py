@@ -34,9 +34,11 @@ def parse_json(body: bytes) -> dict:
     if not body.strip():
         return {}
     try:
-        data = json.loads(body, parse_constant=_reject_constant)
+        text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise ApiError(400, "request body is not UTF-8 text") from None
+    try:
+        data = json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as err:
         raise ApiError(400, f"request body is not valid JSON: {err.msg} at position {err.pos}") from None
     if not isinstance(data, dict):
