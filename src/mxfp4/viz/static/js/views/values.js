@@ -37,7 +37,8 @@ export async function render(root, { fmt }) {
       distStats,
       h("div", { class: "grid2" }, h("div", {}, h("h3", {}, "How often each code is used"), usageBox),
         h("div", {}, h("h3", {}, "Values ÷ block scale, with the E2M1 grid"), scaledBox)),
-      note("Block scaling absorbs σ: code usage barely moves with it. Larger blocks put more elements far below the block's maximum, so small codes get busier and QSNR drops.")));
+      note("Block scaling absorbs σ: code usage barely moves with it. With ceil or mse, larger blocks put more elements far below the block's maximum and QSNR drops; ",
+        "with floor, small blocks clip more often (their maximum lands above 6·scale), so QSNR first rises with block size.")));
 
   mount(lineBox, codeLine(fmt));
   const bounds = fmt.rne_boundaries.flatMap((b) => [b, -b]).map((x) => ({ x }));
