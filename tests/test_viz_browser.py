@@ -104,6 +104,7 @@ def codes(page):
 
 
 def shot(page, name):
+    page.evaluate("window.scrollTo(0, 0)")  # the sticky header belongs at the top of a full-page shot
     page.wait_for_timeout(150)  # let charts settle after the last resize
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 

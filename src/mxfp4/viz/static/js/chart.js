@@ -131,16 +131,17 @@ export function legend(items) {
 }
 
 // Heatmap of a 2-D array on a canvas; null cells are drawn grey. Higher values are greener.
-export function heatmap(values, { lo, hi, title, onclick }) {
+export function heatmap(values, { lo, hi, title, onclick, maxWidth = 560, maxHeight = 320 }) {
   const rows = values.length, cols = values[0]?.length || 0;
-  const cell = Math.max(2, Math.min(10, Math.floor(560 / Math.max(cols, 1))));
-  const canvas = h("canvas", { width: cols * cell, height: rows * cell, class: "heat", title });
+  const cw = Math.max(1, Math.min(40, Math.floor(maxWidth / Math.max(cols, 1))));
+  const ch = Math.max(1, Math.min(40, Math.floor(maxHeight / Math.max(rows, 1))));
+  const canvas = h("canvas", { width: cols * cw, height: rows * ch, class: "heat", title });
   const ctx = canvas.getContext("2d");
   for (let i = 0; i < rows; i++) {
     for (let j = 0; j < cols; j++) {
       const v = values[i][j];
       ctx.fillStyle = v === null ? "#d1d5db" : ramp((v - lo) / (hi - lo || 1));
-      ctx.fillRect(j * cell, i * cell, cell, cell);
+      ctx.fillRect(j * cw, i * ch, cw, ch);
     }
   }
   if (onclick) {

@@ -116,7 +116,8 @@ function stepDetail(cur, data) {
   const sa = cur.scale_a, sb = cur.scale_b;
   return [
     h("p", { id: "step-pair" }, h("strong", {}, `C[${cur.i}, ${cur.j}], block ${cur.block}`), ` — A${cur.i}[${cur.k0}:${cur.k1}] and B${cur.j}[${cur.k0}:${cur.k1}]`),
-    h("div", { class: "eq" }, `scale_A = ${pow2(sa.exponent)} = ${num(sa.value)} (byte ${sa.byte}),  scale_B = ${pow2(sb.exponent)} = ${num(sb.value)} (byte ${sb.byte})`),
+    h("div", { class: "eq" }, `scale_A = ${pow2(sa.exponent)} = ${num(sa.value)} (byte ${sa.byte})`),
+    h("div", { class: "eq" }, `scale_B = ${pow2(sb.exponent)} = ${num(sb.value)} (byte ${sb.byte})`),
     h("div", { class: "eq" }, `Σ aᵢ·bᵢ over the E2M1 values = ${num(cur.dot_e2m1, 6)}`),
     h("div", { class: "eq", id: "partial" }, `partial = ${num(sa.value)} × ${num(sb.value)} × ${num(cur.dot_e2m1, 6)} = ${num(cur.partial, 6)}`),
     h("div", { class: "eq", id: "acc" }, `accumulator C[${cur.i}, ${cur.j}] = ${num(cur.acc, 6)}`),

@@ -88,7 +88,10 @@ export async function render(root, { fmt, params, navigate }) {
   function tensorDetail(d) {
     const scaleBox = h("div", { id: "scale-hist" }), codeBox = h("div", { id: "tensor-codes" });
     const finite = d.heatmap.qsnr_db.flat().filter((v) => v !== null);
-    const lo = Math.min(...finite, 0), hi = Math.max(...finite, 1);
+    const lo = finite.length ? Math.min(...finite) : 0, hi = finite.length ? Math.max(...finite) : 1;
+    const exps = d.scale_exponents.filter((e) => e.exponent !== null).map((e) => e.exponent);
+    const span = exps.length ? Array.from({ length: Math.max(...exps) - Math.min(...exps) + 1 }, (_, i) => Math.min(...exps) + i) : [];
+    const blocksAt = (e) => d.scale_exponents.find((x) => x.exponent === e)?.blocks || 0;
     const section = card(`${d.name}  [${d.shape.join(", ")}]`,
       h("div", { class: "controls" }, select("scale rule", fmt.scale_rules, state.rule, (v) => { state.rule = v; openTensor(d.name); }, { id: "tensor-rule" })),
       h("div", { class: "stat-row" },
@@ -98,7 +101,8 @@ export async function render(root, { fmt, params, navigate }) {
         h("div", {}, h("h3", {}, "Block scale exponents"), scaleBox),
         h("div", {}, h("h3", {}, "Code usage"), codeBox)),
       h("div", { class: "grid2" },
-        h("div", {}, h("h3", {}, `Per-block QSNR map (${num(d.heatmap.row_span, 3)} rows × ${num(d.heatmap.block_span, 3)} blocks a cell)`),
+        h("div", {}, h("h3", {}, "Per-block QSNR map"),
+          note(`Rows down, blocks along the last axis across; a cell is ${num(d.heatmap.row_span, 3)} rows × ${num(d.heatmap.block_span, 3)} blocks.`),
           heatmap(d.heatmap.qsnr_db, { lo, hi, title: "red: low QSNR, green: high" }),
           h("div", { class: "legend" }, h("span", {}, h("i", { style: { background: ramp(0) } }), `${lo.toFixed(1)} dB`),
             h("span", {}, h("i", { style: { background: ramp(0.5) } }), `${((lo + hi) / 2).toFixed(1)} dB`),
@@ -108,7 +112,7 @@ export async function render(root, { fmt, params, navigate }) {
             String(w.row), String(w.block), db(w.qsnr_db), `2^${w.scale_exponent}`, num(w.amax, 4),
             button("open", () => openBlock(d.name, w.row, w.block), { class: "open-block", "data-row": w.row, "data-block": w.block })]),
           { class: "data", id: "worst-blocks" }))));
-    mount(scaleBox, bars({ labels: d.scale_exponents.map((e) => String(e.exponent)), series: [{ values: d.scale_exponents.map((e) => e.blocks), color: COLORS[0] }],
+    mount(scaleBox, bars({ labels: span.map(String), series: [{ values: span.map(blocksAt), color: COLORS[0] }],
       xLabel: "exponent e (scale 2^e)", yLabel: "blocks", height: 220, valueLabels: false }));
     const order = fmt.codes.map((c) => c.code).sort((a, b) => fmt.codes[a].value - fmt.codes[b].value || b - a);
     const total = d.code_counts.reduce((a, b) => a + b, 0);

@@ -39,7 +39,7 @@ export async function render(root) {
         slider("number of experts", { min: 8, max: 512, value: memState.experts, id: "num-experts" }, (v) => { memState.experts = v; calc(); }),
         slider("expert size (M params)", { min: 10, max: 1000, step: 0.1, value: memState.expert_params_m, id: "expert-size", show: (v) => num(v, 4) }, (v) => { memState.expert_params_m = v; calc(); }),
         h("label", { class: "field" }, h("span", {}, "other params, BF16 (M)"),
-          h("input", { type: "number", min: 0, step: "any", value: 0, id: "other-params", class: "small",
+          h("input", { type: "number", min: 0, step: "any", value: 0, id: "other-params", class: "medium",
             oninput: (e) => { memState.other_params_m = Math.max(0, Number(e.target.value) || 0); calc(); } }))),
       mem.out, mem.chart));
 
@@ -82,8 +82,10 @@ export async function render(root) {
     mount(diagram, flow(data, st));
     logitsBox.replaceChildren();
     if (st.stage >= 1 || st.done) {
-      mount(logitsBox, bars({ labels: t.logits.map((_, e) => `E${e}`), series: [{ values: t.logits.map((v) => v - Math.min(...t.logits)), color: COLORS[0] }],
-        highlight: st.stage >= 2 || st.done ? chosen : [], format: (v) => num(v + Math.min(...t.logits), 3), yLabel: "logit − min", height: 180, valueLabels: false }));
+      const lo = Math.min(...t.logits), hi = Math.max(...t.logits);
+      mount(logitsBox, bars({ labels: t.logits.map((_, e) => `E${e}`), series: [{ values: t.logits, color: COLORS[0] }],
+        highlight: st.stage >= 2 || st.done ? chosen : [], format: (v) => num(v, 3), yLabel: "logit", height: 180,
+        valueLabels: false, yMin: lo - 0.15 * (hi - lo || 1) }));
     } else logitsBox.append(note("Shown once the router has run."));
     const shown = data.per_token.filter((_, i) => i < st.token || (i === st.token && (st.stage >= 2 || st.done)));
     routing.replaceChildren(table(["token", "experts (weight)", "error vs float"],
@@ -138,7 +140,7 @@ function memoryBars(r) {
       svg.append(s("text", { x: left - 8, y: y + 20, class: "label", "text-anchor": "end" }, name));
       svg.append(s("rect", { x: left, y, width: Math.max(1, x(v) - left), height: 28, fill: c, rx: 3 }));
       const inside = x(v) - left > 90;
-      svg.append(s("text", { x: inside ? x(v) - 6 : x(v) + 6, y: y + 19, class: "label", "text-anchor": inside ? "end" : "start", fill: inside ? "#fff" : "#1f2430" }, bytes(v)));
+      svg.append(s("text", { x: inside ? x(v) - 6 : x(v) + 6, y: y + 19, class: "label", "text-anchor": inside ? "end" : "start", style: { fill: inside ? "#fff" : "#1f2430" } }, bytes(v)));
     });
     svg.append(s("line", { x1: x(r.gpu_bytes), x2: x(r.gpu_bytes), y1: 6, y2: 104, class: "ref" }));
     svg.append(s("text", { x: x(r.gpu_bytes) - 4, y: 116, class: "ref-label", "text-anchor": "end" }, `one ${bytes(r.gpu_bytes)} GPU`));

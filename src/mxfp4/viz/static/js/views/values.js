@@ -95,12 +95,13 @@ function valueTable(fmt) {
 // Positive codes above the axis, negative below, each joined to its value on the line.
 function codeLine(fmt) {
   return (width) => {
-    const height = 200, pad = 28, mid = 100, lim = fmt.e2m1_max * 1.05;
+    const height = 200, pad = width < 500 ? 6 : 28, mid = 100, lim = fmt.e2m1_max * 1.05;
     const x = (v) => pad + ((v + lim) / (2 * lim)) * (width - 2 * pad);
     const svg = s("svg", { width, height, viewBox: `0 0 ${width} ${height}`, class: "plot" });
     svg.append(s("line", { x1: pad, x2: width - pad, y1: mid, y2: mid, class: "axis" }));
     const pos = fmt.codes.filter((c) => c.sign === 0), neg = fmt.codes.filter((c) => c.sign === 1).reverse();
     const slot = (width - 2 * pad) / 8;
+    const bw = Math.min(50, slot - 4), small = bw < 44;
     for (const [row, y0, dir] of [[pos, 28, 1], [neg, 172, -1]]) {
       row.forEach((c, i) => {
         const bx = pad + slot * (i + 0.5) + (dir < 0 ? 0 : 0);
@@ -108,8 +109,8 @@ function codeLine(fmt) {
         svg.append(s("path", { d: `M${bx},${y0 + dir * 16}L${vx},${mid - dir * 5}`, class: "flow" }));
         svg.append(s("circle", { cx: vx, cy: mid, r: 3.5, fill: c.sign ? "#d9485f" : "#3b6fd8" }));
         const g = s("g", {}, s("title", {}, `code ${c.bits} = ${num(c.value)}`));
-        g.append(s("rect", { x: bx - 25, y: y0 - 16, width: 50, height: 32, rx: 5, class: "node" }));
-        const t = s("text", { x: bx, y: y0 - 2, "text-anchor": "middle", class: "nlabel mono" });
+        g.append(s("rect", { x: bx - bw / 2, y: y0 - 16, width: bw, height: 32, rx: 5, class: "node" }));
+        const t = s("text", { x: bx, y: y0 - 2, "text-anchor": "middle", class: "nlabel mono", style: small ? { fontSize: "9px" } : {} });
         t.append(s("tspan", { fill: "#d9485f" }, c.bits[0]), s("tspan", { fill: "#3b6fd8" }, c.bits.slice(1, 3)), s("tspan", { fill: "#2e9d68" }, c.bits[3]));
         g.append(t, s("text", { x: bx, y: y0 + 12, "text-anchor": "middle", class: "tick" }, c.code === 8 ? "−0" : num(c.value, 2)));
         svg.append(g);
