@@ -1,20 +1,51 @@
-"""Public operations: pick the kernel on CUDA, the reference codec elsewhere."""
+"""Public operations: pick the kernel on CUDA, the reference codec elsewhere.
+
+backend="auto" runs the Triton kernels (mxfp4.kernels) on CUDA tensors and the reference
+(mxfp4.codec, plain torch) on everything else; "reference" forces the reference anywhere;
+"triton" forces the kernels, which needs CUDA tensors or TRITON_INTERPRET=1 (the Triton
+interpreter runs them on CPU tensors, as CI does). There is no silent fallback: on CUDA
+without a usable Triton, "auto" raises instead of running the slow reference.
+"""
 
 from __future__ import annotations
+
+import os
 
 import torch
 
 from . import codec
 from .format import BLOCK_SIZE
+from .layouts import HopperWeight
 from .tensor import MXTensor
 
-BACKENDS = ("auto", "reference")
+BACKENDS = ("auto", "triton", "reference")
 
 
 def _check_backend(backend: str) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     return backend
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _use_triton(backend: str, device: torch.device) -> bool:
+    """True to run the kernel, False for the reference; errors instead of a silent slow path."""
+    if backend == "reference":
+        return False
+    if backend == "auto" and device.type != "cuda":
+        return False
+    if device.type != "cuda" and not _interpreting():
+        raise ValueError(f"backend='triton' needs CUDA tensors (or TRITON_INTERPRET=1 to run the "
+                         f"kernels on the CPU), got a tensor on {device}")
+    try:
+        import triton  # noqa: F401
+    except ImportError as err:
+        raise RuntimeError("the Triton kernels need the 'triton' package (pip install triton); "
+                           "pass backend='reference' to use the slow reference path") from err
+    return True
 
 
 def quantize(x: torch.Tensor, *, axis: int = -1, block_size: int = BLOCK_SIZE,
@@ -29,7 +60,12 @@ def quantize(x: torch.Tensor, *, axis: int = -1, block_size: int = BLOCK_SIZE,
     """
     _check_backend(backend)
     axis = codec.check_args(x, axis, block_size, scale_rule, rounding)
-    codes, scales = codec.quantize_blocks(x, axis, block_size, scale_rule, rounding, seed)
+    if _use_triton(backend, x.device):
+        from .kernels import quantize as kq
+
+        codes, scales = kq.quantize(x, axis, block_size, scale_rule, rounding, seed)
+    else:
+        codes, scales = codec.quantize_blocks(x, axis, block_size, scale_rule, rounding, seed)
     return MXTensor(codes, scales, x.shape, axis, block_size, scale_rule)
 
 
@@ -44,6 +80,10 @@ def dequantize(q: MXTensor, dtype: torch.dtype = torch.float32, *, backend: str 
         raise TypeError(f"mxfp4.dequantize expects an MXTensor, got {type(q).__name__}")
     if dtype not in codec.FLOAT_DTYPES:
         raise TypeError(f"dequantize produces float32, bfloat16 or float16, not {dtype}")
+    if _use_triton(backend, q.device):
+        from .kernels import quantize as kq
+
+        return kq.dequantize(q.codes, q.scales, q.shape, q.axis, q.block_size, dtype)
     return codec.dequantize_blocks(q.codes, q.scales, q.shape, q.axis, q.block_size, dtype)
 
 
@@ -57,25 +97,38 @@ def _check_mx_along_k(w, name: str) -> None:
         raise ValueError(f"{name}'s K = {w.shape[1]} is not a multiple of its block size {w.block_size}")
 
 
-def linear(x: torch.Tensor, w: MXTensor, bias: torch.Tensor | None = None, *,
+def linear(x: torch.Tensor, w: MXTensor | HopperWeight, bias: torch.Tensor | None = None, *,
            backend: str = "auto") -> torch.Tensor:
     """x @ W.T + bias for an MXFP4 weight W [N, K] quantized along K, like F.linear.
 
     Accumulates in float32 and returns x's dtype. The reference dequantizes W and
-    multiplies in float32.
+    multiplies in float32; the kernel (CUDA) decodes W in registers and multiplies on the
+    bf16 tensor cores (fp16/fp32 inputs as two bf16 terms). `w` may also be a
+    `mxfp4.layouts.HopperWeight` (prepacked once with `mxfp4.layouts.prepack`), the layout
+    the kernel reads fastest.
     """
     _check_backend(backend)
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"mxfp4.linear expects a torch.Tensor input, got {type(x).__name__}")
     if x.dtype not in codec.FLOAT_DTYPES:
         raise TypeError(f"mxfp4.linear expects bfloat16, float16 or float32 input, got {x.dtype}")
-    _check_mx_along_k(w, "weight")
+    if not isinstance(w, HopperWeight):
+        _check_mx_along_k(w, "weight")
     if x.dim() == 0 or x.shape[-1] != w.shape[1]:
         raise ValueError(f"input's last dimension {tuple(x.shape)[-1:]} does not match the weight's "
                          f"K = {w.shape[1]} (weight shape {tuple(w.shape)})")
     if bias is not None and (not isinstance(bias, torch.Tensor) or bias.shape != (w.shape[0],)):
         raise ValueError(f"bias must be a tensor of shape ({w.shape[0]},), got "
                          f"{getattr(bias, 'shape', type(bias).__name__)}")
+    if _use_triton(backend, x.device):
+        if w.device != x.device or (bias is not None and bias.device != x.device):
+            raise ValueError(f"input, weight and bias must be on one device, got {x.device}, "
+                             f"{w.device} and {bias.device if bias is not None else x.device}")
+        from .kernels import linear as kl
+
+        return kl.linear(x, w, bias)
+    if isinstance(w, HopperWeight):
+        w = w.to_mx()
     y = x.float() @ w.dequantize(torch.float32, backend="reference").to(x.device).T
     if bias is not None:
         y = y + bias.float()
@@ -95,4 +148,10 @@ def matmul(a: MXTensor, b: MXTensor, *, backend: str = "auto") -> torch.Tensor:
     if a.shape[1] != b.shape[1] or a.block_size != b.block_size:
         raise ValueError(f"a {tuple(a.shape)} and b {tuple(b.shape)} must share K and block size "
                          f"({a.block_size} vs {b.block_size})")
+    if _use_triton(backend, a.device):
+        if a.device != b.device:
+            raise ValueError(f"a and b must be on one device, got {a.device} and {b.device}")
+        from .kernels import mx_matmul as km
+
+        return km.matmul(a, b)
     return a.dequantize(backend="reference") @ b.dequantize(backend="reference").T

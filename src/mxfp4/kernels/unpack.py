@@ -4,10 +4,12 @@ Reference twins: `mxfp4.format.e2m1_table` (code values) and `mxfp4.format.e8m0_
 (scale bytes). Every E2M1 value times a power-of-two scale is exact in bfloat16 and float32,
 so decoding never rounds; only float16 outputs can overflow or lose subnormals.
 
-`unpack_bf16(packed)` is the fast path for GEMMs: one byte holds two codes (low nibble first);
-it returns both as bfloat16 tensors of the byte tensor's shape. On the GPU it runs four bytes
-per PTX snippet (prmt + shifts + one bf16x2 multiply per pair); under TRITON_INTERPRET=1 the
-same values come from plain integer ops.
+`unpack_bf16(packed)` and `unpack_scaled_bf16(packed, s_lo, s_hi)` are the fast paths for
+GEMMs: one byte holds two codes (low nibble first); they return both as bfloat16 tensors of
+the byte tensor's shape (times per-element bf16 scales for the second). On the GPU they run
+four bytes per PTX snippet (prmt + shifts + one bf16x2 fma per pair, one more bf16x2 multiply
+per pair for the scale); under TRITON_INTERPRET=1 (which stores bf16 as raw uint16 and cannot
+do bf16 arithmetic) the same values come from integer ops and float32 math.
 """
 
 from __future__ import annotations
@@ -108,3 +110,167 @@ def unpack_bf16(packed):
             _UNPACK_ASM, "=r,=r,=r,=r,r", [packed], dtype=(tl.bfloat16, tl.bfloat16),
             is_pure=True, pack=4)
     return lo, hi
+
+
+# Same as _UNPACK_ASM, then each bf16x2 pair times its scales: $5,$6 scale the low nibbles,
+# $7,$8 the high ones (bf16 powers of two, so the product is exact unless it overflows).
+_UNPACK_SCALED_ASM = tl.constexpr(_UNPACK_ASM.value.replace(
+    "fma.rn.bf16x2 $0, t, k, z;", "fma.rn.bf16x2 t, t, k, z;\nfma.rn.bf16x2 $0, t, $5, z;").replace(
+    "fma.rn.bf16x2 $1, t, k, z;", "fma.rn.bf16x2 t, t, k, z;\nfma.rn.bf16x2 $1, t, $6, z;").replace(
+    "fma.rn.bf16x2 $2, t, k, z;", "fma.rn.bf16x2 t, t, k, z;\nfma.rn.bf16x2 $2, t, $7, z;").replace(
+    "fma.rn.bf16x2 $3, t, k, z;", "fma.rn.bf16x2 t, t, k, z;\nfma.rn.bf16x2 $3, t, $8, z;"))
+
+
+@triton.jit
+def e8m0_to_bf16(scales):
+    """bfloat16 value 2^(s-127) of E8M0 bytes (exact; 0 -> subnormal 2^-127, 255 -> NaN)."""
+    s = scales.to(tl.int16) & 255
+    bits = tl.where(s > 0, s << 7, 0x40).to(tl.int16)
+    return tl.where(s == 255, 0x7FC0, bits).to(tl.int16).to(tl.bfloat16, bitcast=True)
+
+
+@triton.jit
+def unpack_scaled_bf16(packed, s_lo, s_hi):
+    """(low, high) nibbles of uint8 bytes as bf16 values times bf16 scales of the same shape."""
+    if INTERPRET:
+        b = packed.to(tl.int16)
+        lo = (e2m1_to_bf16(b).to(tl.float32) * s_lo.to(tl.float32)).to(tl.bfloat16)
+        hi = (e2m1_to_bf16(b >> 4).to(tl.float32) * s_hi.to(tl.float32)).to(tl.bfloat16)
+    else:
+        lo, hi = tl.inline_asm_elementwise(
+            _UNPACK_SCALED_ASM, "=r,=r,=r,=r,r,r,r,r,r", [packed, s_lo, s_hi],
+            dtype=(tl.bfloat16, tl.bfloat16), is_pure=True, pack=4)
+    return lo, hi
+
+
+@triton.jit
+def dot_bf16(a, b, acc):
+    """acc + a @ b for bf16 tiles with fp32 accumulation (the interpreter multiplies in fp32,
+    since it keeps bf16 as raw uint16; bf16 products are exact in fp32 either way)."""
+    if INTERPRET:
+        acc = tl.dot(a.to(tl.float32), b.to(tl.float32), acc)
+    else:
+        acc = tl.dot(a, b, acc)
+    return acc
+
+
+# The kernel layout of mxfp4.layouts.HopperWeight stores a byte's high-nibble code rotated,
+# (magnitude << 1) | sign, so that both nibbles of two bytes decode with one prmt, two shifts
+# and one lop3 per bf16x2 pair: with b0, b1 moved to bits 8-15 and 24-31 (a), the low codes'
+# magnitude bits sit at (a >> 2) bits 6-8 / 22-24 and their signs at (a << 4) bits 15 / 31,
+# and the rotated high codes' at (a >> 7) and (a << 3); (t | u) & 0x81C081C0 keeps only those.
+# Two bytes in $2 (pack=2) -> $0 = low values, $1 = high values, each times its scale pair.
+_HOPPER_ASM = tl.constexpr("""
+{
+.reg .b32 a, t, u, k, z;
+mov.b32 k, 0x7E807E80;
+mov.b32 z, 0x80008000;
+prmt.b32 a, $2, 0, 0x1404;
+shr.b32 t, a, 2;
+shl.b32 u, a, 4;
+lop3.b32 t, t, u, 0x81C081C0, 0xA8;
+fma.rn.bf16x2 t, t, k, z;
+fma.rn.bf16x2 $0, t, $3, z;
+shr.b32 t, a, 7;
+shl.b32 u, a, 3;
+lop3.b32 t, t, u, 0x81C081C0, 0xA8;
+fma.rn.bf16x2 t, t, k, z;
+fma.rn.bf16x2 $1, t, $4, z;
+}
+""")
+
+
+@triton.jit
+def rotate_nibble(code):
+    """E2M1 code -> its rotated storage form (magnitude << 1) | sign, and back with unrotate."""
+    return ((code & 7) << 1) | ((code >> 3) & 1)
+
+
+@triton.jit
+def unrotate_nibble(stored):
+    return ((stored >> 1) & 7) | ((stored & 1) << 3)
+
+
+@triton.jit
+def unpack_hopper_bf16(packed, s_lo, s_hi):
+    """HopperWeight bytes (low nibble a code, high nibble a rotated code) -> (low, high) bf16
+    values times bf16 scales of the same shape."""
+    if INTERPRET:
+        b = packed.to(tl.int16)
+        lo = (e2m1_to_bf16(b).to(tl.float32) * s_lo.to(tl.float32)).to(tl.bfloat16)
+        hi = e2m1_to_bf16(unrotate_nibble(b >> 4)).to(tl.float32)
+        hi = (hi * s_hi.to(tl.float32)).to(tl.bfloat16)
+    else:
+        lo, hi = tl.inline_asm_elementwise(
+            _HOPPER_ASM, "=r,=r,r,r,r", [packed, s_lo, s_hi],
+            dtype=(tl.bfloat16, tl.bfloat16), is_pure=True, pack=2)
+    return lo, hi
+
+
+# Same decode, one multiply: when every scale byte is <= 128 the factor 2^126 * 2^(s-127) =
+# 2^(s-1) is a normal bf16, so $3/$4 carry 2^(s-1) (bits (s + 126) << 7) and one fma per pair
+# both undoes the subnormal placement and applies the scale.
+_HOPPER_FUSED_ASM = tl.constexpr("""
+{
+.reg .b32 a, t, u, z;
+mov.b32 z, 0x80008000;
+prmt.b32 a, $2, 0, 0x1404;
+shr.b32 t, a, 2;
+shl.b32 u, a, 4;
+lop3.b32 t, t, u, 0x81C081C0, 0xA8;
+fma.rn.bf16x2 $0, t, $3, z;
+shr.b32 t, a, 7;
+shl.b32 u, a, 3;
+lop3.b32 t, t, u, 0x81C081C0, 0xA8;
+fma.rn.bf16x2 $1, t, $4, z;
+}
+""")
+
+
+@triton.jit
+def e8m0_times_2p126_bf16(scales):
+    """bf16 2^(s-1) = 2^126 * 2^(s-127) for E8M0 bytes s <= 128 (the fused decode's factor)."""
+    return ((scales.to(tl.int16) + 126) << 7).to(tl.bfloat16, bitcast=True)
+
+
+@triton.jit
+def unpack_hopper_fused_bf16(packed, m_lo, m_hi):
+    """Like unpack_hopper_bf16 with factors m = e8m0_times_2p126_bf16(s) (all s <= 128)."""
+    if INTERPRET:
+        b = packed.to(tl.int16)
+        unit = 1.1754943508222875e-38  # 2^-126: m * 2^-126 is the scale
+        lo = (e2m1_to_bf16(b).to(tl.float32) * (m_lo.to(tl.float32) * unit)).to(tl.bfloat16)
+        hi = e2m1_to_bf16(unrotate_nibble(b >> 4)).to(tl.float32)
+        hi = (hi * (m_hi.to(tl.float32) * unit)).to(tl.bfloat16)
+    else:
+        lo, hi = tl.inline_asm_elementwise(
+            _HOPPER_FUSED_ASM, "=r,=r,r,r,r", [packed, m_lo, m_hi],
+            dtype=(tl.bfloat16, tl.bfloat16), is_pure=True, pack=2)
+    return lo, hi
+
+
+@triton.jit
+def load_mx_tile(code_rows, scale_rows, k0, KP, R: tl.constexpr, BK: tl.constexpr,
+                 BS: tl.constexpr, MASK_K: tl.constexpr):
+    """bf16 [R, BK] tile of a plain MXTensor quantized along K (codes [., KP/2], scales [., KP/BS]).
+
+    code_rows / scale_rows: [R, 1] pointers to the rows' first code byte and first scale byte.
+    Elements k0 .. k0 + BK - 1; with MASK_K, those at k >= KP read as zero.
+    """
+    jb = tl.arange(0, BK // 2)
+    if MASK_K:
+        kmask = (k0 + 2 * jb < KP)[None, :]
+        packed = tl.load(code_rows + (k0 // 2 + jb)[None, :], mask=kmask, other=0)
+    else:
+        packed = tl.load(code_rows + (k0 // 2 + jb)[None, :])
+    if BS == 32 and not MASK_K:  # one scale per 16 bytes: load [R, BK/32] and broadcast
+        s = e8m0_to_bf16(tl.load(scale_rows + (k0 // 32 + tl.arange(0, BK // 32))[None, :]))
+        s = tl.broadcast_to(s[:, :, None], (R, BK // 32, 16)).reshape(R, BK // 2)
+    else:  # any block size: each byte's scale (both nibbles share a block: BS is even)
+        if MASK_K:
+            s = tl.load(scale_rows + ((k0 + 2 * jb) // BS)[None, :], mask=kmask, other=127)
+        else:
+            s = tl.load(scale_rows + ((k0 + 2 * jb) // BS)[None, :])
+        s = e8m0_to_bf16(s)
+    lo, hi = unpack_scaled_bf16(packed, s, s)
+    return tl.join(lo, hi).reshape(R, BK)

@@ -1,0 +1,220 @@
+"""W4A16 GEMM: y = x @ W.T + bias with W an MXFP4 weight [N, K], in one Triton kernel.
+
+Reference twin: `mxfp4.ops.linear(..., backend="reference")` (x @ dequantize(W).T in fp32).
+
+The kernel computes the transposed product y.T = W @ x.T ("swap AB"): the weight tile is the
+MMA's A operand, so it is decoded from packed bytes straight into registers (no shared-memory
+round trip for the bf16 weights), while the x tile is the B operand streamed into shared memory
+by the software pipeline. Scales are applied in bf16 (exact: powers of two), products are
+accumulated in fp32 by the tensor cores.
+
+Decode (small M): a tile of BN weight rows x all of BM <= 64 activations, with split-K so that
+every SM streams weights; each split writes an fp32 partial, and the last split of a tile to
+finish (an atomic counter) sums the partials in a fixed order, adds the bias and writes y, so
+the result is deterministic. Prefill (large M): big BM tiles, no split, grouped tile order.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ..layouts import HopperWeight
+from .unpack import (dot_bf16, e8m0_times_2p126_bf16, e8m0_to_bf16, load_mx_tile,
+                     unpack_hopper_bf16, unpack_hopper_fused_bf16)
+
+
+@triton.jit
+def _dot_x(w, x, acc, X_SPLIT: tl.constexpr):
+    """acc + w @ x on bf16 tensor cores; fp16/fp32 x is split into two bf16 terms (x = hi + lo)
+    so that its extra mantissa bits are not lost."""
+    xh = x.to(tl.bfloat16)
+    acc = dot_bf16(w, xh, acc)
+    if X_SPLIT:
+        acc = dot_bf16(w, (x.to(tl.float32) - xh.to(tl.float32)).to(tl.bfloat16), acc)
+    return acc
+
+
+@triton.jit
+def _linear_kernel(x_ptr, w_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr,
+                   M, N, K, KP, NP, stride_xm, stride_om, k_chunk,
+                   HOPPER: tl.constexpr, FUSED: tl.constexpr, HAS_BIAS: tl.constexpr,
+                   X_SPLIT: tl.constexpr, BS: tl.constexpr, MASK_K: tl.constexpr,
+                   SPLIT_K: tl.constexpr,
+                   BN: tl.constexpr, BM: tl.constexpr, BK: tl.constexpr, GROUP_N: tl.constexpr):
+    # tile order: groups of GROUP_N weight tiles sweep all x tiles, so weights stay in L2
+    pid = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    tiles_n = tl.cdiv(N, BN)
+    tiles_m = tl.cdiv(M, BM)
+    per_group = GROUP_N * tiles_m
+    first_n = (pid // per_group) * GROUP_N
+    group_n = tl.minimum(tiles_n - first_n, GROUP_N)
+    pid_n = first_n + (pid % per_group) % group_n
+    pid_m = (pid % per_group) // group_n
+
+    rn = pid_n * BN + tl.arange(0, BN)
+    rm = pid_m * BM + tl.arange(0, BM)
+    rn_c = tl.minimum(rn, N - 1).to(tl.int64)  # clamped rows: loads stay in bounds, unmasked
+    rm_c = tl.minimum(rm, M - 1).to(tl.int64)
+    x_cols = x_ptr + rm_c[None, :] * stride_xm
+    k_start = pid_k * k_chunk
+    k_stop = tl.minimum(k_start + k_chunk, KP)  # whole tiles unless MASK_K (plain layout only)
+    acc = tl.zeros([BN, BM], dtype=tl.float32)
+    if HOPPER:
+        jb = tl.arange(0, BK // 2)  # byte within the tile row
+        kb = tl.arange(0, BK // 32)  # scale block within the tile (blocks of 32)
+        # HopperWeight: rows padded to NP (no clamp needed), scales transposed [KP/32, NP]
+        w_rows = w_ptr + rn.to(tl.int64)[:, None] * (KP // 2)
+        s_cols = s_ptr + rn[None, :]
+        k_lo = (jb // 32) * 64 + jb % 32  # byte j of a 64-group: elements j and 32 + j
+        for k0 in range(k_start, k_stop, BK):
+            packed = tl.load(w_rows + (k0 // 2 + jb)[None, :])
+            sc = tl.load(s_cols + (k0 // 32 + kb).to(tl.int64)[:, None] * NP)
+            if FUSED:
+                sc = e8m0_times_2p126_bf16(sc)
+            else:
+                sc = e8m0_to_bf16(sc)
+            s_lo, s_hi = tl.split(tl.trans(sc).reshape(BN, BK // 64, 2))
+            s_lo = tl.broadcast_to(s_lo[:, :, None], (BN, BK // 64, 32)).reshape(BN, BK // 2)
+            s_hi = tl.broadcast_to(s_hi[:, :, None], (BN, BK // 64, 32)).reshape(BN, BK // 2)
+            if FUSED:
+                w_lo, w_hi = unpack_hopper_fused_bf16(packed, s_lo, s_hi)
+            else:
+                w_lo, w_hi = unpack_hopper_bf16(packed, s_lo, s_hi)
+            x_lo = tl.load(x_cols + (k0 + k_lo)[:, None], mask=(k0 + k_lo < K)[:, None], other=0.0)
+            x_hi = tl.load(x_cols + (k0 + k_lo + 32)[:, None], mask=(k0 + k_lo + 32 < K)[:, None],
+                           other=0.0)
+            acc = _dot_x(w_lo, x_lo, acc, X_SPLIT)
+            acc = _dot_x(w_hi, x_hi, acc, X_SPLIT)
+    else:
+        # plain MXTensor bytes [N, K/2]: low nibble = element 2j, high nibble = element 2j + 1
+        w_rows = w_ptr + rn_c[:, None] * (KP // 2)
+        s_rows = s_ptr + rn_c[:, None] * (KP // BS)
+        for k0 in range(k_start, k_stop, BK):
+            w = load_mx_tile(w_rows, s_rows, k0, KP, BN, BK, BS, MASK_K)
+            rk = k0 + tl.arange(0, BK)
+            xt = tl.load(x_cols + rk[:, None], mask=(rk < K)[:, None], other=0.0)
+            acc = _dot_x(w, xt, acc, X_SPLIT)
+
+    out_mask = (rn[:, None] < N) & (rm[None, :] < M)
+    out_ptrs = out_ptr + rm[None, :].to(tl.int64) * stride_om + rn[:, None]
+    if SPLIT_K == 1:
+        if HAS_BIAS:
+            acc += tl.load(bias_ptr + rn_c).to(tl.float32)[:, None]
+        tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=out_mask)
+    else:
+        # deterministic split-K: partials to the workspace, the last split to arrive reduces
+        ws_tile = ws_ptr + rm[None, :].to(tl.int64) * N + rn[:, None]
+        split_stride = M.to(tl.int64) * N
+        tl.store(ws_tile + pid_k * split_stride, acc, mask=out_mask)
+        tl.debug_barrier()
+        tile = pid_m * tiles_n + pid_n
+        arrived = tl.atomic_add(lock_ptr + tile, 1, sem="acq_rel", scope="gpu")
+        if arrived == SPLIT_K - 1:
+            total = tl.zeros([BN, BM], dtype=tl.float32)
+            for i in tl.static_range(SPLIT_K):
+                total += tl.load(ws_tile + i * split_stride, mask=out_mask, other=0.0,
+                                 cache_modifier=".cg")
+            if HAS_BIAS:
+                total += tl.load(bias_ptr + rn_c).to(tl.float32)[:, None]
+            tl.store(out_ptrs, total.to(out_ptr.dtype.element_ty), mask=out_mask)
+            tl.atomic_xchg(lock_ptr + tile, 0, sem="relaxed", scope="gpu")  # ready for the next call
+
+
+# ---- host side ------------------------------------------------------------------------
+
+_SM_COUNT: dict[int, int] = {}
+_LOCKS: dict[tuple, torch.Tensor] = {}
+_LOCK_SIZE = 1 << 16
+
+
+def _sm_count(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 132
+    idx = device.index if device.index is not None else torch.cuda.current_device()
+    if idx not in _SM_COUNT:
+        _SM_COUNT[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
+    return _SM_COUNT[idx]
+
+
+def _locks(device: torch.device) -> torch.Tensor:
+    """Zeroed per-tile counters for split-K; every reducing program resets its counter."""
+    key = (device.type, device.index)
+    locks = _LOCKS.get(key)
+    if locks is None:
+        locks = torch.zeros(_LOCK_SIZE, dtype=torch.int32, device=device)
+        capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+        if not capturing:  # a buffer made during capture belongs to the graph's pool
+            _LOCKS[key] = locks
+    return locks
+
+
+def pick_config(m: int, n: int, kp: int, sm_count: int) -> dict:
+    """Tile sizes, warps, pipeline depth and split-K for an [m, k] x [n, k] product.
+
+    kp is K padded to the weight layout's granularity; BK always divides it, so that every
+    tile is whole and the weight loads need no masks (masks would stop the pipelining).
+    """
+    def fit_bk(bk):
+        while kp % bk:
+            bk //= 2
+        return bk
+
+    if m <= 64:
+        bm = max(16, triton.next_power_of_2(m))
+        bn, bk = 64, fit_bk(256)
+        tiles = triton.cdiv(n, bn)
+        steps = kp // bk
+        split = 1
+        while tiles * split < 2 * sm_count and steps // (split * 2) >= 4:
+            split *= 2
+        return dict(BN=bn, BM=bm, BK=bk, SPLIT_K=split, GROUP_N=1, num_warps=4, num_stages=4)
+    if m <= 256:
+        return dict(BN=128, BM=min(128, triton.next_power_of_2(m)), BK=fit_bk(128), SPLIT_K=1,
+                    GROUP_N=8, num_warps=8, num_stages=3)
+    return dict(BN=128, BM=256, BK=fit_bk(64), SPLIT_K=1, GROUP_N=8, num_warps=8, num_stages=3)
+
+
+def linear(x: torch.Tensor, w, bias: torch.Tensor | None = None, config: dict | None = None) -> torch.Tensor:
+    """x [..., K] (bf16/fp16/fp32) times an MXTensor or HopperWeight [N, K]; returns x's dtype.
+
+    fp16/fp32 inputs go through the bf16 tensor cores as two terms (hi + lo), twice the MMAs.
+    Arguments are assumed checked by mxfp4.ops.linear.
+    """
+    n, k = w.shape
+    hopper = isinstance(w, HopperWeight)
+    codes, scales = w.codes, w.scales
+    kp, np_ = codes.shape[1] * 2, codes.shape[0]
+    lead = x.shape[:-1]
+    x2 = x.reshape(-1, k)
+    if x2.stride(-1) != 1:
+        x2 = x2.contiguous()
+    m = x2.shape[0]
+    out = torch.empty((m, n), dtype=x.dtype, device=x.device)
+    if m == 0:
+        return out.reshape(*lead, n)
+    cfg = dict(config or pick_config(m, n, kp, _sm_count(x.device)))
+    if not hopper:  # plain layout: any block size; a partial last tile is masked
+        while cfg["BK"] > 16 and kp % cfg["BK"]:
+            cfg["BK"] //= 2
+    split, bk = cfg["SPLIT_K"], cfg["BK"]
+    mask_k = kp % bk != 0
+    if hopper and (mask_k or bk % 64 or np_ % cfg["BN"]):
+        raise ValueError(f"tile BK={bk}, BN={cfg['BN']} does not fit the weight ({np_} x {kp})")
+    k_chunk = triton.cdiv(triton.cdiv(kp, bk), split) * bk
+    grid = (triton.cdiv(n, cfg["BN"]) * triton.cdiv(m, cfg["BM"]), split)
+    if split > 1:
+        ws = torch.empty((split, m, n), dtype=torch.float32, device=x.device)
+        locks = _locks(x.device)
+        if grid[0] > locks.numel():
+            raise ValueError(f"split-K needs {grid[0]} tile counters, more than {locks.numel()}")
+    else:
+        ws = locks = out
+    _linear_kernel[grid](
+        x2, codes, scales, bias if bias is not None else out, out, ws, locks,
+        m, n, k, kp, np_, x2.stride(0), out.stride(0), k_chunk,
+        HOPPER=hopper, FUSED=hopper and w.max_scale <= 128, HAS_BIAS=bias is not None, X_SPLIT=x.dtype != torch.bfloat16,
+        BS=w.block_size, MASK_K=mask_k, **cfg)
+    return out.reshape(*lead, n)

@@ -1,0 +1,198 @@
+"""Triton MXFP4 quantize / dequantize along any axis.
+
+Reference twins: `mxfp4.codec.quantize_blocks` and `mxfp4.codec.dequantize_blocks`. The
+deterministic modes (every scale rule with rounding="nearest") give the same code and scale
+bytes bit for bit; stochastic rounding draws counter-based uniforms (tl.rand, Philox) from the
+seed and the element's index, so it is reproducible per seed but not the reference's stream.
+
+A tensor is seen as [outer, K, inner] with blocks along K; a program handles a tile of
+ROWS (outer*inner pairs) x BLOCKS x BS elements. With inner == 1 (blocks along the last axis)
+the addresses are plain row-major and the loads and stores vectorize.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from ..codec import SCALE_RULES
+from .unpack import e2m1_to_f32, e8m0_to_f32
+
+FLT_MAX = tl.constexpr(3.4028234663852886e38)
+MAGIC_RNE = tl.constexpr(12582912.0)  # 1.5 * 2^23: adding it rounds [0, 2^22) to integers, ties to even
+RULE_IDS = {rule: i for i, rule in enumerate(SCALE_RULES)}  # floor, ceil, even, mse
+
+
+@triton.jit
+def pow2_f32(e):
+    """2^e as float32 for integer e in [-127, 127] (2^-127 is a subnormal), like format.pow2_float32."""
+    b = e + 127
+    return tl.where(b > 0, b << 23, 1 << 22).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def rne_index(y):
+    """E2M1 magnitude index 0..7 of y >= 0: nearest, ties to even, saturating at 6.
+
+    Same as codec.round_nearest (bucketize on the midpoints). Below 1 the grid step is 0.5,
+    so the index is rint(2y); from 1 up, rounding the float32 mantissa to one bit (ties to
+    even) leaves (exponent, mantissa bit) = the index, counted from 1.0 -> 2.
+    """
+    small = ((y * 2.0 + MAGIC_RNE).to(tl.int32, bitcast=True) - 0x4B400000)
+    bits = y.to(tl.int32, bitcast=True)
+    big = ((bits + 0x1FFFFF + ((bits >> 22) & 1)) >> 22) - 252
+    return tl.where(y < 1.0, small, tl.minimum(big, 7))
+
+
+@triton.jit
+def _sq_err(y):
+    """Per-element squared rounding error (y - q)^2 in float64, q = nearest E2M1 magnitude."""
+    d = y.to(tl.float64) - e2m1_to_f32(rne_index(y)).to(tl.float64)
+    return d * d
+
+
+@triton.jit
+def _quantize_kernel(x_ptr, codes_ptr, scales_ptr, R, K, NB, INNER, seed,
+                     RULE: tl.constexpr, STOCHASTIC: tl.constexpr, BS: tl.constexpr,
+                     ROWS: tl.constexpr, BLOCKS: tl.constexpr, INNER_ONE: tl.constexpr):
+    r = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    b = tl.program_id(1) * BLOCKS + tl.arange(0, BLOCKS)
+    r3 = r[:, None, None].to(tl.int64)
+    k3 = b[None, :, None] * BS + tl.arange(0, BS)[None, None, :]
+    if INNER_ONE:
+        x_off = r3 * K + k3
+    else:
+        x_off = ((r3 // INNER) * K + k3) * INNER + r3 % INNER
+    x = tl.load(x_ptr + x_off, mask=(r3 < R) & (k3 < K), other=0.0).to(tl.float32)
+
+    ax = tl.abs(x)
+    nonfinite = tl.max((~(ax <= FLT_MAX)).to(tl.int32), axis=2) > 0  # NaN or Inf in the block
+    ax = tl.where(nonfinite[:, :, None], 0.0, ax)
+    bits = tl.max(ax, axis=2).to(tl.int32, bitcast=True)
+    byte = (bits >> 23) - 2  # floor: floor(log2(amax)) - emax(E2M1)
+    mantissa = bits & 0x7FFFFF
+    if RULE == 1:  # ceil: amax > 1.5 * 2^E needs the next exponent
+        byte += (mantissa > 0x400000).to(tl.int32)
+    if RULE == 2:  # even: round amax to one mantissa bit first
+        byte += (mantissa >= 0x600000).to(tl.int32)
+    byte = tl.minimum(tl.maximum(byte, 0), 254)
+    if RULE == 3:  # mse: floor or one up, whichever has the smaller squared error (ties: floor)
+        up = tl.minimum(byte + 1, 254)
+        err_floor = tl.sum(_sq_err(ax * pow2_f32(127 - byte)[:, :, None]), axis=2)
+        err_up = tl.sum(_sq_err(ax * pow2_f32(127 - up)[:, :, None]), axis=2) * 4.0
+        byte = tl.where(err_up < err_floor, up, byte)
+
+    y = ax * pow2_f32(127 - byte)[:, :, None]
+    if STOCHASTIC:
+        step = tl.where(y < 2.0, 0.5, tl.where(y < 4.0, 1.0, 2.0))
+        inv = tl.where(y < 2.0, 2.0, tl.where(y < 4.0, 1.0, 0.5))  # exact: steps are powers of 2
+        lo = tl.floor(y * inv) * step
+        u = tl.rand(seed, (r3 * (NB * BS) + k3).to(tl.int32))
+        q = tl.minimum(lo + tl.where(u < (y - lo) * inv, step, 0.0), 6.0)
+        mag = rne_index(q)
+    else:
+        mag = rne_index(y)
+    sign = (x.to(tl.int32, bitcast=True) >> 28) & 8
+    code = tl.where(nonfinite[:, :, None], 0, mag | sign)
+
+    even, odd = tl.split(code.reshape(ROWS, BLOCKS, BS // 2, 2))
+    packed = (even | (odd << 4)).to(tl.uint8)
+    j = tl.arange(0, BS // 2)[None, None, :]
+    bmask = (r[:, None] < R) & (b[None, :] < NB)
+    b3 = b[None, :, None]
+    if INNER_ONE:
+        c_off = r3 * (NB * BS // 2) + b3 * (BS // 2) + j
+        s_off = r[:, None].to(tl.int64) * NB + b[None, :]
+    else:
+        c_off = ((r3 // INNER) * (NB * BS // 2) + b3 * (BS // 2) + j) * INNER + r3 % INNER
+        r2 = r[:, None].to(tl.int64)
+        s_off = ((r2 // INNER) * NB + b[None, :]) * INNER + r2 % INNER
+    tl.store(codes_ptr + c_off, packed, mask=bmask[:, :, None])
+    tl.store(scales_ptr + s_off, tl.where(nonfinite, 255, byte).to(tl.uint8), mask=bmask)
+
+
+@triton.jit
+def _dequantize_kernel(codes_ptr, scales_ptr, out_ptr, R, K, NB, INNER,
+                       BS: tl.constexpr, ROWS: tl.constexpr, BLOCKS: tl.constexpr,
+                       INNER_ONE: tl.constexpr):
+    r = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    b = tl.program_id(1) * BLOCKS + tl.arange(0, BLOCKS)
+    r3 = r[:, None, None].to(tl.int64)
+    b3 = b[None, :, None]
+    j = tl.arange(0, BS // 2)[None, None, :]
+    r2 = r[:, None].to(tl.int64)
+    bmask = (r[:, None] < R) & (b[None, :] < NB)
+    if INNER_ONE:
+        c_off = r3 * (NB * BS // 2) + b3 * (BS // 2) + j
+        s_off = r2 * NB + b[None, :]
+    else:
+        c_off = ((r3 // INNER) * (NB * BS // 2) + b3 * (BS // 2) + j) * INNER + r3 % INNER
+        s_off = ((r2 // INNER) * NB + b[None, :]) * INNER + r2 % INNER
+    packed = tl.load(codes_ptr + c_off, mask=bmask[:, :, None], other=0)
+    scale = e8m0_to_f32(tl.load(scales_ptr + s_off, mask=bmask, other=127))
+    lo = e2m1_to_f32(packed)
+    hi = e2m1_to_f32(packed.to(tl.int32) >> 4)
+    vals = tl.join(lo, hi).reshape(ROWS, BLOCKS, BS) * scale[:, :, None]
+
+    k3 = b3 * BS + tl.arange(0, BS)[None, None, :]
+    if INNER_ONE:
+        o_off = r3 * K + k3
+    else:
+        o_off = ((r3 // INNER) * K + k3) * INNER + r3 % INNER
+    tl.store(out_ptr + o_off, vals.to(out_ptr.dtype.element_ty), mask=(r3 < R) & (k3 < K))
+
+
+def _view(shape, axis: int) -> tuple[int, int, int]:
+    return math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:])
+
+
+def _tile(rows: int, n_blocks: int, bs: int, elements: int) -> tuple[int, int]:
+    """(ROWS, BLOCKS): about `elements` per program, no larger than the tensor needs."""
+    blocks = min(triton.next_power_of_2(n_blocks), max(1, 256 // bs))
+    rows_tile = min(triton.next_power_of_2(max(rows, 1)), max(1, elements // (blocks * bs)))
+    return rows_tile, blocks
+
+
+def quantize(x: torch.Tensor, axis: int, block_size: int, scale_rule: str, rounding: str,
+             seed: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Packed codes and E8M0 scales (uint8), shaped like codec.quantize_blocks' outputs."""
+    x = x.contiguous()
+    axis %= x.dim()
+    outer, k, inner = _view(x.shape, axis)
+    nb = -(-k // block_size)
+    codes = torch.empty((outer, nb * block_size // 2, inner), dtype=torch.uint8, device=x.device)
+    scales = torch.empty((outer, nb, inner), dtype=torch.uint8, device=x.device)
+    rows = outer * inner
+    if seed is None:
+        seed = int(torch.randint(0, 2**31 - 1, (1,)).item())  # host RNG: no device sync
+    if rows and nb:
+        rt, bt = _tile(rows, nb, block_size, 2048 if scale_rule == "mse" else 4096)
+        grid = (triton.cdiv(rows, rt), triton.cdiv(nb, bt))
+        _quantize_kernel[grid](x, codes, scales, rows, k, nb, inner, seed & 0x7FFFFFFF,
+                               RULE=RULE_IDS[scale_rule], STOCHASTIC=rounding == "stochastic",
+                               BS=block_size, ROWS=rt, BLOCKS=bt, INNER_ONE=inner == 1,
+                               num_warps=4)
+    cshape, sshape = list(x.shape), list(x.shape)
+    cshape[axis], sshape[axis] = nb * block_size // 2, nb
+    return codes.view(cshape), scales.view(sshape)
+
+
+def dequantize(codes: torch.Tensor, scales: torch.Tensor, shape, axis: int, block_size: int,
+               dtype: torch.dtype) -> torch.Tensor:
+    """The logical tensor `shape` in `dtype`, like codec.dequantize_blocks."""
+    codes, scales = codes.contiguous(), scales.contiguous()
+    axis %= len(shape)
+    outer, k, inner = _view(shape, axis)
+    nb = scales.shape[axis]
+    out = torch.empty(tuple(shape), dtype=dtype, device=codes.device)
+    rows = outer * inner
+    if rows and nb:
+        rt, bt = _tile(rows, nb, block_size, 4096)
+        grid = (triton.cdiv(rows, rt), triton.cdiv(nb, bt))
+        _dequantize_kernel[grid](codes, scales, out, rows, k, nb, inner, BS=block_size,
+                                 ROWS=rt, BLOCKS=bt, INNER_ONE=inner == 1, num_warps=4)
+    return out
+
