@@ -27,3 +27,36 @@ def tiny_gemma3(seed: int = 0, layers: int = 2):
 def tiny_tokens(batch: int = 2, length: int = 24, seed: int = 1, vocab: int = 256) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randint(1, vocab, (batch, length), generator=g)
+
+
+def char_tokenizer():
+    """A character-level fast tokenizer (ids < 100) with BOS, so the CLI can read text."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3}
+    for i in range(32, 127):
+        vocab[chr(i)] = len(vocab)
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
+                                   unk_token="<unk>", pad_token="<pad>")
+
+
+def save_tiny_folder(path, seed: int = 0):
+    """A Hugging Face model folder (safetensors, config, tokenizer) of tiny_gemma3."""
+    model = tiny_gemma3(seed)
+    model.save_pretrained(path)
+    char_tokenizer().save_pretrained(path)
+    return model
+
+
+def write_text(path, words: int = 3000, seed: int = 0):
+    import random
+
+    rng = random.Random(seed)
+    vocab = ("the state of our union is strong and we will work together for the people of "
+             "this nation in peace and freedom").split()
+    with open(path, "w") as f:
+        f.write(" ".join(rng.choice(vocab) for _ in range(words)))
+    return path

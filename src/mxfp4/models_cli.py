@@ -65,12 +65,19 @@ def text_tokens(tokenizer, path: str, max_tokens: int):
 
     if max_tokens < 2:
         raise ValueError(f"--max-tokens must be at least 2, got {max_tokens}")
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{path!r} is not UTF-8 text: {err}") from err
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"][:max_tokens]
+    chars = 16 * max_tokens  # read only what the tokens need: large files tokenize slowly
+    while True:
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read(chars)
+                more = bool(f.read(1))
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{path!r} is not UTF-8 text: {err}") from err
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(ids) > max_tokens or not more:
+            break
+        chars *= 2
+    ids = ids[:max_tokens]
     if len(ids) < 2:
         raise ValueError(f"{path!r} has fewer than 2 tokens")
     return torch.tensor(ids, dtype=torch.long)
