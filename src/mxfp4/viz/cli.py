@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 import sys
+import threading
 import webbrowser
 
 
@@ -32,6 +34,10 @@ def run(args) -> int:
                            'pip install "mxfp4[viz]"') from None
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port must be 0..65535, got {args.port}")
+    if args.port == 0:  # pick a free port now, so that the printed URL is the real one
+        with socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET) as s:
+            s.bind((args.host.strip("[]"), 0))
+            args.port = s.getsockname()[1]
     local = _loopback(args.host)
     allowed = LOOPBACK_HOSTS if local else None
     app = create_app(models_dir=args.models, allowed_hosts=allowed)
@@ -41,8 +47,8 @@ def run(args) -> int:
         print(f"warning: serving on {args.host}, reachable from other machines", file=sys.stderr)
     print(f"mxfp4 viz: {url}  (models: {args.models or 'none; use --models DIR'}; Ctrl-C stops)",
           flush=True)
-    if args.open:
-        webbrowser.open(url)
+    if args.open:  # a moment after the server starts listening
+        threading.Timer(1.0, webbrowser.open, [url]).start()
     uvicorn.run(app, host=args.host.strip("[]"), port=args.port, log_level="warning")
     return 0
 
