@@ -6,6 +6,7 @@ import importlib
 
 SUITES = {
     "quantize": ("mxfp4.bench.codec", "throughput of quantize/dequantize (reference or kernel)"),
+    "kernels": ("mxfp4.bench.kernels", "Triton quantize/dequantize and linear vs cuBLAS bf16, CUDA graphs (GPU)"),
     "moe": ("mxfp4.bench.moe", "GPT-OSS MoE layer with MXFP4 experts, CUDA graphs (--stack gpt-oss-120b)"),
 }
 

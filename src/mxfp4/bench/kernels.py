@@ -1,0 +1,285 @@
+"""`mxfp4 bench kernels`: the Triton kernels on a GPU against cuBLAS bf16, with CUDA graphs.
+
+Times quantize/dequantize of a bf16 8192x8192 tensor and mxfp4.linear for the issue's shapes,
+each M, with weights rotated over more than 600 MB (so L2 holds none of them) and cuBLAS bf16
+(F.linear on the dequantized weight) on the same inputs in the same run. Each row gives the
+physical floor max(bytes / copy bandwidth, FLOPs / bf16 rate) at 4.25 bits per weight.
+Correctness is checked on the same data before anything is timed.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from ..layouts import prepack
+from ..ops import dequantize, linear, quantize
+from .record import environment, write_results
+
+COPY_TBS, BF16_TFLOPS = 3.03, 723.0  # measured H100 ceilings (issue 3)
+ROTATE_BYTES = 600e6
+SHAPES = [(4096, 14336), (14336, 4096), (2880, 5760), (2880, 2880)]  # (K, N)
+MS = [1, 16, 64, 256, 4096]
+COLUMNS = ["op", "shape", "M", "variant", "us", "cublas_us", "floor_us", "floor_frac",
+           "vs_cublas", "target_us", "meets", "config"]
+
+
+def floor_us(nbytes: float, flops: float = 0.0) -> float:
+    return max(nbytes / (COPY_TBS * 1e12), flops / (BF16_TFLOPS * 1e12)) * 1e6
+
+
+def graph_time_us(calls: list, min_us: float = 3000.0, trials: int = 7) -> float:
+    """Median time of one call, from CUDA-graph replays of the calls run in turn."""
+    for c in calls:
+        c()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for c in calls:
+        c()
+    end.record()
+    end.synchronize()
+    est = max(start.elapsed_time(end) * 1e3 / len(calls), 1.0)
+    reps = max(len(calls), int(min_us / est) // len(calls) * len(calls))
+    graph = torch.cuda.CUDAGraph()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        with torch.cuda.graph(graph, stream=stream):
+            for i in range(reps):
+                calls[i % len(calls)]()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph.replay()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(trials):
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) * 1e3 / reps)
+    del graph
+    return statistics.median(times)
+
+
+def _copies(make, nbytes: int) -> list:
+    return [make() for _ in range(max(2, int(ROTATE_BYTES // max(nbytes, 1)) + 1))]
+
+
+def bench_codec(dev, rows: list, log) -> None:
+    g = torch.Generator(device=dev).manual_seed(0)
+    n = 8192
+    xs = _copies(lambda: torch.randn(n, n, generator=g, device=dev).to(torch.bfloat16), n * n * 2)
+    ref = quantize(xs[0][:512], backend="reference")  # torch on the GPU: the oracle
+    got = quantize(xs[0][:512], backend="triton")
+    assert torch.equal(got.codes, ref.codes) and torch.equal(got.scales, ref.scales), "quantize"
+    qs = [quantize(x) for x in xs]
+    assert torch.equal(dequantize(qs[0], torch.bfloat16),
+                       dequantize(qs[0], torch.bfloat16, backend="reference")), "dequantize"
+    nbytes = n * n * (2 + 0.5 + 1 / 32)
+    for op, calls, target in (
+            ("quantize", [lambda x=x: quantize(x) for x in xs], 65.0),
+            ("dequantize", [lambda q=q: dequantize(q, torch.bfloat16) for q in qs], 62.0)):
+        us = graph_time_us(calls)
+        fl = floor_us(nbytes)
+        rows.append(dict(op=op, shape=f"{n}x{n} bf16", M="", variant="triton", us=us, cublas_us="",
+                         floor_us=fl, floor_frac=fl / us, vs_cublas="", target_us=target,
+                         meets=us <= target, config=""))
+        log(f"{op}: {us:.1f} us (floor {fl:.1f})")
+
+
+def bench_linear(dev, rows: list, log, ms, shapes, sweep: bool) -> None:
+    from ..kernels import linear as kl
+
+    g = torch.Generator(device=dev).manual_seed(1)
+    for k, n in shapes:
+        w = quantize(torch.randn(n, k, generator=g, device=dev) * 0.02)
+        wbytes = w.codes.nbytes + w.scales.nbytes
+        packs = _copies(lambda: prepack(w), wbytes)
+        plains = [w._with(w.codes.clone(), w.scales.clone()) for _ in packs]
+        wd = w.dequantize(torch.bfloat16)
+        dense = _copies(lambda: wd.clone(), wd.nbytes)
+        bias = torch.randn(n, generator=g, device=dev).to(torch.bfloat16)
+        for m in ms:
+            xs = _copies(lambda: torch.randn(m, k, generator=g, device=dev).to(torch.bfloat16),
+                         m * k * 2 * 8)  # x is re-read per weight tile: a few copies suffice
+            y = linear(xs[0], packs[0], bias)
+            ref = (xs[0].double() @ wd.double().T + bias.double())
+            err = ((y.double() - ref).norm() / ref.norm()).item()
+            assert err < 1e-2, f"linear {k}->{n} M={m}: rel err {err}"
+            cub = graph_time_us([lambda i=i: F.linear(xs[i % len(xs)], dense[i], bias)
+                                 for i in range(len(dense))])
+            fl = floor_us(n * k * 4.25 / 8 + m * k * 2 + m * n * 2, 2.0 * m * n * k)
+            target = {1: {(4096, 14336): 13.0, (14336, 4096): 13.0, (2880, 5760): 6.0}.get((k, n))}.get(m)
+            if m >= 4096:
+                target = 1.15 * cub
+            variants = _variants(m, n, packs[0].codes.shape[1] * 2, sweep)
+            cfg = variants[0][1]
+            best = None
+            for name, c in variants:
+                ws = packs if name == "hopper" else plains
+                try:
+                    us = graph_time_us([lambda i=i: kl.linear(xs[i % len(xs)], ws[i], bias, c)
+                                        for i in range(len(ws))])
+                except Exception as err:  # a sweep config the compiler rejects (e.g. smem)
+                    log(f"  {name} {c}: failed: {type(err).__name__}: {str(err)[:120]}")
+                    continue
+                row = dict(op="linear", shape=f"{k}->{n}", M=m, variant=name, us=us,
+                           cublas_us=cub, floor_us=fl, floor_frac=fl / us, vs_cublas=us / cub,
+                           target_us=target if target is not None else "",
+                           meets=(us <= target) if target is not None else "",
+                           config=_cfg_str(c or cfg))
+                log(f"  {k}->{n} M={m} {name} {row['config']}: {us:.1f} us, cuBLAS {cub:.1f}, "
+                    f"floor {fl:.1f}")
+                if c is None or c is cfg:
+                    rows.append(row)
+                if name == "hopper" and (best is None or us < best["us"]):
+                    best = row
+            if sweep and best is not None:
+                rows.append(dict(best, variant="hopper-best"))
+            del xs
+        del packs, plains, dense
+        torch.cuda.empty_cache()
+
+
+def _variants(m: int, n: int, kp: int, sweep: bool) -> list:
+    """(weight layout, config) pairs timed for one case; None = the default for that layout."""
+    from ..kernels import linear as kl
+
+    cfg = kl.pick_config(m, n, kp, torch.cuda.get_device_properties(0).multi_processor_count)
+    out = [("hopper", cfg), ("mxtensor", None)]
+    if sweep:
+        out += [("hopper", c) for c in _sweep_configs(m, cfg)]
+    return out
+
+
+def _compile_worker(tasks: list) -> int:
+    """Run each (k, n, m, layout, config) once so that Triton compiles it into its disk cache."""
+    from ..kernels import linear as kl
+
+    done = 0
+    for k, n, m, layout, cfg in tasks:
+        w = quantize(torch.randn(n, k, device="cuda"))
+        x = torch.randn(m, k, device="cuda").to(torch.bfloat16)
+        bias = torch.randn(n, device="cuda").to(torch.bfloat16)
+        try:
+            kl.linear(x, prepack(w) if layout == "hopper" else w, bias, cfg)
+            done += 1
+        except Exception:  # reported when the main process times it
+            pass
+    torch.cuda.synchronize()
+    return done
+
+
+def precompile(shapes, ms, sweep: bool, jobs: int, log) -> None:
+    """Compile every linear variant in `jobs` processes first (Triton's disk cache is shared)."""
+    import multiprocessing as mp
+
+    tasks = []
+    for k, n in shapes:
+        kp = -(-k // 64) * 64
+        for m in ms:
+            tasks += [(k, n, m, layout, cfg) for layout, cfg in _variants(m, n, kp, sweep)]
+    t = time.perf_counter()
+    with mp.get_context("spawn").Pool(jobs) as pool:
+        done = sum(pool.map(_compile_worker, [tasks[i::jobs] for i in range(jobs)]))
+    log(f"compiled {done}/{len(tasks)} linear variants in {time.perf_counter() - t:.0f} s "
+        f"with {jobs} processes")
+
+
+def _sweep_configs(m: int, cfg: dict) -> list:
+    out = []
+    if m <= 64:
+        for split in (max(1, cfg["SPLIT_K"] // 2), cfg["SPLIT_K"] * 2):
+            out.append(dict(cfg, SPLIT_K=split))
+        out.append(dict(cfg, BN=128, num_warps=8))
+        out.append(dict(cfg, num_stages=6))
+    else:
+        out.append(dict(cfg, BM=128, BK=128 if cfg["BK"] >= 128 else cfg["BK"], num_stages=4))
+        out.append(dict(cfg, num_warps=4, BN=64))
+        out.append(dict(cfg, num_stages=4))
+    return [c for c in out if c != cfg]
+
+
+def _cfg_str(c: dict) -> str:
+    return " ".join(f"{k}={v}" for k, v in c.items())
+
+
+def host_overhead_us(dev, log) -> float:
+    """Python time of one mxfp4.linear call (launch included), on a shape the GPU runs faster."""
+    w = prepack(quantize(torch.randn(2880, 2880, device=dev)))
+    x = torch.randn(1, 2880, device=dev).to(torch.bfloat16)
+    for _ in range(20):
+        linear(x, w)
+    torch.cuda.synchronize()
+    best = float("inf")
+    for _ in range(5):
+        t = time.perf_counter()
+        for _ in range(200):
+            linear(x, w)
+        best = min(best, (time.perf_counter() - t) / 200 * 1e6)
+        torch.cuda.synchronize()
+    log(f"host time per mxfp4.linear call: {best:.1f} us")
+    return best
+
+
+def run(args) -> int:
+    dev = args.device
+    if not torch.cuda.is_available():
+        print("mxfp4 bench kernels needs a CUDA GPU")
+        return 2
+    lines = []
+
+    def log(msg):
+        print(msg, flush=True)
+        lines.append(msg)
+
+    rows: list = []
+    if "codec" in args.parts:
+        bench_codec(dev, rows, log)
+    if "linear" in args.parts:
+        shapes = [s for s in SHAPES if args.shapes is None or f"{s[0]}->{s[1]}" in args.shapes]
+        if args.jobs > 1:
+            try:
+                precompile(shapes, args.m, args.sweep, args.jobs, log)
+            except Exception as err:  # compiling in this process instead is only slower
+                log(f"parallel compile failed ({type(err).__name__}: {err}); compiling serially")
+        bench_linear(dev, rows, log, args.m, shapes, args.sweep)
+    host = host_overhead_us(dev, log)
+    env = environment(dev)
+    notes = (f"Command: `mxfp4 bench kernels`. Median of 7 CUDA-graph replays, each call on its "
+             f"own weights (rotated over > 600 MB) and, for cuBLAS, F.linear on the dequantized "
+             f"bf16 weight. floor = max(bytes / {COPY_TBS} TB/s, FLOPs / {BF16_TFLOPS} TFLOP/s), "
+             f"4.25 bits per weight. Host time per mxfp4.linear call: {host:.1f} us.")
+    if args.out:
+        paths = write_results(args.out, "kernels", "Triton MXFP4 kernels vs cuBLAS bf16", env,
+                              COLUMNS, rows, notes=notes)
+        log("wrote " + " ".join(paths))
+    _print_table(rows)
+    return 0
+
+
+def _print_table(rows: list) -> None:
+    print(f"{'op':10} {'shape':14} {'M':>5} {'variant':12} {'us':>8} {'cuBLAS':>8} {'floor':>7} "
+          f"{'frac':>5} {'target':>7} ok")
+    for r in rows:
+        print(f"{r['op']:10} {r['shape']:14} {str(r['M']):>5} {r['variant']:12} {r['us']:8.1f} "
+              f"{_f(r['cublas_us']):>8} {r['floor_us']:7.1f} {r['floor_frac']:5.2f} "
+              f"{_f(r['target_us']):>7} {r['meets']}")
+
+
+def _f(v) -> str:
+    return f"{v:.1f}" if isinstance(v, float) else str(v)
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--device", default="cuda", help="a CUDA device (default cuda)")
+    p.add_argument("--parts", nargs="+", default=["codec", "linear"], choices=["codec", "linear"])
+    p.add_argument("--m", nargs="+", type=int, default=MS, help="token counts M to time")
+    p.add_argument("--shapes", nargs="+", default=None, help="K->N shapes, e.g. 4096->14336")
+    p.add_argument("--sweep", action="store_true", help="also time alternative tile configs")
+    p.add_argument("--jobs", type=int, default=8, help="processes that compile the kernels first")
+    p.add_argument("--out", default="docs/benchmarks", help="folder for kernels.json/.md ('' to skip)")
