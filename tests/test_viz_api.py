@@ -21,6 +21,7 @@ from mxfp4.viz.app import LOOPBACK_HOSTS, VIEWS, create_app
 from mxfp4.viz.validate import MAX_BODY_BYTES
 
 JSON = {"content-type": "application/json"}
+STORED = mxfp4.quantize(torch.randn(2, 3, 96, generator=torch.Generator().manual_seed(1)) * 0.01)
 
 
 @pytest.fixture(scope="module")
@@ -29,11 +30,11 @@ def model_dir(tmp_path_factory):
     g = torch.Generator().manual_seed(0)
     w = torch.randn(96, 160, generator=g)
     w[5, 70] = 40.0  # an outlier: its block is the worst one
+    blocks, scales = STORED.to_gpt_oss()
     save_file({"w": w.bfloat16(), "bias": torch.randn(50, generator=g),
                "w3": torch.randn(3, 4, 64, generator=g).half(),
                "ids": torch.arange(6, dtype=torch.int32),
-               "mlp.experts_blocks": torch.zeros(2, 4, 16, dtype=torch.uint8),
-               "mlp.experts_scales": torch.full((2, 4), 127, dtype=torch.uint8)},
+               "mlp.experts_blocks": blocks.contiguous(), "mlp.experts_scales": scales.contiguous()},
               str(root / "one.safetensors"))
     (root / "hf").mkdir()
     save_file({"a.weight": torch.randn(8, 64, generator=g)}, str(root / "hf" / "model-1.safetensors"))
@@ -309,7 +310,7 @@ def test_model_tensor_table(client):
     t = ok(client.get("/api/model", params={"path": "one.safetensors"}))
     kinds = {x["name"]: x["kind"] for x in t["tensors"]}
     assert kinds == {"w": "float", "bias": "float", "w3": "float", "ids": "other",
-                     "mlp.experts_blocks": "mxfp4 (stored)", "mlp.experts_scales": "other"}
+                     "mlp.experts_blocks": "mxfp4 (stored)", "mlp.experts_scales": "mxfp4 scales"}
     folder = ok(client.get("/api/model", params={"path": "hf"}))
     assert folder["files"] == 2 and {x["name"] for x in folder["tensors"]} == {"a.weight", "b.weight"}
 
@@ -357,6 +358,21 @@ def test_worst_block_and_block_values(client, model_dir):
     b3 = ok(client.get("/api/model/block", params={"path": "one.safetensors", "name": "w3", "row": 7, "block": 1}))
     assert b3["values"] == _tensor(model_dir, "w3").reshape(-1, 64)[7, 32:64].tolist()
     err(client.get("/api/model/block", params={"path": "one.safetensors", "name": "w", "row": 96}), 400, "outside")
+
+
+def test_stored_mxfp4_tensor(client):
+    p = {"path": "one.safetensors", "name": "mlp.experts_blocks"}
+    d = ok(client.get("/api/model/tensor", params=p))
+    assert d["stored"] and d["shape"] == [2, 3, 96] and (d["rows"], d["blocks_per_row"]) == (6, 3)
+    want = {int(b) - 127: int(n) for b, n in zip(*torch.unique(STORED.scales, return_counts=True))}
+    assert {e["exponent"]: e["blocks"] for e in d["scale_exponents"]} == want
+    assert sum(d["code_counts"]) == STORED.numel()
+    deq = STORED.dequantize().reshape(6, 96)
+    for row, block in [(0, 0), (4, 2), (5, 1)]:
+        b = ok(client.get("/api/model/block", params={**p, "row": row, "block": block}))
+        assert b["values"] == deq[row, 32 * block:32 * block + 32].tolist()
+    err(client.get("/api/model/block", params={**p, "row": 6}), 400, "outside")
+    err(client.get("/api/model/qsnr", params=p), 400, "only non-empty float")
 
 
 def test_large_tensor_is_read_in_slices(client, model_dir, monkeypatch):

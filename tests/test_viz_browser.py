@@ -20,12 +20,14 @@ import uvicorn
 from playwright.sync_api import expect, sync_playwright
 from safetensors.torch import save_file
 
+import mxfp4
 from mxfp4.viz.app import VIEWS, create_app
 
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "viz"
 WIDE, NARROW = (1280, 800), (390, 844)
 SEED_CODES = ["0100", "1010", "0010", "0110"]
+STORED_BLOCKS = None  # set by the urls fixture
 
 
 def serve(app):
@@ -51,6 +53,11 @@ def urls(tmp_path_factory):
     w[9, 100] = 25.0
     save_file({"layer.weight": w.bfloat16(), "layer.bias": torch.randn(128, generator=g),
                "step": torch.zeros(1, dtype=torch.int64)}, str(models / "small.safetensors"))
+    global STORED_BLOCKS
+    blocks, scales = mxfp4.quantize(torch.randn(4, 8, 64, generator=g)).to_gpt_oss()
+    STORED_BLOCKS = blocks.clone()
+    save_file({"experts.down_proj_blocks": blocks.contiguous(), "experts.down_proj_scales": scales.contiguous()},
+              str(models / "stored.safetensors"))
     bench = tmp_path_factory.mktemp("bench")
     (bench / "kernels.json").write_text(json.dumps({
         "title": "W4A16 GEMM vs baselines", "environment": {"device": "TestGPU 80GB", "date": "2026-01-02",
@@ -269,6 +276,21 @@ def test_your_model(page, urls):
     expect(page.locator("#codes .chip")).to_have_count(32)
     expect(page.locator("#view")).to_contain_text(f"Block from layer.weight row {row} block {block}.")
     expect(page.locator("#rule")).to_have_value("mse")
+    open_view(page, urls["full"] + "/model")
+    page.select_option("#model-path", "stored.safetensors")
+    stored = page.locator('tr[data-name="experts.down_proj_blocks"]')
+    expect(stored).to_contain_text("mxfp4 (stored)")
+    stored.click()
+    expect(page.locator("#tensor-detail")).to_contain_text("stored MXFP4, logical [4, 8, 64]")
+    page.fill("#pick-row", "31")
+    page.fill("#pick-block", "1")
+    page.click("#pick-open")
+    expect(page.locator("#view")).to_contain_text("Block from experts.down_proj_blocks row 31 block 1.")
+    expect(page.locator("#codes .chip")).to_have_count(32)
+    # decoded and quantized again (floor), the stored block comes back code for code; JSON has no -0
+    packed = STORED_BLOCKS[3, 7, 1]
+    stored_codes = torch.stack((packed & 15, packed >> 4), -1).flatten().tolist()
+    assert codes(page) == [format(0 if c == 8 else c, "04b") for c in stored_codes]
     open_view(page, urls["bare"] + "/model")
     expect(page.locator(".empty")).to_contain_text("--models DIR")
 

@@ -27,6 +27,7 @@ CHUNK_ELEMENTS = 1 << 20
 SAMPLE_ELEMENTS = 1 << 18  # per-rule QSNR in the table uses at most this many elements
 HEAT_CELLS = 96  # the per-block error map is pooled to at most this many cells a side
 WORST = 10
+STORED = "mxfp4 (stored)"
 _cache: OrderedDict = OrderedDict()
 
 
@@ -66,11 +67,21 @@ def _index(root, rel) -> dict:
 
 
 def _kind(name: str, shape, dtype: str, index: dict) -> str:
+    """float (quantizable), stored (a gpt-oss MXFP4 blocks tensor), its scales, or other."""
     if dtype in FLOAT_DTYPES and len(shape) >= 1 and math.prod(shape) > 0:
         return "float"
     if dtype == "U8" and name.endswith("_blocks") and name[:-7] + "_scales" in index:
-        return "mxfp4 (stored)"
+        return STORED
+    if dtype == "U8" and name.endswith("_scales") and name[:-7] + "_blocks" in index:
+        return "mxfp4 scales"
     return "other"
+
+
+def kind(root, rel, name) -> str:
+    index = _index(root, rel)
+    if not isinstance(name, str) or name not in index:
+        raise ApiError(404, f"no tensor named {str(name)[:80]!r} in {rel[:60]!r}")
+    return _kind(name, index[name][1], index[name][2], index)
 
 
 def tensors(root, rel) -> dict:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from ..codec import ROUNDINGS, SCALE_RULES
 from ..format import BLOCK_SIZE
-from . import api, benchmarks, demos, models
+from . import api, benchmarks, demos, models, stored
 from .safe_paths import list_models
 from .validate import (
     ApiError,
@@ -157,14 +157,18 @@ def model_qsnr(p, ctx):
 
 def model_tensor(p, ctx):
     only_keys(p, ("path", "name", "rule"))
-    return models.tensor_detail(ctx.models_dir, _path(p), _name(p),
-                                get(p, "rule", "floor", choice, SCALE_RULES))
+    rule = get(p, "rule", "floor", choice, SCALE_RULES)
+    if models.kind(ctx.models_dir, _path(p), _name(p)) == models.STORED:
+        return stored.detail(ctx.models_dir, p["path"], p["name"])
+    return models.tensor_detail(ctx.models_dir, p["path"], p["name"], rule)
 
 
 def model_block(p, ctx):
     only_keys(p, ("path", "name", "row", "block"))
-    return models.block_values(ctx.models_dir, _path(p), _name(p),
-                               get(p, "row", 0, integer, 0, 2**62), get(p, "block", 0, integer, 0, 2**62))
+    row, block = get(p, "row", 0, integer, 0, 2**62), get(p, "block", 0, integer, 0, 2**62)
+    if models.kind(ctx.models_dir, _path(p), _name(p)) == models.STORED:
+        return stored.block_values(ctx.models_dir, p["path"], p["name"], row, block)
+    return models.block_values(ctx.models_dir, p["path"], p["name"], row, block)
 
 
 # (method, path, handler); GETs read the query string, POSTs a JSON body.

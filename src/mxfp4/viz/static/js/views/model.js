@@ -7,6 +7,8 @@ import { button, card, count, db, emptyState, h, note, num, pct, select, table }
 
 export const title = "Your model";
 
+const STORED = "mxfp4 (stored)";
+
 export async function render(root, { fmt, params, navigate }) {
   const list = await get("/api/models");
   root.append(h("div", { class: "view-head" }, h("h1", {}, title),
@@ -59,10 +61,11 @@ export async function render(root, { fmt, params, navigate }) {
     const q = qsnr.get(t.name);
     const cells = fmt.scale_rules.map((r) => h("td", { class: "q" },
       t.kind !== "float" ? "—" : !q ? "…" : q.error ? "error" : `${db(q.qsnr_db[r])}${q.sampled ? "*" : ""}`));
-    return h("tr", { "data-name": t.name, class: `${t.kind === "float" ? "clickable" : ""} ${t.name === state.selected ? "selected" : ""}`,
-      onclick: t.kind === "float" ? () => openTensor(t.name) : null },
+    const opens = t.kind === "float" || t.kind === STORED;
+    return h("tr", { "data-name": t.name, class: `${opens ? "clickable" : ""} ${t.name === state.selected ? "selected" : ""}`,
+      onclick: opens ? () => openTensor(t.name) : null },
     h("td", { class: "name", title: t.name }, t.name), h("td", {}, `[${t.shape.join(", ")}]`), h("td", {}, t.dtype),
-    h("td", {}, count(t.numel)), t.kind === "float" ? cells : h("td", { colspan: fmt.scale_rules.length }, h("span", { class: "badge" }, t.kind)));
+    h("td", {}, count(t.numel)), t.kind === "float" ? cells : h("td", { colspan: fmt.scale_rules.length }, h("span", { class: `badge ${t.kind === STORED ? "mx" : ""}` }, t.kind)));
   }
 
   function drawTable() {
@@ -85,13 +88,44 @@ export async function render(root, { fmt, params, navigate }) {
     } catch (err) { showError(err); }
   }
 
-  function tensorDetail(d) {
+  function blockPicker(d) {
+    const row = h("input", { type: "number", min: 0, max: d.rows - 1, value: 0, class: "small", id: "pick-row" });
+    const blk = h("input", { type: "number", min: 0, max: d.blocks_per_row - 1, value: 0, class: "small", id: "pick-block" });
+    return h("div", { class: "controls" },
+      h("label", { class: "field" }, h("span", {}, `row (0–${d.rows - 1})`), row),
+      h("label", { class: "field" }, h("span", {}, `block (0–${d.blocks_per_row - 1})`), blk),
+      button("Open in block quantizer", () => openBlock(d.name, Number(row.value), Number(blk.value)), { id: "pick-open" }));
+  }
+
+  function storedDetail(d) {
     const scaleBox = h("div", { id: "scale-hist" }), codeBox = h("div", { id: "tensor-codes" });
-    const finite = d.heatmap.qsnr_db.flat().filter((v) => v !== null);
-    const lo = finite.length ? Math.min(...finite) : 0, hi = finite.length ? Math.max(...finite) : 1;
+    const section = card(`${d.name}  (stored MXFP4, logical [${d.shape.join(", ")}])`,
+      note("Already MXFP4 in the checkpoint: there is no original to measure the error against. Shown: the stored scales and codes."),
+      h("div", { class: "stat-row" }, stat("blocks", count(d.rows * d.blocks_per_row)), stat("rows × blocks", `${d.rows} × ${d.blocks_per_row}`),
+        stat("NaN scales", String(d.nan_blocks))),
+      h("div", { class: "grid2" }, h("div", {}, h("h3", {}, "Block scale exponents"), scaleBox), h("div", {}, h("h3", {}, "Code usage"), codeBox)),
+      h("h3", {}, "Decode one block"), blockPicker(d));
+    drawHistograms(d, scaleBox, codeBox);
+    return section;
+  }
+
+  function drawHistograms(d, scaleBox, codeBox) {
     const exps = d.scale_exponents.filter((e) => e.exponent !== null).map((e) => e.exponent);
     const span = exps.length ? Array.from({ length: Math.max(...exps) - Math.min(...exps) + 1 }, (_, i) => Math.min(...exps) + i) : [];
     const blocksAt = (e) => d.scale_exponents.find((x) => x.exponent === e)?.blocks || 0;
+    mount(scaleBox, bars({ labels: span.map(String), series: [{ values: span.map(blocksAt), color: COLORS[0] }],
+      xLabel: "exponent e (scale 2^e)", yLabel: "blocks", height: 220, valueLabels: false }));
+    const order = fmt.codes.map((c) => c.code).sort((a, b) => fmt.codes[a].value - fmt.codes[b].value || b - a);
+    const total = d.code_counts.reduce((a, b) => a + b, 0) || 1;
+    mount(codeBox, bars({ labels: order.map((c) => (c === 8 ? "−0" : num(fmt.codes[c].value, 2))), series: [{ values: order.map((c) => d.code_counts[c] / total), color: COLORS[2] }],
+      format: (v) => pct(v, 1), xLabel: "code value", yLabel: "share", height: 220, valueLabels: false }));
+  }
+
+  function tensorDetail(d) {
+    if (d.stored) return storedDetail(d);
+    const scaleBox = h("div", { id: "scale-hist" }), codeBox = h("div", { id: "tensor-codes" });
+    const finite = d.heatmap.qsnr_db.flat().filter((v) => v !== null);
+    const lo = finite.length ? Math.min(...finite) : 0, hi = finite.length ? Math.max(...finite) : 1;
     const section = card(`${d.name}  [${d.shape.join(", ")}]`,
       h("div", { class: "controls" }, select("scale rule", fmt.scale_rules, state.rule, (v) => { state.rule = v; openTensor(d.name); }, { id: "tensor-rule" })),
       h("div", { class: "stat-row" },
@@ -111,13 +145,9 @@ export async function render(root, { fmt, params, navigate }) {
           table(["row", "block", "QSNR", "scale", "max |x|", ""], d.worst_blocks.map((w) => [
             String(w.row), String(w.block), db(w.qsnr_db), `2^${w.scale_exponent}`, num(w.amax, 4),
             button("open", () => openBlock(d.name, w.row, w.block), { class: "open-block", "data-row": w.row, "data-block": w.block })]),
-          { class: "data", id: "worst-blocks" }))));
-    mount(scaleBox, bars({ labels: span.map(String), series: [{ values: span.map(blocksAt), color: COLORS[0] }],
-      xLabel: "exponent e (scale 2^e)", yLabel: "blocks", height: 220, valueLabels: false }));
-    const order = fmt.codes.map((c) => c.code).sort((a, b) => fmt.codes[a].value - fmt.codes[b].value || b - a);
-    const total = d.code_counts.reduce((a, b) => a + b, 0);
-    mount(codeBox, bars({ labels: order.map((c) => (c === 8 ? "−0" : num(fmt.codes[c].value, 2))), series: [{ values: order.map((c) => d.code_counts[c] / total), color: COLORS[2] }],
-      format: (v) => pct(v, 1), xLabel: "code value", yLabel: "share", height: 220, valueLabels: false }));
+          { class: "data", id: "worst-blocks" }))),
+      h("h3", {}, "Open any block"), blockPicker(d));
+    drawHistograms(d, scaleBox, codeBox);
     return section;
   }
 
