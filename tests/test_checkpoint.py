@@ -172,3 +172,74 @@ def test_pickle_weights_are_refused(tmp_path):
 
 def test_save_is_atomic_and_leaves_no_temp_files(saved):
     assert not [f for f in os.listdir(saved[1]) if f.startswith(".tmp")]
+
+
+# -- MoE experts in the gpt-oss Hugging Face layout -----------------------------------------
+
+def _tiny_gpt_oss():
+    from transformers import GptOssConfig, GptOssForCausalLM
+
+    torch.manual_seed(0)
+    config = GptOssConfig(vocab_size=128, hidden_size=64, intermediate_size=64,
+                          num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                          head_dim=32, num_local_experts=4, num_experts_per_tok=2,
+                          sliding_window=8, layer_types=["sliding_attention", "full_attention"])
+    model = GptOssForCausalLM(config).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "experts" in name:
+                p.normal_(0, 0.05)
+    return model
+
+
+def test_gpt_oss_experts_export_loads_in_transformers_bit_for_bit(tmp_path):
+    from transformers import GptOssForCausalLM
+
+    import mxfp4
+    from mxfp4.io.gpt_oss_hf import save_gpt_oss_hf
+
+    model = _tiny_gpt_oss()
+    save_gpt_oss_hf(model, tmp_path, scale_rule="even")
+    config = json.load(open(tmp_path / "config.json"))["quantization_config"]
+    assert config["quant_method"] == "mxfp4" and "lm_head" in config["modules_to_not_convert"]
+    names = set(load_file(tmp_path / "model.safetensors"))
+    assert {"model.layers.1.mlp.experts.gate_up_proj_blocks", "model.layers.1.mlp.experts.down_proj_scales",
+            "model.layers.1.mlp.router.weight"} <= names
+    loaded = GptOssForCausalLM.from_pretrained(tmp_path)  # dequantized to bf16 on CPU
+    for i in range(2):
+        for pname in ("gate_up_proj", "down_proj"):
+            w = getattr(model.model.layers[i].mlp.experts, pname).detach()  # [E, in, out]
+            ours = mxfp4.quantize(w.transpose(1, 2).contiguous(), axis=2, scale_rule="even")
+            theirs = getattr(loaded.model.layers[i].mlp.experts, pname)
+            assert torch.equal(theirs.float(), ours.dequantize().transpose(1, 2)), (i, pname)
+    assert torch.equal(loaded.model.layers[0].self_attn.q_proj.weight.float(),
+                       model.model.layers[0].self_attn.q_proj.weight)
+
+
+def test_gpt_oss_export_of_our_moe_reads_back_with_the_moe_loader(tmp_path):
+    from mxfp4.io.gpt_oss import load_moe_layer
+    from mxfp4.io.gpt_oss_hf import save_gpt_oss_hf
+    from mxfp4.nn.moe import MoE
+
+    model = _tiny_gpt_oss()
+    hf = model.model.layers[1].mlp
+    ex = hf.experts
+    moe = MoE.from_float(hf.router.weight.detach(), hf.router.bias.detach(),
+                         ex.gate_up_proj.detach().transpose(1, 2).contiguous(),
+                         ex.gate_up_proj_bias.detach(),
+                         ex.down_proj.detach().transpose(1, 2).contiguous(),
+                         ex.down_proj_bias.detach(), experts_per_token=2)
+    model.model.layers[1].mlp = moe
+    save_gpt_oss_hf(model, tmp_path)
+    back = load_moe_layer(tmp_path, 1, experts_per_token=2)
+    for name in ("w1_codes", "w1_scales", "w2_codes", "w2_scales", "b1", "b2", "router_weight"):
+        assert torch.equal(getattr(back, name), getattr(moe, name)), name
+
+
+def test_gpt_oss_export_refuses_mx_linear_layers(tmp_path):
+    from mxfp4.io.gpt_oss_hf import save_gpt_oss_hf
+
+    model = _tiny_gpt_oss()
+    quantize_model(model)
+    with pytest.raises(ValueError, match="only MoE experts"):
+        save_gpt_oss_hf(model, tmp_path)
