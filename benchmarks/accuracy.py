@@ -111,13 +111,18 @@ def main() -> int:
     p.add_argument("--calib-tokens", type=int, default=32768)
     p.add_argument("--only", help="comma-separated row names")
     p.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks"))
+    p.add_argument("--record-only", action="store_true",
+                   help="only write the results collected so far in the cache")
     args = p.parse_args()
     os.makedirs(args.cache, exist_ok=True)
+    results_path = os.path.join(args.cache, "accuracy-results.json")
+    if args.record_only:
+        record(json.load(open(results_path)), args)
+        return 0
     model = fetch_model(args.cache)
     calib, text = fetch_text(args.cache)
     mxfp4 = [sys.executable, "-m", "mxfp4.cli"]
     names = args.only.split(",") if args.only else list(RUNS)
-    results_path = os.path.join(args.cache, "accuracy-results.json")
     results = json.load(open(results_path)) if os.path.isfile(results_path) else {}
     for name in names:
         qargs = RUNS[name]
