@@ -134,8 +134,8 @@ def hidden_state_qsnr(model: nn.Module, reference: nn.Module, tokens: torch.Tens
         if len(outs) != len(refs):
             raise ValueError(f"the models have {len(outs)} and {len(refs)} decoder blocks")
         pairs = list(zip(outs, refs)) + [(logits, ref_logits)]
-        s = [float((r.double() ** 2).sum()) for _, r in pairs]
-        e = [float(((o.double() - r.double()) ** 2).sum()) for o, r in pairs]
+        s = [float(r.pow(2).sum(dtype=torch.float64)) for _, r in pairs]
+        e = [float((o - r).pow(2).sum(dtype=torch.float64)) for o, r in pairs]
         signal = s if signal is None else [a + b for a, b in zip(signal, s)]
         noise = e if noise is None else [a + b for a, b in zip(noise, e)]
     labels = [f"block {i}" for i in range(len(signal) - 1)] + ["logits"]
