@@ -68,10 +68,13 @@ def _quantize_kernel(x_ptr, codes_ptr, scales_ptr, R, K, NB, INNER, seed,
         x_off = ((r3 // INNER) * K + k3) * INNER + r3 % INNER
     x = tl.load(x_ptr + x_off, mask=(r3 < R) & (k3 < K), other=0.0).to(tl.float32)
 
-    ax = tl.abs(x)
-    nonfinite = tl.max((~(ax <= FLT_MAX)).to(tl.int32), axis=2) > 0  # NaN or Inf in the block
-    ax = tl.where(nonfinite[:, :, None], 0.0, ax)
-    bits = tl.max(ax, axis=2).to(tl.int32, bitcast=True)
+    # amax from the bits of |x|: as integers NaN > Inf > every finite value, so one integer
+    # max gives both the block's largest magnitude and whether the block holds NaN or Inf
+    xb = x.to(tl.int32, bitcast=True)
+    ab = xb & 0x7FFFFFFF
+    ax = ab.to(tl.float32, bitcast=True)
+    bits = tl.max(ab, axis=2)
+    nonfinite = bits >= 0x7F800000
     byte = (bits >> 23) - 2  # floor: floor(log2(amax)) - emax(E2M1)
     mantissa = bits & 0x7FFFFF
     if RULE == 1:  # ceil: amax > 1.5 * 2^E needs the next exponent
@@ -83,7 +86,7 @@ def _quantize_kernel(x_ptr, codes_ptr, scales_ptr, R, K, NB, INNER, seed,
         up = tl.minimum(byte + 1, 254)
         err_floor = tl.sum(_sq_err(ax * pow2_f32(127 - byte)[:, :, None]), axis=2)
         err_up = tl.sum(_sq_err(ax * pow2_f32(127 - up)[:, :, None]), axis=2) * 4.0
-        byte = tl.where(err_up < err_floor, up, byte)
+        byte = tl.where(err_up < err_floor, up, byte)  # NaN blocks: overridden below
 
     y = ax * pow2_f32(127 - byte)[:, :, None]
     if STOCHASTIC:
@@ -95,8 +98,8 @@ def _quantize_kernel(x_ptr, codes_ptr, scales_ptr, R, K, NB, INNER, seed,
         mag = rne_index(q)
     else:
         mag = rne_index(y)
-    sign = (x.to(tl.int32, bitcast=True) >> 28) & 8
-    code = tl.where(nonfinite[:, :, None], 0, mag | sign)
+    keep = tl.where(nonfinite, 0, 15)  # NaN/Inf blocks: all codes 0
+    code = (mag | ((xb >> 28) & 8)) & keep[:, :, None]
 
     even, odd = tl.split(code.reshape(ROWS, BLOCKS, BS // 2, 2))
     packed = (even | (odd << 4)).to(tl.uint8)
