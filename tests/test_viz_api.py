@@ -173,6 +173,9 @@ def test_quantize_rejects_bad_input(client, body, status, words):
     (b'{"values": [1,', "not valid JSON"),
     (b'[1, 2]', "must be a JSON object"),
     (b'\xff\xfe', "not UTF-8"),
+    (b'{"values": [' + b"9" * 5000 + b']}', "not JSON the API accepts"),
+    (b'{"values": ' + b"[" * 200000 + b"]" * 200000 + b'}', "not JSON the API accepts"),
+    (b'{"values": [1e400]}', "must be finite"),
 ])
 def test_bad_bodies(client, raw, words):
     err(client.post("/api/quantize", content=raw, headers=JSON), 400, words)

@@ -41,6 +41,8 @@ def parse_json(body: bytes) -> dict:
         data = json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as err:
         raise ApiError(400, f"request body is not valid JSON: {err.msg} at position {err.pos}") from None
+    except (ValueError, RecursionError) as err:  # a 5000-digit integer, arrays nested 100k deep
+        raise ApiError(400, f"request body is not JSON the API accepts: {str(err)[:120]}") from None
     if not isinstance(data, dict):
         raise ApiError(400, f"request body must be a JSON object, got {type(data).__name__}")
     return data
