@@ -59,13 +59,16 @@ def urls(tmp_path_factory):
     save_file({"experts.down_proj_blocks": blocks.contiguous(), "experts.down_proj_scales": scales.contiguous()},
               str(models / "stored.safetensors"))
     bench = tmp_path_factory.mktemp("bench")
-    (bench / "kernels.json").write_text(json.dumps({
+    (bench / "kernels.json").write_text(json.dumps({  # the shape `mxfp4 bench kernels` writes
         "title": "W4A16 GEMM vs baselines", "environment": {"device": "TestGPU 80GB", "date": "2026-01-02",
                                                             "torch": "2.11", "triton": "3.6"},
-        "columns": ["shape", "backend", "median_ms", "TFLOPS"],
-        "rows": [{"shape": s, "backend": b, "median_ms": t, "TFLOPS": f}
-                 for s, b, t, f in [("4096", "mxfp4", 0.2, 300.0), ("4096", "bf16", 0.3, 210.0),
-                                    ("8192", "mxfp4", 1.4, 390.0), ("8192", "bf16", 2.0, 280.0)]],
+        "columns": ["op", "shape", "M", "variant", "us", "cublas_us", "vs_cublas", "meets"],
+        "rows": [{"op": "quantize", "shape": "8192x8192", "M": "", "variant": "triton", "us": 60.0,
+                  "cublas_us": "", "vs_cublas": "", "meets": True}]
+        + [{"op": "linear", "shape": s, "M": m, "variant": "hopper", "us": us, "cublas_us": cub,
+            "vs_cublas": us / cub, "meets": us < cub}
+           for s, m, us, cub in [("4096->14336", 1, 11.0, 30.0), ("4096->14336", 64, 14.0, 31.0),
+                                 ("2880->5760", 1, 5.0, 9.0), ("2880->5760", 64, 6.5, 9.5)]],
         "notes": "Synthetic numbers for the browser test."}))
     empty = tmp_path_factory.mktemp("empty")
     full = serve(create_app(models_dir=str(models), benchmark_dirs=[bench]))
@@ -242,9 +245,14 @@ def test_performance(page, urls):
     expect(bench).to_contain_text("W4A16 GEMM vs baselines")
     expect(bench).to_contain_text("TestGPU 80GB")
     expect(bench).to_contain_text("2026-01-02")
-    expect(bench.locator("svg rect.bar")).to_have_count(4)  # 2 shapes x 2 backends
-    expect(bench.locator("select")).to_have_value("TFLOPS")
-    bench.locator("select").select_option("median_ms")
+    expect(bench.locator("select.metric")).to_have_value("us")
+    expect(bench.locator("select.facet")).to_have_value("linear")  # the op with the most rows
+    expect(bench.locator("svg rect.bar")).to_have_count(8)  # 2 shapes x 2 M, kernel and cuBLAS
+    expect(bench.locator(".legend")).to_contain_text("cublas")
+    bench.locator("select.facet").select_option("quantize")
+    expect(bench.locator("svg rect.bar")).to_have_count(1)
+    bench.locator("select.metric").select_option("vs_cublas")
+    bench.locator("select.facet").select_option("linear")
     expect(bench.locator("svg rect.bar")).to_have_count(4)
     shot(page, "perf-1280x800")
     open_view(page, urls["bare"] + "/perf")

@@ -13,13 +13,13 @@ export async function render(root) {
     h("div", { class: "view-head" }, h("h1", {}, title),
       note("Memory from real bit counts (4-bit codes + one 8-bit scale per 32 values = 4.25 bits), and the benchmarks recorded in docs/benchmarks.")),
     card("Memory by model size (weights)",
-      h("div", { class: "grid2" }, h("div", {},
+      h("div", {},
         table(["model", "params", "in MXFP4", "BF16", "MXFP4", "ratio", "one 80 GB GPU"],
           mem.models.map((m) => [m.model, count(m.params), `${(100 * m.mxfp4_params / m.params).toFixed(1)}%`, bytes(m.bf16_bytes),
             bytes(m.mxfp4_bytes), `${m.ratio.toFixed(2)}×`, h("span", { class: `badge ${m.fits_80gb ? "yes" : "no"}` }, m.fits_80gb ? "fits" : "no")]),
           { class: "data", id: "memory-table" }),
         note(...mem.models.map((m) => `${m.model}: ${m.note}. `))),
-      h("div", {}, legend([["BF16", COLORS[1]], ["MXFP4", COLORS[2]]]), memChart))),
+      h("div", {}, legend([["BF16", COLORS[1]], ["MXFP4", COLORS[2]]]), memChart)),
     card("Benchmarks", ...benchmarks(bench)));
   mount(memChart, bars({
     labels: mem.models.map((m) => m.model.split(" ")[0]),
@@ -40,35 +40,53 @@ function benchmarks(bench) {
 }
 
 const isNum = (v) => typeof v === "number" && Number.isFinite(v);
+const empty = (v) => v === "" || v === null || v === undefined;
+// Which numeric columns are measurements (times, rates, ratios) rather than parameters (M, size).
+const METRIC = /(^|_)(ms|us|ns|s)$|per_s|tflops|gb_?s|throughput|speedup|frac|^vs_|ratio|qsnr|db$|error|bytes/i;
+const distinct = (rows, c) => [...new Set(rows.map((r) => String(r[c] ?? "")))];
 
 function record(b) {
   const env = b.environment || {};
-  const numeric = b.columns.filter((c) => b.rows.some((r) => isNum(r[c])));
-  const text = b.columns.filter((c) => !numeric.includes(c) && new Set(b.rows.map((r) => String(r[c] ?? ""))).size > 1);
-  const seriesCol = text.find((c) => /backend|impl|kernel|method|variant|baseline|library/i.test(c)
-    && new Set(b.rows.map((r) => r[c])).size <= 6);
-  const labelCols = text.filter((c) => c !== seriesCol);
-  const preferred = numeric.find((c) => /per_s|tflops|gb_?s|throughput|speedup/i.test(c)) || numeric.find((c) => /ms|us|latency|time/i.test(c)) || numeric[0];
+  const numeric = b.columns.filter((c) => b.rows.some((r) => isNum(r[c])) && b.rows.every((r) => isNum(r[c]) || empty(r[c])));
+  const metrics = numeric.filter((c) => METRIC.test(c)).length ? numeric.filter((c) => METRIC.test(c)) : numeric;
+  const params = b.columns.filter((c) => !metrics.includes(c) && distinct(b.rows, c).length > 1);
+  const facetCol = params.find((c) => /^(op|operation|suite|benchmark|kind)$/i.test(c) && distinct(b.rows, c).length <= 8);
+  const seriesCol = params.find((c) => c !== facetCol && /backend|impl|kernel|method|variant|baseline|library/i.test(c)
+    && distinct(b.rows, c).length <= 6);
+  const labelCols = params.filter((c) => c !== facetCol && c !== seriesCol);
+  const preferred = metrics.find((c) => /per_s|tflops|gb_?s|throughput|speedup/i.test(c)) || metrics.find((c) => /(^|_)(ms|us|ns)$|latency|time/i.test(c)) || metrics[0];
+  const facets = facetCol ? distinct(b.rows, facetCol) : [];
+  const state = { metric: preferred,
+    facet: facets.length ? facets.reduce((a, f) => (b.rows.filter((r) => String(r[facetCol]) === f).length > b.rows.filter((r) => String(r[facetCol]) === a).length ? f : a)) : null };
   const chartBox = h("div", {});
   const meta = ["device", "date", "torch", "triton"].filter((k) => env[k]).map((k) => `${k} ${env[k]}`).join(" · ");
-  const draw = (metric) => {
+  const draw = () => {
     chartBox.replaceChildren();
+    const metric = state.metric;
     if (!metric) return;
-    const labelOf = (r) => labelCols.map((c) => r[c]).join(" · ") || b.title;
-    const labels = [...new Set(b.rows.map(labelOf))];
-    const names = seriesCol ? [...new Set(b.rows.map((r) => r[seriesCol]))] : [metric];
-    const series = names.map((name, i) => ({ name, color: COLORS[i % COLORS.length],
-      values: labels.map((l) => b.rows.find((r) => labelOf(r) === l && (!seriesCol || r[seriesCol] === name))?.[metric] ?? null) }));
-    if (seriesCol) chartBox.append(legend(names.map((n, i) => [`${seriesCol}: ${n}`, COLORS[i % COLORS.length]])));
+    const rows = facetCol ? b.rows.filter((r) => String(r[facetCol]) === state.facet) : b.rows;
+    const labelOf = (r) => labelCols.filter((c) => !empty(r[c])).map((c) => (labelCols.length > 1 ? `${c} ${r[c]}` : r[c])).join(" · ") || state.facet || b.title;
+    const labels = [...new Set(rows.map(labelOf))];
+    const pick = (l, col, name) => rows.find((r) => labelOf(r) === l && (!name || String(r[seriesCol]) === name) && isNum(r[col]))?.[col] ?? null;
+    const names = seriesCol ? distinct(rows, seriesCol) : [null];
+    const series = names.map((name) => ({ name: name ? `${seriesCol} ${name}` : metric, values: labels.map((l) => pick(l, metric, name)) }));
+    for (const base of metrics.filter((c) => c !== metric && c.endsWith(`_${metric}`))) {
+      const values = labels.map((l) => pick(l, base, null));
+      if (values.some((v) => v !== null)) series.push({ name: base.slice(0, -metric.length - 1), values });
+    }
+    series.forEach((se, i) => { se.color = COLORS[i % COLORS.length]; });
+    if (series.length > 1) chartBox.append(legend(series.map((se) => [se.name, se.color])));
     mount(chartBox, bars({ labels, series, format: (v) => num(v, 4), yLabel: metric, height: 260 }));
   };
   const section = h("div", { class: "bench", "data-file": b.file },
     h("h3", {}, b.title),
     h("p", { class: "muted" }, meta || "environment not recorded", ` · ${b.file} (${b.source})`),
-    numeric.length ? h("div", { class: "controls" }, select("metric", numeric, preferred, draw)) : "",
+    h("div", { class: "controls" },
+      metrics.length ? select("metric", metrics, state.metric, (v) => { state.metric = v; draw(); }, { class: "metric" }) : "",
+      facetCol ? select(facetCol, facets, state.facet, (v) => { state.facet = v; draw(); }, { class: "facet" }) : ""),
     chartBox,
-    table(b.columns, b.rows.map((r) => b.columns.map((c) => (isNum(r[c]) ? num(r[c], 4) : String(r[c] ?? ""))))),
+    table(b.columns, b.rows.map((r) => b.columns.map((c) => (isNum(r[c]) && !Number.isInteger(r[c]) ? num(r[c], 4) : String(r[c] ?? ""))))),
     b.notes ? note(b.notes) : "");
-  draw(preferred);
+  draw();
   return section;
 }
