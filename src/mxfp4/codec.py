@@ -85,18 +85,19 @@ def scale_bytes(blocks: torch.Tensor, scale_rule: str) -> torch.Tensor:
 def _mse_choice(blocks: torch.Tensor, floor_byte: torch.Tensor) -> torch.Tensor:
     """Per block, the floor exponent or the next one up, whichever has the smaller squared error.
 
-    Both errors are compared in the floor scale's units: err(e+1) / 4^e = sum (y - 2 q')^2
-    with y = |x| / 2^e, so the comparison is exact in float64 and ties keep the floor.
+    Each candidate's error is 4^e * sum (y - q)^2 with y = |x| / 2^e; y - q is exact in float32
+    and its square exact in float64, so the comparison is exact and ties keep the floor.
+    NaN/Inf blocks compare False (keep the floor) and get the NaN byte afterwards.
     """
     up_byte = (floor_byte + 1).clamp(max=MAX_SCALE_BYTE)
-    finite = torch.isfinite(blocks).all(dim=-1, keepdim=True)
-    mags = blocks.abs().where(finite, torch.zeros((), device=blocks.device))
+    mags = blocks.abs()
+    table = _magnitude_table(blocks.device)
     errs = []
-    for byte, weight in ((floor_byte, 1.0), (up_byte, 4.0)):
+    for byte in (floor_byte, up_byte):
         y = mags * pow2_float32(E8M0_BIAS - byte)[..., None]
-        q = _magnitude_table(y.device)[round_nearest(y)]
-        errs.append(((y.double() - q.double()) ** 2).sum(dim=-1) * weight)
-    return torch.where(errs[1] < errs[0], up_byte, floor_byte)
+        y -= table[round_nearest(y)]
+        errs.append(torch.square(y.double()).sum(dim=-1))
+    return torch.where(errs[1] * 4 < errs[0], up_byte, floor_byte)
 
 
 def _magnitude_table(device) -> torch.Tensor:
