@@ -69,7 +69,9 @@ def _copies(make, nbytes: int) -> list:
     return [make() for _ in range(max(2, int(ROTATE_BYTES // max(nbytes, 1)) + 1))]
 
 
-def bench_codec(dev, rows: list, log) -> None:
+def bench_codec(dev, rows: list, log, sweep: bool) -> None:
+    from ..kernels import quantize as kq
+
     g = torch.Generator(device=dev).manual_seed(0)
     n = 8192
     xs = _copies(lambda: torch.randn(n, n, generator=g, device=dev).to(torch.bfloat16), n * n * 2)
@@ -80,15 +82,29 @@ def bench_codec(dev, rows: list, log) -> None:
     assert torch.equal(dequantize(qs[0], torch.bfloat16),
                        dequantize(qs[0], torch.bfloat16, backend="reference")), "dequantize"
     nbytes = n * n * (2 + 0.5 + 1 / 32)
-    for op, calls, target in (
-            ("quantize", [lambda x=x: quantize(x) for x in xs], 65.0),
-            ("dequantize", [lambda q=q: dequantize(q, torch.bfloat16) for q in qs], 62.0)):
-        us = graph_time_us(calls)
-        fl = floor_us(nbytes)
-        rows.append(dict(op=op, shape=f"{n}x{n} bf16", M="", variant="triton", us=us, cublas_us="",
-                         floor_us=fl, floor_frac=fl / us, vs_cublas="", target_us=target,
-                         meets=us <= target, config=""))
-        log(f"{op}: {us:.1f} us (floor {fl:.1f})")
+    tiles = [None] + ([(2048, 4), (8192, 4), (8192, 8), (16384, 8)] if sweep else [])
+    for op, target in (("quantize", 65.0), ("dequantize", 62.0)):
+        best = None
+        for tile in tiles:
+            if op == "quantize":
+                calls = [lambda x=x, t=tile: kq.quantize(x, 1, 32, "floor", "nearest", None, t)
+                         for x in xs]
+            else:
+                calls = [lambda q=q, t=tile: kq.dequantize(q.codes, q.scales, q.shape, 1, 32,
+                                                            torch.bfloat16, t) for q in qs]
+            us = graph_time_us(calls)
+            fl = floor_us(nbytes)
+            t = tile or (kq.QUANTIZE_TILE if op == "quantize" else kq.DEQUANTIZE_TILE)
+            row = dict(op=op, shape=f"{n}x{n} bf16", M="", variant="triton", us=us, cublas_us="",
+                       floor_us=fl, floor_frac=fl / us, vs_cublas="", target_us=target,
+                       meets=us <= target, config=f"elements={t[0]} num_warps={t[1]}")
+            log(f"{op} {row['config']}: {us:.1f} us (floor {fl:.1f})")
+            if tile is None:
+                rows.append(row)
+            if best is None or us < best["us"]:
+                best = row
+        if sweep:
+            rows.append(dict(best, variant="triton-best"))
 
 
 def bench_linear(dev, rows: list, log, ms, shapes, sweep: bool) -> None:
@@ -239,7 +255,7 @@ def run(args) -> int:
 
     rows: list = []
     if "codec" in args.parts:
-        bench_codec(dev, rows, log)
+        bench_codec(dev, rows, log, args.sweep)
     if "linear" in args.parts:
         shapes = [s for s in SHAPES if args.shapes is None or f"{s[0]}->{s[1]}" in args.shapes]
         if args.jobs > 1:

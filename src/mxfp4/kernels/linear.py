@@ -38,9 +38,10 @@ def _dot_x(w, x, acc, X_SPLIT: tl.constexpr):
 
 @triton.jit
 def _linear_kernel(x_ptr, w_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr,
-                   M, N, K, KP, NP, stride_xm, stride_om, k_chunk,
+                   M, N, K, KP, NP, stride_xm, stride_om, k_chunk, ws_stride,
                    HOPPER: tl.constexpr, FUSED: tl.constexpr, HAS_BIAS: tl.constexpr,
-                   X_SPLIT: tl.constexpr, BS: tl.constexpr, MASK_K: tl.constexpr,
+                   X_SPLIT: tl.constexpr, BS: tl.constexpr, SB: tl.constexpr,
+                   MASK_K: tl.constexpr,
                    SPLIT_K: tl.constexpr,
                    BN: tl.constexpr, BM: tl.constexpr, BK: tl.constexpr, GROUP_N: tl.constexpr):
     # tile order: groups of GROUP_N weight tiles sweep all x tiles, so weights stay in L2
@@ -93,7 +94,7 @@ def _linear_kernel(x_ptr, w_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr,
         w_rows = w_ptr + rn_c[:, None] * (KP // 2)
         s_rows = s_ptr + rn_c[:, None] * (KP // BS)
         for k0 in range(k_start, k_stop, BK):
-            w = load_mx_tile(w_rows, s_rows, k0, KP, BN, BK, BS, MASK_K)
+            w = load_mx_tile(w_rows, s_rows, k0, KP, BN, BK, BS, SB, MASK_K)
             rk = k0 + tl.arange(0, BK)
             xt = tl.load(x_cols + rk[:, None], mask=(rk < K)[:, None], other=0.0)
             acc = _dot_x(w, xt, acc, X_SPLIT)
@@ -107,15 +108,14 @@ def _linear_kernel(x_ptr, w_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr,
     else:
         # deterministic split-K: partials to the workspace, the last split to arrive reduces
         ws_tile = ws_ptr + rm[None, :].to(tl.int64) * N + rn[:, None]
-        split_stride = M.to(tl.int64) * N
-        tl.store(ws_tile + pid_k * split_stride, acc, mask=out_mask)
+        tl.store(ws_tile + pid_k * ws_stride, acc, mask=out_mask)
         tl.debug_barrier()
         tile = pid_m * tiles_n + pid_n
         arrived = tl.atomic_add(lock_ptr + tile, 1, sem="acq_rel", scope="gpu")
         if arrived == SPLIT_K - 1:
             total = tl.zeros([BN, BM], dtype=tl.float32)
             for i in tl.static_range(SPLIT_K):
-                total += tl.load(ws_tile + i * split_stride, mask=out_mask, other=0.0,
+                total += tl.load(ws_tile + i * ws_stride, mask=out_mask, other=0.0,
                                  cache_modifier=".cg")
             if HAS_BIAS:
                 total += tl.load(bias_ptr + rn_c).to(tl.float32)[:, None]
@@ -157,8 +157,8 @@ def pick_config(m: int, n: int, kp: int, sm_count: int) -> dict:
     kp is K padded to the weight layout's granularity; BK always divides it, so that every
     tile is whole and the weight loads need no masks (masks would stop the pipelining).
     """
-    def fit_bk(bk):
-        while kp % bk:
+    def fit_bk(bk):  # HopperWeight pads K to 64; a plain MXTensor is refitted in linear()
+        while bk > 64 and kp % bk:
             bk //= 2
         return bk
 
@@ -214,7 +214,7 @@ def linear(x: torch.Tensor, w, bias: torch.Tensor | None = None, config: dict | 
         ws = locks = out
     _linear_kernel[grid](
         x2, codes, scales, bias if bias is not None else out, out, ws, locks,
-        m, n, k, kp, np_, x2.stride(0), out.stride(0), k_chunk,
+        m, n, k, kp, np_, x2.stride(0), out.stride(0), k_chunk, m * n,
         HOPPER=hopper, FUSED=hopper and w.max_scale <= 128, HAS_BIAS=bias is not None, X_SPLIT=x.dtype != torch.bfloat16,
-        BS=w.block_size, MASK_K=mask_k, **cfg)
+        BS=w.block_size, SB=min(w.block_size, bk), MASK_K=mask_k, **cfg)
     return out.reshape(*lead, n)

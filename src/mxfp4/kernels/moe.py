@@ -4,9 +4,9 @@ W4A16 GEMMs. Reference twin: `mxfp4.nn.moe.moe_reference`.
 No host synchronisation: buffer sizes depend only on T, k and E (worst-case block counts),
 so the forward can be captured in a CUDA graph. Two paths, chosen from T alone:
 
-decode (T * k <= DECODE_MAX_PAIRS), 3 launches:
-    router logits -> W1 with top-k in its prologue (+bias, SwiGLU) -> W2 + bias, routing
-    weight and the sum over the k experts, written straight to the output.
+decode (T * k <= DECODE_MAX_PAIRS), 4 launches, one (token, slot) pair per row block:
+    router logits -> W1 with top-k in its prologue (+bias, SwiGLU) -> W2 (+bias, x routing
+    weight, by pair) -> sum of each token's k rows.
 batch, 5 launches + one memset:
     router + top-k + softmax + rank -> align (sorted pairs, block table) -> W1 (+bias, SwiGLU)
     -> W2 (+bias, x routing weight, scattered back to token order) -> sum of each token's k rows.
@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 import torch
 import triton
 
-from .moe_gemm import _combine_kernel, _w1_kernel, _w2_decode_kernel, _w2_kernel
+from .moe_gemm import _combine_kernel, _w1_kernel, _w2_kernel
 from .moe_routing import _align_kernel, _logits_kernel, _route_kernel, num_blocks_max, pad_pow2
 
 DECODE_MAX_PAIRS = 32  # T <= 8 at k = 4
@@ -110,60 +110,49 @@ def moe_forward(x: torch.Tensor, router_w, router_b, w1_codes, w1_scales, b1, w2
     cfg = config or default_config(T, k, E)
     P = T * k
     k_pad, e_pad = pad_pow2(k), pad_pow2(E, 16)
+    interp = _interpreting()
     ids = torch.empty(P, dtype=torch.int32, device=dev)
     wts = torch.empty(P, dtype=torch.float32, device=dev)
     a = torch.empty(P, I, dtype=torch.bfloat16, device=dev)
+    y = torch.empty(P, H, dtype=torch.bfloat16, device=dev)
     g1, g2 = cfg.w1, cfg.w2
-    common = dict(K=k, FOLD=fold, INTERPRET=_interpreting())
-    if cfg.decode:
+    if cfg.decode:  # one row block per pair; no grouping
+        nb = P
         logits = torch.empty(T, e_pad, dtype=torch.float32, device=dev)
         _logits_kernel[(T, triton.cdiv(E, 4))](x, router_w, router_b, logits, H, E, x.stride(0),
                                                router_w.stride(0), E_PAD=e_pad, BE=4, BK=512,
-                                               INTERPRET=_interpreting())
-        _w1_kernel[(P * triton.cdiv(2 * I, g1.bn),)](
-            x, w1_codes, w1_scales, b1, a, ids, ids, ids, ids, logits, ids, wts,
-            H, 2 * I, E, P, x.stride(0), alpha, limit, K_PAD=k_pad, E_PAD=e_pad, DECODE=True,
-            BM=g1.bm, BN=g1.bn, BK=g1.bk, GROUP_M=1, EVEN_K=H % g1.bk == 0, UPCAST=g1.upcast_id,
-            STAGES=g1.stages, num_warps=g1.warps, **common)
-        _w2_decode_kernel[(T * triton.cdiv(H, g2.bn),)](
-            a, w2_codes, w2_scales, b2, ids, wts, out, T, I, H, out.stride(0),
-            BM=g2.bm, BN=g2.bn, BK=g2.bk, EVEN_K=I % g2.bk == 0, UPCAST=g2.upcast_id,
-            STAGES=g2.stages, num_warps=g2.warps, **common)
-        return out
-
-    if g1.bm != g2.bm:
-        raise ValueError("the batch path shares one block table: w1 and w2 need the same bm")
-    bm = g1.bm
-    nb = num_blocks_max(P, E, bm)
-    counts = torch.zeros(e_pad, dtype=torch.int32, device=dev)
-    rank = torch.empty(P, dtype=torch.int32, device=dev)
-    sorted_pair = torch.empty(P, dtype=torch.int32, device=dev)
-    block_expert = torch.empty(nb, dtype=torch.int32, device=dev)
-    block_start = torch.empty(nb, dtype=torch.int32, device=dev)
-    block_rows = torch.empty(nb, dtype=torch.int32, device=dev)
-    bt = 16 if T <= 256 else 64
-    _route_kernel[(triton.cdiv(T, bt),)](x, router_w, router_b, ids, wts, rank, counts, T, H, E,
-                                         x.stride(0), router_w.stride(0), K=k, K_PAD=k_pad,
-                                         E_PAD=e_pad, BT=bt, BK=64, INTERPRET=_interpreting(),
-                                         num_warps=4)
-    chunk = 1024
-    _align_kernel[(triton.cdiv(max(P, nb), chunk),)](ids, rank, counts, sorted_pair, block_expert,
-                                                     block_start, block_rows, P, nb, E,
-                                                     E_PAD=e_pad, BM=bm, CHUNK=chunk, num_warps=4)
-    tables = (sorted_pair, block_expert, block_start, block_rows)
+                                               INTERPRET=interp)
+        tables = (ids, ids, ids, ids)  # unused placeholders
+    else:
+        if g1.bm != g2.bm:
+            raise ValueError("the batch path shares one block table: w1 and w2 need the same bm")
+        nb = num_blocks_max(P, E, g1.bm)
+        logits = wts  # unused placeholder
+        counts = torch.zeros(e_pad, dtype=torch.int32, device=dev)
+        rank = torch.empty(P, dtype=torch.int32, device=dev)
+        tables = tuple(torch.empty(n, dtype=torch.int32, device=dev) for n in (P, nb, nb, nb))
+        bt = 16 if T <= 256 else 64
+        _route_kernel[(triton.cdiv(T, bt),)](x, router_w, router_b, ids, wts, rank, counts, T, H, E,
+                                             x.stride(0), router_w.stride(0), K=k, K_PAD=k_pad,
+                                             E_PAD=e_pad, BT=bt, BK=64, INTERPRET=interp,
+                                             num_warps=4)
+        chunk = 1024
+        _align_kernel[(triton.cdiv(max(P, nb), chunk),)](ids, rank, counts, *tables, P, nb, E,
+                                                         E_PAD=e_pad, BM=g1.bm, CHUNK=chunk,
+                                                         num_warps=4)
     _w1_kernel[(nb * triton.cdiv(2 * I, g1.bn),)](
-        x, w1_codes, w1_scales, b1, a, *tables, ids, ids, wts,
-        H, 2 * I, E, nb, x.stride(0), alpha, limit, K_PAD=k_pad, E_PAD=e_pad, DECODE=False,
-        BM=bm, BN=g1.bn, BK=g1.bk, GROUP_M=g1.group_m, EVEN_K=H % g1.bk == 0, UPCAST=g1.upcast_id,
-        STAGES=g1.stages, num_warps=g1.warps, **common)
-    y = torch.empty(P, H, dtype=torch.bfloat16, device=dev)
+        x, w1_codes, w1_scales, b1, a, *tables, logits, ids, wts,
+        H, 2 * I, E, nb, x.stride(0), alpha, limit, K=k, K_PAD=k_pad, E_PAD=e_pad,
+        DECODE=cfg.decode, BM=g1.bm, BN=g1.bn, BK=g1.bk, GROUP_M=g1.group_m,
+        EVEN_N=(2 * I) % g1.bn == 0, FOLD=fold, UPCAST=g1.upcast_id, STAGES=g1.stages,
+        INTERPRET=interp, num_warps=g1.warps)
     _w2_kernel[(nb * triton.cdiv(H, g2.bn),)](
-        a, w2_codes, w2_scales, b2, wts, y, *tables, I, H, nb,
-        BM=bm, BN=g2.bn, BK=g2.bk, GROUP_M=g2.group_m, EVEN_K=I % g2.bk == 0, FOLD=fold,
-        UPCAST=g2.upcast_id, STAGES=g2.stages, num_warps=g2.warps, INTERPRET=_interpreting())
+        a, w2_codes, w2_scales, b2, ids, wts, y, *tables, I, H, nb, DECODE=cfg.decode,
+        BM=g2.bm, BN=g2.bn, BK=g2.bk, GROUP_M=g2.group_m, EVEN_N=H % g2.bn == 0, FOLD=fold,
+        UPCAST=g2.upcast_id, STAGES=g2.stages, INTERPRET=interp, num_warps=g2.warps)
     bh = 1024
     _combine_kernel[(T, triton.cdiv(H, bh))](y, out, H, out.stride(0), K=k, BH=bh,
-                                             INTERPRET=_interpreting(), num_warps=4)
+                                             INTERPRET=interp, num_warps=4)
     return out
 
 

@@ -8,9 +8,8 @@ blocks of 32 along K. K must be a multiple of 32.
   epilogue, a stored as bf16. Rows come either from the expert-sorted block table (batch) or
   one (token, slot) pair per program with top-k done in the prologue (decode).
 - `_w2_kernel`: y = a @ W2[e].T + b2[e], times the routing weight, written back by pair
-  index (token order); `_combine_kernel` sums a token's k rows.
-- `_w2_decode_kernel`: for few tokens, one program loops over a token's k experts and
-  writes the combined output directly.
+  index (token order), rows again from the block table or one pair per program (decode);
+  `_combine_kernel` sums a token's k rows in slot order.
 """
 
 from __future__ import annotations
@@ -52,18 +51,24 @@ def mx_tile(packed, scales, FOLD: tl.constexpr):
 
 
 @triton.jit
-def mx_tile_ptx(packed, scales):
+def mx_tile_ptx(packed, scales, INTERPRET: tl.constexpr):
     """Same as mx_tile, with the nibbles decoded by `mxfp4.kernels.unpack.unpack_bf16` (packed
-    PTX on the GPU, four bytes per snippet) and the scale applied in fp32 (exact)."""
+    PTX on the GPU, four bytes per snippet) and the scale applied as a bf16 multiply (exact:
+    both are powers of two times E2M1 values; the GPU does two per instruction). The
+    interpreter cannot multiply bf16, so there the product is taken in fp32."""
     R: tl.constexpr = packed.shape[0]
     C: tl.constexpr = packed.shape[1]
     lo, hi = unpack_bf16(packed)
-    s = scales.to(tl.int32)
-    f = tl.where(s > 0, s << 23, 1 << 22).to(tl.float32, bitcast=True)
-    f = tl.where(s == 255, float("nan"), f)
+    s = scales.to(tl.int16)
+    f = tl.where(s == 0, 0x0040, s << 7)  # 2^(s-127); byte 0 is the bf16 subnormal 2^-127
+    f = tl.where(s == 255, 0x7FC0, f).to(tl.int16).to(tl.bfloat16, bitcast=True)
     f = tl.reshape(tl.broadcast_to(f[:, :, None], (R, C // 16, 16)), (R, C))
-    lo = (lo.to(tl.float32) * f).to(tl.bfloat16)
-    hi = (hi.to(tl.float32) * f).to(tl.bfloat16)
+    if INTERPRET:
+        lo = (lo.to(tl.float32) * f.to(tl.float32)).to(tl.bfloat16)
+        hi = (hi.to(tl.float32) * f.to(tl.float32)).to(tl.bfloat16)
+    else:
+        lo = lo * f
+        hi = hi * f
     return tl.reshape(tl.join(lo, hi), (R, 2 * C))
 
 
@@ -76,7 +81,7 @@ def _mx_dot(acc, xk, wp, ws, FOLD: tl.constexpr, UPCAST: tl.constexpr, INTERPRET
     if UPCAST == 2:
         return tl.dot_scaled(xk, None, "bf16", tl.trans(wp), ws, "e2m1", acc)
     if UPCAST == 1:
-        return bf16_dot(xk, tl.trans(mx_tile_ptx(wp, ws)), acc, INTERPRET)
+        return bf16_dot(xk, tl.trans(mx_tile_ptx(wp, ws, INTERPRET)), acc, INTERPRET)
     return bf16_dot(xk, tl.trans(mx_tile(wp, ws, FOLD)), acc, INTERPRET)
 
 
@@ -96,11 +101,34 @@ def _block_coords(NB, N, BN: tl.constexpr, GROUP_M: tl.constexpr, DECODE: tl.con
 
 
 @triton.jit
+def _mx_load(a_ptrs, c_ptrs, s_ptrs, rows_ok, n_ok, k_left, offs_k, offs_kb, offs_ks,
+             EVEN_N: tl.constexpr, MASK_K: tl.constexpr):
+    """One K step's A rows, codes and scales; only the tail step (MASK_K) checks k."""
+    a_mask = rows_ok[:, None]
+    c_mask = n_ok[:, None]
+    s_mask = n_ok[:, None]
+    if MASK_K:
+        a_mask = a_mask & (offs_k < k_left)[None, :]
+        c_mask = c_mask & (offs_kb < k_left // 2)[None, :]
+        s_mask = s_mask & (offs_ks < k_left // 32)[None, :]
+    xk = tl.load(a_ptrs, mask=a_mask, other=0.0)
+    if EVEN_N and not MASK_K:
+        wp = tl.load(c_ptrs)
+        ws = tl.load(s_ptrs)
+    else:
+        wp = tl.load(c_ptrs, mask=c_mask, other=0)
+        ws = tl.load(s_ptrs, mask=s_mask, other=0)
+    return xk, wp, ws
+
+
+@triton.jit
 def _mx_gemm_loop(a_ptrs, rows_ok, stride_a_k, codes_ptr, scales_ptr, e64, offs_n, N, K, k_end,
                   BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
-                  EVEN_K: tl.constexpr, FOLD: tl.constexpr, UPCAST: tl.constexpr,
+                  EVEN_N: tl.constexpr, FOLD: tl.constexpr, UPCAST: tl.constexpr,
                   STAGES: tl.constexpr, INTERPRET: tl.constexpr):
-    """acc [BM, BN] = A rows @ W[e][offs_n].T over k < k_end (k_end = K, or 0 to skip)."""
+    """acc [BM, BN] = A rows @ W[e][offs_n].T over k < k_end (k_end = K, or 0 to skip).
+
+    Whole BK steps run without K masks; a last partial step (K % BK) runs masked."""
     offs_k = tl.arange(0, BK)
     offs_kb = tl.arange(0, BK // 2)
     offs_ks = tl.arange(0, BK // 32)
@@ -109,21 +137,18 @@ def _mx_gemm_loop(a_ptrs, rows_ok, stride_a_k, codes_ptr, scales_ptr, e64, offs_
     s_ptrs = scales_ptr + e64 * N * (K // 32) + offs_n[:, None] * (K // 32) + offs_ks[None, :]
     a_ptrs = a_ptrs + offs_k[None, :] * stride_a_k
     acc = tl.zeros((BM, BN), dtype=tl.float32)
-    for k0 in tl.range(0, k_end, BK, num_stages=STAGES):
-        if EVEN_K:
-            xk = tl.load(a_ptrs, mask=rows_ok[:, None], other=0.0)
-            wp = tl.load(c_ptrs, mask=n_ok[:, None], other=0)
-            ws = tl.load(s_ptrs, mask=n_ok[:, None], other=0)
-        else:
-            xk = tl.load(a_ptrs, mask=rows_ok[:, None] & (k0 + offs_k < K)[None, :], other=0.0)
-            wp = tl.load(c_ptrs, mask=n_ok[:, None] & (k0 // 2 + offs_kb < K // 2)[None, :],
-                         other=0)
-            ws = tl.load(s_ptrs, mask=n_ok[:, None] & (k0 // 32 + offs_ks < K // 32)[None, :],
-                         other=0)
+    k_main = (k_end // BK) * BK
+    for k0 in tl.range(0, k_main, BK, num_stages=STAGES):
+        xk, wp, ws = _mx_load(a_ptrs, c_ptrs, s_ptrs, rows_ok, n_ok, BK, offs_k, offs_kb, offs_ks,
+                              EVEN_N, False)
         acc = _mx_dot(acc, as_bf16(xk, INTERPRET), wp, ws, FOLD, UPCAST, INTERPRET)
         a_ptrs += BK * stride_a_k
         c_ptrs += BK // 2
         s_ptrs += BK // 32
+    if k_main < k_end:
+        xk, wp, ws = _mx_load(a_ptrs, c_ptrs, s_ptrs, rows_ok, n_ok, k_end - k_main, offs_k, offs_kb,
+                              offs_ks, EVEN_N, True)
+        acc = _mx_dot(acc, as_bf16(xk, INTERPRET), wp, ws, FOLD, UPCAST, INTERPRET)
     return acc
 
 
@@ -134,7 +159,7 @@ def _w1_kernel(x_ptr, codes_ptr, scales_ptr, bias_ptr, a_ptr,
                H, N2, E, NB, stride_x, alpha, limit,
                K: tl.constexpr, K_PAD: tl.constexpr, E_PAD: tl.constexpr, DECODE: tl.constexpr,
                BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr,
-               EVEN_K: tl.constexpr, FOLD: tl.constexpr, UPCAST: tl.constexpr,
+               EVEN_N: tl.constexpr, FOLD: tl.constexpr, UPCAST: tl.constexpr,
                STAGES: tl.constexpr, INTERPRET: tl.constexpr):
     pid_b, pid_n = _block_coords(NB, N2, BN, GROUP_M, DECODE)
     offs_m = tl.arange(0, BM)
@@ -166,7 +191,7 @@ def _w1_kernel(x_ptr, codes_ptr, scales_ptr, bias_ptr, a_ptr,
     offs_n = pid_n * BN + tl.arange(0, BN)
     x_ptrs = x_ptr + tok.to(tl.int64)[:, None] * stride_x
     acc = _mx_gemm_loop(x_ptrs, rows_ok, 1, codes_ptr, scales_ptr, e64, offs_n, N2, H, k_end,
-                        BM, BN, BK, EVEN_K, FOLD, UPCAST, STAGES, INTERPRET)
+                        BM, BN, BK, EVEN_N, FOLD, UPCAST, STAGES, INTERPRET)
     bias = tl.load(bias_ptr + e64 * N2 + offs_n, mask=offs_n < N2, other=0.0).to(tl.float32)
     gate, lin = tl.split(tl.reshape(acc + bias[None, :], (BM, BN // 2, 2)))
     gate = tl.minimum(gate, limit, propagate_nan=tl.PropagateNan.ALL)
@@ -180,24 +205,30 @@ def _w1_kernel(x_ptr, codes_ptr, scales_ptr, bias_ptr, a_ptr,
 
 
 @triton.jit
-def _w2_kernel(a_ptr, codes_ptr, scales_ptr, bias_ptr, wts_ptr, y_ptr,
+def _w2_kernel(a_ptr, codes_ptr, scales_ptr, bias_ptr, ids_ptr, wts_ptr, y_ptr,
                sorted_pair_ptr, block_expert_ptr, block_start_ptr, block_rows_ptr,
-               I, H, NB,
+               I, H, NB, DECODE: tl.constexpr,
                BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr,
-               EVEN_K: tl.constexpr, FOLD: tl.constexpr, UPCAST: tl.constexpr,
+               EVEN_N: tl.constexpr, FOLD: tl.constexpr, UPCAST: tl.constexpr,
                STAGES: tl.constexpr, INTERPRET: tl.constexpr):
-    pid_b, pid_n = _block_coords(NB, H, BN, GROUP_M, False)
+    pid_b, pid_n = _block_coords(NB, H, BN, GROUP_M, DECODE)
     offs_m = tl.arange(0, BM)
-    e = tl.load(block_expert_ptr + pid_b)
-    start = tl.load(block_start_ptr + pid_b)
-    rows_ok = offs_m < tl.load(block_rows_ptr + pid_b)
+    if DECODE:  # row block = one pair, whose expert the W1 prologue stored
+        e = tl.load(ids_ptr + pid_b)
+        start = pid_b
+        rows_ok = offs_m < 1
+        pair = pid_b + offs_m * 0
+    else:
+        e = tl.load(block_expert_ptr + pid_b)
+        start = tl.load(block_start_ptr + pid_b)
+        rows_ok = offs_m < tl.load(block_rows_ptr + pid_b)
+        pair = tl.load(sorted_pair_ptr + start + offs_m, mask=rows_ok, other=0)
     k_end = tl.where(e >= 0, I, 0)
     e64 = tl.maximum(e, 0).to(tl.int64)
     offs_n = pid_n * BN + tl.arange(0, BN)
     a_ptrs = a_ptr + (start + offs_m).to(tl.int64)[:, None] * I
     acc = _mx_gemm_loop(a_ptrs, rows_ok, 1, codes_ptr, scales_ptr, e64, offs_n, H, I, k_end,
-                        BM, BN, BK, EVEN_K, FOLD, UPCAST, STAGES, INTERPRET)
-    pair = tl.load(sorted_pair_ptr + start + offs_m, mask=rows_ok, other=0)
+                        BM, BN, BK, EVEN_N, FOLD, UPCAST, STAGES, INTERPRET)
     bias = tl.load(bias_ptr + e64 * H + offs_n, mask=offs_n < H, other=0.0).to(tl.float32)
     wt = tl.load(wts_ptr + pair, mask=rows_ok, other=0.0)
     y = (acc + bias[None, :]) * wt[:, None]
@@ -216,30 +247,3 @@ def _combine_kernel(y_ptr, out_ptr, H, stride_out, K: tl.constexpr, BH: tl.const
     for j in tl.static_range(K):
         total += tl.load(y_ptr + (t * K + j).to(tl.int64) * H + offs, mask=ok, other=0.0).to(tl.float32)
     tl.store(out_ptr + t.to(tl.int64) * stride_out + offs, round_to(total, out_ptr.dtype.element_ty, INTERPRET), mask=ok)
-
-
-@triton.jit
-def _w2_decode_kernel(a_ptr, codes_ptr, scales_ptr, bias_ptr, ids_ptr, wts_ptr, out_ptr,
-                      T, I, H, stride_out,
-                      K: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
-                      EVEN_K: tl.constexpr, FOLD: tl.constexpr, UPCAST: tl.constexpr,
-                      STAGES: tl.constexpr, INTERPRET: tl.constexpr):
-    """out[t, n-tile] = sum_j w_j (a[t, j] @ W2[e_j].T + b2[e_j]) for one token per program."""
-    pid = tl.program_id(0)
-    t = pid % T
-    pid_n = pid // T
-    offs_m = tl.arange(0, BM)
-    rows_ok = offs_m < 1
-    offs_n = pid_n * BN + tl.arange(0, BN)
-    total = tl.zeros((BM, BN), dtype=tl.float32)
-    for j in tl.static_range(K):
-        p = t * K + j
-        e64 = tl.load(ids_ptr + p).to(tl.int64)
-        a_ptrs = a_ptr + (p + offs_m * 0).to(tl.int64)[:, None] * I
-        acc = _mx_gemm_loop(a_ptrs, rows_ok, 1, codes_ptr, scales_ptr, e64, offs_n, H, I, I,
-                            BM, BN, BK, EVEN_K, FOLD, UPCAST, STAGES, INTERPRET)
-        bias = tl.load(bias_ptr + e64 * H + offs_n, mask=offs_n < H, other=0.0).to(tl.float32)
-        total += (acc + bias[None, :]) * tl.load(wts_ptr + p)
-    row = tl.sum(tl.where(rows_ok[:, None], total, 0.0), axis=0)
-    tl.store(out_ptr + t.to(tl.int64) * stride_out + offs_n, round_to(row, out_ptr.dtype.element_ty, INTERPRET),
-             mask=offs_n < H)

@@ -17,7 +17,7 @@ from .unpack import dot_bf16, load_mx_tile
 
 @triton.jit
 def _mx_matmul_kernel(a_codes, a_scales, b_codes, b_scales, out_ptr, M, N, KP,
-                      BS: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+                      BS: tl.constexpr, SB: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
                       MASK_K: tl.constexpr, GROUP_M: tl.constexpr):
     pid = tl.program_id(0)
     tiles_m = tl.cdiv(M, BM)
@@ -36,8 +36,8 @@ def _mx_matmul_kernel(a_codes, a_scales, b_codes, b_scales, out_ptr, M, N, KP,
     b_rows, sb_rows = b_codes + rn_c * (KP // 2), b_scales + rn_c * (KP // BS)
     acc = tl.zeros([BM, BN], dtype=tl.float32)
     for k0 in range(0, KP, BK):
-        a = load_mx_tile(a_rows, sa_rows, k0, KP, BM, BK, BS, MASK_K)
-        b = load_mx_tile(b_rows, sb_rows, k0, KP, BN, BK, BS, MASK_K)
+        a = load_mx_tile(a_rows, sa_rows, k0, KP, BM, BK, BS, SB, MASK_K)
+        b = load_mx_tile(b_rows, sb_rows, k0, KP, BN, BK, BS, SB, MASK_K)
         acc = dot_bf16(a, tl.trans(b), acc)
     out = out_ptr + rm[:, None].to(tl.int64) * N + rn[None, :]
     tl.store(out, acc, mask=(rm[:, None] < M) & (rn[None, :] < N))
@@ -60,6 +60,6 @@ def matmul(a, b) -> torch.Tensor:
     bn = 128 if n > 64 else 64
     grid = (triton.cdiv(m, bm) * triton.cdiv(n, bn),)
     _mx_matmul_kernel[grid](a.codes, a.scales, b.codes, b.scales, out, m, n, kp,
-                            BS=a.block_size, BM=bm, BN=bn, BK=bk, MASK_K=mask_k, GROUP_M=8,
+                            BS=a.block_size, SB=min(a.block_size, bk), BM=bm, BN=bn, BK=bk, MASK_K=mask_k, GROUP_M=8,
                             num_warps=8 if bm * bn >= 128 * 128 else 4, num_stages=3)
     return out

@@ -129,6 +129,10 @@ def _dequantize_kernel(codes_ptr, scales_ptr, out_ptr, R, K, NB, INNER,
     r2 = r[:, None].to(tl.int64)
     bmask = (r[:, None] < R) & (b[None, :] < NB)
     if INNER_ONE:
+        # 4-byte code loads: each thread then holds 8 outputs = one 16-byte store, so the
+        # result needs no layout shuffle through shared memory before it is written
+        if BS >= 8:
+            j = tl.max_contiguous(j, [1, 1, 4])
         c_off = r3 * (NB * BS // 2) + b3 * (BS // 2) + j
         s_off = r2 * NB + b[None, :]
     else:
@@ -159,8 +163,13 @@ def _tile(rows: int, n_blocks: int, bs: int, elements: int) -> tuple[int, int]:
     return rows_tile, blocks
 
 
+# (elements per program, warps): tuned on the H100 (mxfp4 bench kernels --sweep)
+QUANTIZE_TILE = (4096, 4)
+DEQUANTIZE_TILE = (4096, 4)
+
+
 def quantize(x: torch.Tensor, axis: int, block_size: int, scale_rule: str, rounding: str,
-             seed: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+             seed: int | None, tile: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Packed codes and E8M0 scales (uint8), shaped like codec.quantize_blocks' outputs."""
     x = x.contiguous()
     axis %= x.dim()
@@ -172,19 +181,22 @@ def quantize(x: torch.Tensor, axis: int, block_size: int, scale_rule: str, round
     if seed is None:
         seed = int(torch.randint(0, 2**31 - 1, (1,)).item())  # host RNG: no device sync
     if rows and nb:
-        rt, bt = _tile(rows, nb, block_size, 2048 if scale_rule == "mse" else 4096)
+        elements, warps = tile or QUANTIZE_TILE
+        if scale_rule == "mse":  # float64 error sums: smaller tiles keep registers in check
+            elements = min(elements, 2048)
+        rt, bt = _tile(rows, nb, block_size, elements)
         grid = (triton.cdiv(rows, rt), triton.cdiv(nb, bt))
         _quantize_kernel[grid](x, codes, scales, rows, k, nb, inner, seed & 0x7FFFFFFF,
                                RULE=RULE_IDS[scale_rule], STOCHASTIC=rounding == "stochastic",
                                BS=block_size, ROWS=rt, BLOCKS=bt, INNER_ONE=inner == 1,
-                               num_warps=4)
+                               num_warps=warps)
     cshape, sshape = list(x.shape), list(x.shape)
     cshape[axis], sshape[axis] = nb * block_size // 2, nb
     return codes.view(cshape), scales.view(sshape)
 
 
 def dequantize(codes: torch.Tensor, scales: torch.Tensor, shape, axis: int, block_size: int,
-               dtype: torch.dtype) -> torch.Tensor:
+               dtype: torch.dtype, tile: tuple[int, int] | None = None) -> torch.Tensor:
     """The logical tensor `shape` in `dtype`, like codec.dequantize_blocks."""
     codes, scales = codes.contiguous(), scales.contiguous()
     axis %= len(shape)
@@ -193,9 +205,10 @@ def dequantize(codes: torch.Tensor, scales: torch.Tensor, shape, axis: int, bloc
     out = torch.empty(tuple(shape), dtype=dtype, device=codes.device)
     rows = outer * inner
     if rows and nb:
-        rt, bt = _tile(rows, nb, block_size, 4096)
+        elements, warps = tile or DEQUANTIZE_TILE
+        rt, bt = _tile(rows, nb, block_size, elements)
         grid = (triton.cdiv(rows, rt), triton.cdiv(nb, bt))
         _dequantize_kernel[grid](codes, scales, out, rows, k, nb, inner, BS=block_size,
-                                 ROWS=rt, BLOCKS=bt, INNER_ONE=inner == 1, num_warps=4)
+                                 ROWS=rt, BLOCKS=bt, INNER_ONE=inner == 1, num_warps=warps)
     return out
 

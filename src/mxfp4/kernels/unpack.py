@@ -251,26 +251,29 @@ def unpack_hopper_fused_bf16(packed, m_lo, m_hi):
 
 @triton.jit
 def load_mx_tile(code_rows, scale_rows, k0, KP, R: tl.constexpr, BK: tl.constexpr,
-                 BS: tl.constexpr, MASK_K: tl.constexpr):
+                 BS: tl.constexpr, SB: tl.constexpr, MASK_K: tl.constexpr):
     """bf16 [R, BK] tile of a plain MXTensor quantized along K (codes [., KP/2], scales [., KP/BS]).
 
     code_rows / scale_rows: [R, 1] pointers to the rows' first code byte and first scale byte.
-    Elements k0 .. k0 + BK - 1; with MASK_K, those at k >= KP read as zero.
+    Elements k0 .. k0 + BK - 1 (k0 a multiple of min(BS, BK)); with MASK_K, those at k >= KP
+    read as zero. SB = min(BS, BK): the tile holds BK / SB runs of SB elements, one scale each.
     """
     jb = tl.arange(0, BK // 2)
+    t = tl.arange(0, BK // SB)
     if MASK_K:
-        kmask = (k0 + 2 * jb < KP)[None, :]
-        packed = tl.load(code_rows + (k0 // 2 + jb)[None, :], mask=kmask, other=0)
+        packed = tl.load(code_rows + (k0 // 2 + jb)[None, :],
+                         mask=(k0 + 2 * jb < KP)[None, :], other=0)
+        s = tl.load(scale_rows + ((k0 + SB * t) // BS)[None, :],
+                    mask=(k0 + SB * t < KP)[None, :], other=127)
     else:
         packed = tl.load(code_rows + (k0 // 2 + jb)[None, :])
-    if BS == 32 and not MASK_K:  # one scale per 16 bytes: load [R, BK/32] and broadcast
-        s = e8m0_to_bf16(tl.load(scale_rows + (k0 // 32 + tl.arange(0, BK // 32))[None, :]))
-        s = tl.broadcast_to(s[:, :, None], (R, BK // 32, 16)).reshape(R, BK // 2)
-    else:  # any block size: each byte's scale (both nibbles share a block: BS is even)
-        if MASK_K:
-            s = tl.load(scale_rows + ((k0 + 2 * jb) // BS)[None, :], mask=kmask, other=127)
-        else:
-            s = tl.load(scale_rows + ((k0 + 2 * jb) // BS)[None, :])
-        s = e8m0_to_bf16(s)
-    lo, hi = unpack_scaled_bf16(packed, s, s)
+        s = tl.load(scale_rows + ((k0 + SB * t) // BS)[None, :])
+    s = e8m0_to_bf16(s)
+    s = tl.broadcast_to(s[:, :, None], (R, BK // SB, SB // 2)).reshape(R, BK // 2)
+    if BS == 32 and not MASK_K:  # the fast path (packed PTX decode)
+        lo, hi = unpack_scaled_bf16(packed, s, s)
+    else:  # other block sizes and ragged K: plain integer decode, fp32 scaling
+        b = packed.to(tl.int16)
+        lo = (e2m1_to_bf16(b).to(tl.float32) * s.to(tl.float32)).to(tl.bfloat16)
+        hi = (e2m1_to_bf16(b >> 4).to(tl.float32) * s.to(tl.float32)).to(tl.bfloat16)
     return tl.join(lo, hi).reshape(R, BK)
