@@ -136,26 +136,23 @@ def candidates(T: int, k: int, E: int) -> list:
 
     out = [default_config(T, k, E)]
     per_expert = T * k / E
-    if out[0].decode or T <= 16:
-        w1s = [G(16, 64, 256, 4, 4), G(16, 32, 512, 4, 3), G(16, 128, 128, 4, 4), G(16, 64, 256, 8, 4)]
-        w2s = [G(16, 32, 256, 4, 4), G(16, 16, 512, 4, 3), G(16, 32, 256, 4, 4), G(16, 32, 512, 4, 4)]
-        out += [MoEConfig(True, a, b) for a, b in zip(w1s, w2s)]
-        out += [MoEConfig(True, G(16, 64, 256, 4, 4, upcast=u), G(16, 32, 256, 4, 4, upcast=u))
-                for u in ("fp16", "dot_scaled")]
-        if not out[0].decode:
-            out += [MoEConfig(False, g, g) for g in (G(16, 64, 256, 4, 4), G(16, 128, 128, 4, 4))]
+    if T * k <= 64:
+        pairs = [(G(16, 64, 256, 8, 4), G(16, 32, 256, 8, 4)), (G(16, 32, 256, 4, 4), G(16, 32, 256, 4, 4)),
+                 (G(16, 64, 256, 4, 4), G(16, 64, 256, 8, 4)), (G(16, 32, 512, 8, 3), G(16, 16, 512, 4, 3)),
+                 (G(16, 64, 256, 8, 4, upcast="fp16"), G(16, 32, 256, 8, 4, upcast="fp16"))]
+        out += [MoEConfig(True, a, b) for a, b in pairs]
+        if T > 4:
+            out += [MoEConfig(False, g, g) for g in (G(16, 128, 128, 8, 4), G(16, 64, 256, 8, 4))]
     elif per_expert <= 12:
-        gs = [G(16, 64, 256, 4, 4), G(16, 128, 128, 4, 4), G(16, 64, 512, 4, 3), G(16, 128, 256, 8, 3),
-              G(16, 64, 256, 4, 4, upcast="fp16"), G(16, 64, 256, 4, 4, upcast="dot_scaled")]
+        gs = [G(16, 128, 128, 8, 4), G(16, 64, 256, 8, 4), G(16, 128, 128, 4, 4), G(16, 64, 256, 4, 4),
+              G(16, 128, 256, 8, 3)]
         out += [MoEConfig(False, g, g) for g in gs]
     elif per_expert <= 48:
-        gs = [G(32, 64, 256, 4, 4), G(32, 128, 128, 4, 4), G(64, 128, 128, 8, 3), G(32, 128, 256, 8, 3),
-              G(32, 64, 256, 4, 4, upcast="dot_scaled")]
+        gs = [G(32, 128, 128, 8, 4), G(32, 64, 256, 8, 4), G(64, 128, 128, 8, 3), G(32, 128, 128, 4, 4)]
         out += [MoEConfig(False, g, g) for g in gs]
     else:
-        gs = [G(128, 128, 64, 8, 3), G(128, 256, 64, 8, 3), G(128, 128, 128, 8, 3), G(64, 128, 64, 4, 4),
-              G(128, 128, 64, 8, 4), G(128, 128, 64, 8, 3, upcast="dot_scaled"),
-              G(128, 128, 64, 8, 3, upcast="fp16")]
+        gs = [G(128, 128, 64, 8, 3), G(128, 128, 64, 8, 4), G(256, 128, 64, 16, 3), G(128, 256, 64, 8, 3),
+              G(256, 128, 64, 8, 3), G(128, 128, 64, 8, 3, upcast="dot_scaled")]
         out += [MoEConfig(False, g, g) for g in gs]
     seen, unique = set(), []
     for c in out:

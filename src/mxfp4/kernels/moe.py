@@ -23,7 +23,7 @@ import triton
 from .moe_gemm import _combine_kernel, _w1_kernel, _w2_kernel
 from .moe_routing import _align_kernel, _logits_kernel, _route_kernel, num_blocks_max, pad_pow2
 
-DECODE_MAX_PAIRS = 32  # T <= 8 at k = 4
+DECODE_MAX_PAIRS = 64  # T <= 16 at k = 4
 # How the GEMMs turn MXFP4 tiles into bf16 (moe_gemm._mx_dot): "fp16" bit placement in plain
 # Triton, "ptx" the packed-PTX decode of mxfp4.kernels.unpack, "dot_scaled" tl.dot_scaled.
 UPCASTS = ("fp16", "ptx", "dot_scaled")
@@ -61,16 +61,16 @@ def default_config(tokens: int, k: int, experts: int) -> MoEConfig:
     """
     pairs = tokens * k
     if pairs <= DECODE_MAX_PAIRS:
-        return MoEConfig(True, GemmConfig(16, 64, 256, 4, 4), GemmConfig(16, 32, 256, 4, 4))
+        return MoEConfig(True, GemmConfig(16, 64, 256, 8, 4), GemmConfig(16, 32, 256, 8, 4))
     per_expert = pairs / experts
     if per_expert <= 12:
-        g = GemmConfig(16, 64, 256, 4, 4)
+        g = GemmConfig(16, 128, 128, 8, 4)
     elif per_expert <= 48:
-        g = GemmConfig(32, 64, 256, 4, 4)
-    elif per_expert <= 96:
-        g = GemmConfig(64, 128, 128, 8, 3)
-    else:
+        g = GemmConfig(32, 128, 128, 8, 4)
+    elif per_expert <= 256:
         g = GemmConfig(128, 128, 64, 8, 3)
+    else:
+        g = GemmConfig(256, 128, 64, 16, 3)
     return MoEConfig(False, g, g)
 
 
