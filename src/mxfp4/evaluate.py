@@ -149,6 +149,7 @@ def plot_qsnr(rows: list[tuple[str, float]], path: str, title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     from .tensor import atomic_write
 
@@ -157,6 +158,7 @@ def plot_qsnr(rows: list[tuple[str, float]], path: str, title: str) -> None:
     ax.plot([i for i, _ in blocks], [q for _, q in blocks], marker="o", label="block output")
     if rows and rows[-1][0] == "logits":
         ax.axhline(rows[-1][1], linestyle="--", color="gray", label="logits")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("decoder block")
     ax.set_ylabel("QSNR vs float (dB)")
     ax.set_title(title)
