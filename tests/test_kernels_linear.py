@@ -77,6 +77,17 @@ def test_linear_split_k_deterministic(split, packed):
     assert torch.equal(y1, y2)  # fixed reduction order; counters reset by the last split
 
 
+@pytest.mark.parametrize("packed", [False, True], ids=["mxtensor", "hopper"])
+def test_linear_unswapped_tiles(packed):
+    # x as the MMA's A operand and the decoded weights as B (a prefill tile option)
+    cfg = dict(BN=64, BM=64, BK=64, SPLIT_K=1, GROUP_N=2, SWAP=False, num_warps=4, num_stages=2)
+    for m in (3, 70):
+        y, x, w, b = _run(m, 130, 192, torch.bfloat16, bias=True, packed=packed, config=cfg)
+        assert _rel_err(y, x, w, b) <= 1e-2
+    y, x, w, b = _run(5, 40, 128, torch.float16, bias=False, packed=packed, config=cfg)
+    assert _rel_err(y, x, w, b) <= 2e-3
+
+
 def test_hopper_layout_roundtrip_and_large_scales():
     for n, k in ((70, 96), (3, 32), (130, 320)):
         w = _weight(n, k, seed=n)

@@ -40,12 +40,24 @@ def _use_triton(backend: str, device: torch.device) -> bool:
     if device.type != "cuda" and not _interpreting():
         raise ValueError(f"backend='triton' needs CUDA tensors (or TRITON_INTERPRET=1 to run the "
                          f"kernels on the CPU), got a tensor on {device}")
-    try:
-        import triton  # noqa: F401
-    except ImportError as err:
+    if not _have_triton():
         raise RuntimeError("the Triton kernels need the 'triton' package (pip install triton); "
-                           "pass backend='reference' to use the slow reference path") from err
+                           "pass backend='reference' to use the slow reference path")
     return True
+
+
+_TRITON: list = []  # [True] or [False] once looked up (a per-call import costs microseconds)
+
+
+def _have_triton() -> bool:
+    if not _TRITON:
+        try:
+            import triton  # noqa: F401
+
+            _TRITON.append(True)
+        except ImportError:
+            _TRITON.append(False)
+    return _TRITON[0]
 
 
 def quantize(x: torch.Tensor, *, axis: int = -1, block_size: int = BLOCK_SIZE,

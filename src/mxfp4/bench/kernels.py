@@ -211,12 +211,16 @@ def _sweep_configs(m: int, cfg: dict) -> list:
     if m <= 64:
         for split in (max(1, cfg["SPLIT_K"] // 2), cfg["SPLIT_K"] * 2):
             out.append(dict(cfg, SPLIT_K=split))
-        out.append(dict(cfg, BN=128, num_warps=8))
-        out.append(dict(cfg, num_stages=6))
+        out.append(dict(cfg, BN=64, num_warps=4))
+        out.append(dict(cfg, BN=256, num_warps=8, num_stages=3))
+        out.append(dict(cfg, SWAP=False, BM=64, num_warps=4))
+        out.append(dict(cfg, SWAP=False, BM=64, num_warps=8))
     else:
-        out.append(dict(cfg, BM=128, BK=128 if cfg["BK"] >= 128 else cfg["BK"], num_stages=4))
-        out.append(dict(cfg, num_warps=4, BN=64))
-        out.append(dict(cfg, num_stages=4))
+        out.append(dict(cfg, BN=256, num_stages=3))
+        out.append(dict(cfg, SWAP=False, BM=128, BN=256, num_stages=3))
+        out.append(dict(cfg, SWAP=False, BM=128, BN=128))
+        out.append(dict(cfg, SWAP=False, BM=256, BN=128, num_stages=3))
+        out.append(dict(cfg, BM=256, num_stages=3))
     return [c for c in out if c != cfg]
 
 

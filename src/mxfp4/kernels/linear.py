@@ -16,9 +16,12 @@ the result is deterministic. Prefill (large M): big BM tiles, no split, grouped 
 
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 import triton.language as tl
+from triton import knobs
 
 from ..layouts import HopperWeight
 from .unpack import (dot_bf16, e8m0_times_2p126_bf16, e8m0_to_bf16, load_mx_tile,
@@ -26,23 +29,29 @@ from .unpack import (dot_bf16, e8m0_times_2p126_bf16, e8m0_to_bf16, load_mx_tile
 
 
 @triton.jit
-def _dot_x(w, x, acc, X_SPLIT: tl.constexpr):
-    """acc + w @ x on bf16 tensor cores; fp16/fp32 x is split into two bf16 terms (x = hi + lo)
-    so that its extra mantissa bits are not lost."""
+def _dot_x(w, x, acc, X_SPLIT: tl.constexpr, SWAP: tl.constexpr = True):
+    """acc + w @ x (SWAP: w [BN, k], x [k, BM]) or acc + x @ w.T (x [BM, k]) on bf16 tensor
+    cores; fp16/fp32 x is split into two bf16 terms (x = hi + lo) so no mantissa bit is lost."""
     xh = x.to(tl.bfloat16)
-    acc = dot_bf16(w, xh, acc)
+    if SWAP:
+        acc = dot_bf16(w, xh, acc)
+    else:
+        acc = dot_bf16(xh, tl.trans(w), acc)
     if X_SPLIT:
-        acc = dot_bf16(w, (x.to(tl.float32) - xh.to(tl.float32)).to(tl.bfloat16), acc)
+        xl = (x.to(tl.float32) - xh.to(tl.float32)).to(tl.bfloat16)
+        if SWAP:
+            acc = dot_bf16(w, xl, acc)
+        else:
+            acc = dot_bf16(xl, tl.trans(w), acc)
     return acc
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["M"])
 def _linear_kernel(x_ptr, w_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr,
                    M, N, K, KP, NP, stride_xm, stride_om, k_chunk, ws_stride,
                    HOPPER: tl.constexpr, FUSED: tl.constexpr, HAS_BIAS: tl.constexpr,
                    X_SPLIT: tl.constexpr, BS: tl.constexpr, SB: tl.constexpr,
-                   MASK_K: tl.constexpr,
-                   SPLIT_K: tl.constexpr,
+                   MASK_K: tl.constexpr, SWAP: tl.constexpr, SPLIT_K: tl.constexpr,
                    BN: tl.constexpr, BM: tl.constexpr, BK: tl.constexpr, GROUP_N: tl.constexpr):
     # tile order: groups of GROUP_N weight tiles sweep all x tiles, so weights stay in L2
     pid = tl.program_id(0)
@@ -58,11 +67,14 @@ def _linear_kernel(x_ptr, w_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr,
     rn = pid_n * BN + tl.arange(0, BN)
     rm = pid_m * BM + tl.arange(0, BM)
     rn_c = tl.minimum(rn, N - 1).to(tl.int64)  # clamped rows: loads stay in bounds, unmasked
-    rm_c = tl.minimum(rm, M - 1).to(tl.int64)
-    x_cols = x_ptr + rm_c[None, :] * stride_xm
+    x_cols = x_ptr + rm.to(tl.int64)[None, :] * stride_xm  # x rows >= M are masked: never read
+    m_ok = rm < M
     k_start = pid_k * k_chunk
     k_stop = tl.minimum(k_start + k_chunk, KP)  # whole tiles unless MASK_K (plain layout only)
-    acc = tl.zeros([BN, BM], dtype=tl.float32)
+    if SWAP:  # y.T tile = W tile @ x.T tile: weights are the MMA's A operand, from registers
+        acc = tl.zeros([BN, BM], dtype=tl.float32)
+    else:  # y tile = x tile @ W tile.T: x is A (shared memory), the decoded weights B
+        acc = tl.zeros([BM, BN], dtype=tl.float32)
     if HOPPER:
         jb = tl.arange(0, BK // 2)  # byte within the tile row
         kb = tl.arange(0, BK // 32)  # scale block within the tile (blocks of 32)
@@ -84,11 +96,18 @@ def _linear_kernel(x_ptr, w_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr,
                 w_lo, w_hi = unpack_hopper_fused_bf16(packed, s_lo, s_hi)
             else:
                 w_lo, w_hi = unpack_hopper_bf16(packed, s_lo, s_hi)
-            x_lo = tl.load(x_cols + (k0 + k_lo)[:, None], mask=(k0 + k_lo < K)[:, None], other=0.0)
-            x_hi = tl.load(x_cols + (k0 + k_lo + 32)[:, None], mask=(k0 + k_lo + 32 < K)[:, None],
-                           other=0.0)
-            acc = _dot_x(w_lo, x_lo, acc, X_SPLIT)
-            acc = _dot_x(w_hi, x_hi, acc, X_SPLIT)
+            if SWAP:
+                x_lo = tl.load(x_cols + (k0 + k_lo)[:, None],
+                               mask=m_ok[None, :] & (k0 + k_lo < K)[:, None], other=0.0)
+                x_hi = tl.load(x_cols + (k0 + k_lo + 32)[:, None],
+                               mask=m_ok[None, :] & (k0 + k_lo + 32 < K)[:, None], other=0.0)
+            else:
+                x_lo = tl.load(tl.trans(x_cols) + (k0 + k_lo)[None, :],
+                               mask=m_ok[:, None] & (k0 + k_lo < K)[None, :], other=0.0)
+                x_hi = tl.load(tl.trans(x_cols) + (k0 + k_lo + 32)[None, :],
+                               mask=m_ok[:, None] & (k0 + k_lo + 32 < K)[None, :], other=0.0)
+            acc = _dot_x(w_lo, x_lo, acc, X_SPLIT, SWAP)
+            acc = _dot_x(w_hi, x_hi, acc, X_SPLIT, SWAP)
     else:
         # plain MXTensor bytes [N, K/2]: low nibble = element 2j, high nibble = element 2j + 1
         w_rows = w_ptr + rn_c[:, None] * (KP // 2)
@@ -96,8 +115,14 @@ def _linear_kernel(x_ptr, w_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr,
         for k0 in range(k_start, k_stop, BK):
             w = load_mx_tile(w_rows, s_rows, k0, KP, BN, BK, BS, SB, MASK_K)
             rk = k0 + tl.arange(0, BK)
-            xt = tl.load(x_cols + rk[:, None], mask=(rk < K)[:, None], other=0.0)
-            acc = _dot_x(w, xt, acc, X_SPLIT)
+            if SWAP:
+                xt = tl.load(x_cols + rk[:, None], mask=m_ok[None, :] & (rk < K)[:, None], other=0.0)
+            else:
+                xt = tl.load(tl.trans(x_cols) + rk[None, :], mask=m_ok[:, None] & (rk < K)[None, :],
+                             other=0.0)
+            acc = _dot_x(w, xt, acc, X_SPLIT, SWAP)
+    if not SWAP:
+        acc = tl.trans(acc)  # one shuffle per tile, then the epilogue is shared
 
     out_mask = (rn[:, None] < N) & (rm[None, :] < M)
     out_ptrs = out_ptr + rm[None, :].to(tl.int64) * stride_om + rn[:, None]
@@ -163,18 +188,18 @@ def pick_config(m: int, n: int, kp: int, sm_count: int) -> dict:
         return bk
 
     if m <= 64:
+        # decode: stream the weights with every SM; split K only as far as one wave needs
         bm = max(16, triton.next_power_of_2(m))
-        bn, bk = 64, fit_bk(256)
+        bn, bk = 128, fit_bk(256)
         tiles = triton.cdiv(n, bn)
         steps = kp // bk
         split = 1
-        while tiles * split < 2 * sm_count and steps // (split * 2) >= 4:
+        while tiles * split < sm_count and steps // (split * 2) >= 4:
             split *= 2
-        return dict(BN=bn, BM=bm, BK=bk, SPLIT_K=split, GROUP_N=1, num_warps=4, num_stages=4)
-    if m <= 256:
-        return dict(BN=128, BM=min(128, triton.next_power_of_2(m)), BK=fit_bk(128), SPLIT_K=1,
-                    GROUP_N=8, num_warps=8, num_stages=3)
-    return dict(BN=128, BM=256, BK=fit_bk(64), SPLIT_K=1, GROUP_N=8, num_warps=8, num_stages=3)
+        return dict(BN=bn, BM=bm, BK=bk, SPLIT_K=split, GROUP_N=1, SWAP=True, num_warps=8,
+                    num_stages=4)
+    return dict(BN=128, BM=128, BK=fit_bk(64), SPLIT_K=1, GROUP_N=8, SWAP=True, num_warps=8,
+                num_stages=4)
 
 
 def linear(x: torch.Tensor, w, bias: torch.Tensor | None = None, config: dict | None = None) -> torch.Tensor:
@@ -195,14 +220,20 @@ def linear(x: torch.Tensor, w, bias: torch.Tensor | None = None, config: dict | 
     out = torch.empty((m, n), dtype=x.dtype, device=x.device)
     if m == 0:
         return out.reshape(*lead, n)
-    cfg = dict(config or pick_config(m, n, kp, _sm_count(x.device)))
-    if not hopper:  # plain layout: any block size; a partial last tile is masked
-        while cfg["BK"] > 16 and kp % cfg["BK"]:
-            cfg["BK"] //= 2
+    ckey = (m, n, kp, hopper, w.block_size, x.device)
+    cfg = None if config is not None else _CONFIGS.get(ckey)
+    if cfg is None:
+        cfg = dict(config or pick_config(m, n, kp, _sm_count(x.device)))
+        cfg.setdefault("SWAP", True)
+        if not hopper:  # plain layout: any block size; a partial last tile is masked
+            while cfg["BK"] > 16 and kp % cfg["BK"]:
+                cfg["BK"] //= 2
+        bk = cfg["BK"]
+        if hopper and (kp % bk or bk % 64 or np_ % cfg["BN"]):
+            raise ValueError(f"tile BK={bk}, BN={cfg['BN']} does not fit the weight ({np_} x {kp})")
+        if config is None:
+            _CONFIGS[ckey] = cfg
     split, bk = cfg["SPLIT_K"], cfg["BK"]
-    mask_k = kp % bk != 0
-    if hopper and (mask_k or bk % 64 or np_ % cfg["BN"]):
-        raise ValueError(f"tile BK={bk}, BN={cfg['BN']} does not fit the weight ({np_} x {kp})")
     k_chunk = triton.cdiv(triton.cdiv(kp, bk), split) * bk
     grid = (triton.cdiv(n, cfg["BN"]) * triton.cdiv(m, cfg["BM"]), split)
     if split > 1:
@@ -212,9 +243,46 @@ def linear(x: torch.Tensor, w, bias: torch.Tensor | None = None, config: dict | 
             raise ValueError(f"split-K needs {grid[0]} tile counters, more than {locks.numel()}")
     else:
         ws = locks = out
-    _linear_kernel[grid](
-        x2, codes, scales, bias if bias is not None else out, out, ws, locks,
-        m, n, k, kp, np_, x2.stride(0), out.stride(0), k_chunk, m * n,
-        HOPPER=hopper, FUSED=hopper and w.max_scale <= 128, HAS_BIAS=bias is not None, X_SPLIT=x.dtype != torch.bfloat16,
-        BS=w.block_size, SB=min(w.block_size, bk), MASK_K=mask_k, **cfg)
+    args = (x2, codes, scales, bias if bias is not None else out, out, ws, locks,
+            m, n, k, kp, np_, x2.stride(0), out.stride(0), k_chunk, m * n)
+    meta = dict(HOPPER=hopper, FUSED=hopper and w.max_scale <= 128, HAS_BIAS=bias is not None,
+                X_SPLIT=x.dtype != torch.bfloat16, BS=w.block_size, SB=min(w.block_size, bk),
+                MASK_K=kp % bk != 0, **cfg)
+    _launch(grid, args, meta)
     return out.reshape(*lead, n)
+
+
+# Compiled kernels by specialization: a repeat call skips Triton's argument binding (tens of
+# microseconds of Python per launch) and calls the compiled launcher directly.
+_CONFIGS: dict = {}
+_COMPILED: dict = {}
+_CONSTEXPRS = [p for p in _linear_kernel.arg_names if p not in (
+    "x_ptr", "w_ptr", "s_ptr", "bias_ptr", "out_ptr", "ws_ptr", "lock_ptr", "M", "N", "K", "KP",
+    "NP", "stride_xm", "stride_om", "k_chunk", "ws_stride")]
+
+
+def _spec(v) -> tuple:
+    """What Triton specializes an argument on: dtype and 16-byte alignment, ==1 and %16 for ints."""
+    if isinstance(v, torch.Tensor):
+        return (v.dtype, v.data_ptr() % 16 == 0)
+    return (v == 1, v % 16 == 0, v >= 2**31)
+
+
+def _launch(grid, args, meta) -> None:
+    opts = (meta["num_warps"], meta["num_stages"])
+    key = (tuple(meta[c] for c in _CONSTEXPRS), opts, args[0].device,
+           tuple(_spec(a) for i, a in enumerate(args) if i != 7))  # M (7) is never specialized
+    kernel = _COMPILED.get(key)
+    if kernel is None or _interpreting():
+        kernel = _linear_kernel[grid](*args, **meta)
+        if not _interpreting():
+            _COMPILED[key] = kernel
+        return
+    stream = torch.cuda.current_stream(args[0].device).cuda_stream
+    kernel.run(grid[0], grid[1], 1, stream, kernel.function, kernel.packed_metadata, None,
+               knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook,
+               *args, *(meta[c] for c in _CONSTEXPRS))
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
