@@ -137,22 +137,21 @@ def candidates(T: int, k: int, E: int) -> list:
     out = [default_config(T, k, E)]
     per_expert = T * k / E
     if T * k <= 64:
-        pairs = [(G(16, 64, 256, 8, 4), G(16, 32, 256, 8, 4)), (G(16, 32, 256, 4, 4), G(16, 32, 256, 4, 4)),
-                 (G(16, 64, 256, 4, 4), G(16, 64, 256, 8, 4)), (G(16, 32, 512, 8, 3), G(16, 16, 512, 4, 3)),
-                 (G(16, 64, 256, 8, 4, upcast="fp16"), G(16, 32, 256, 8, 4, upcast="fp16"))]
+        r = 128
+        pairs = [(G(16, 64, 256, 4, 4, maxnreg=r), G(16, 32, 256, 4, 4, maxnreg=r)),
+                 (G(16, 32, 128, 4, 4, maxnreg=r), G(16, 32, 128, 4, 4, maxnreg=r)),
+                 (G(16, 32, 256, 4, 4), G(16, 32, 256, 4, 4)),
+                 (G(16, 64, 128, 4, 6, maxnreg=r), G(16, 16, 128, 4, 6, maxnreg=r))]
         out += [MoEConfig(True, a, b) for a, b in pairs]
-        if T > 4:
-            out += [MoEConfig(False, g, g) for g in (G(16, 128, 128, 8, 4), G(16, 64, 256, 8, 4))]
     elif per_expert <= 12:
-        gs = [G(16, 128, 128, 8, 4), G(16, 64, 256, 8, 4), G(16, 128, 128, 4, 4), G(16, 64, 256, 4, 4),
-              G(16, 128, 256, 8, 3)]
+        gs = [G(16, 128, 128, 4, 4, maxnreg=128), G(16, 128, 128, 8, 4, maxnreg=128), G(16, 64, 128, 4, 4)]
         out += [MoEConfig(False, g, g) for g in gs]
     elif per_expert <= 48:
-        gs = [G(32, 128, 128, 8, 4), G(32, 64, 256, 8, 4), G(64, 128, 128, 8, 3), G(32, 128, 128, 4, 4)]
+        gs = [G(32, 128, 128, 4, 4, maxnreg=128), G(64, 128, 128, 8, 3), G(64, 128, 64, 8, 3, maxnreg=128)]
         out += [MoEConfig(False, g, g) for g in gs]
     else:
-        gs = [G(128, 128, 64, 8, 3), G(128, 128, 64, 8, 4), G(256, 128, 64, 16, 3), G(128, 256, 64, 8, 3),
-              G(256, 128, 64, 8, 3), G(128, 128, 64, 8, 3, upcast="dot_scaled")]
+        gs = [G(128, 128, 64, 8, 3, maxnreg=128), G(128, 128, 64, 8, 4, maxnreg=128), G(256, 128, 64, 16, 3),
+              G(128, 256, 64, 8, 3)]
         out += [MoEConfig(False, g, g) for g in gs]
     seen, unique = set(), []
     for c in out:
@@ -219,7 +218,7 @@ def bench_layer(args) -> tuple[list[dict], dict, list[dict]]:
 
 def _cfg_str(cfg) -> str:
     g1, g2 = cfg.w1, cfg.w2
-    f = lambda g: f"{g.bm}x{g.bn}x{g.bk}/w{g.warps}s{g.stages}/{g.upcast}"  # noqa: E731
+    f = lambda g: f"{g.bm}x{g.bn}x{g.bk}/w{g.warps}s{g.stages}{'r%d' % g.maxnreg if g.maxnreg else ''}/{g.upcast}"  # noqa: E731
     return f"w1 {f(g1)}, w2 {f(g2)}"
 
 
@@ -270,6 +269,13 @@ def run(args) -> int:
         raise RuntimeError("mxfp4 bench moe times CUDA graphs: it needs a CUDA device")
     env = environment(args.device)
     notes, rows = [], []
+
+    def save():  # after each part, so that a later failure keeps what was measured
+        if args.out:
+            paths = write_results(args.out, "moe", "GPT-OSS MoE layer (E=128, k=4, H=I=2880), MXFP4 "
+                                  "experts", env, COLUMNS, rows, notes="\n\n".join(notes))
+            print("wrote", *paths)
+
     if args.tokens:
         rows, ceil, sweep = bench_layer(args)
         if args.sweep and args.out:
@@ -283,6 +289,7 @@ def run(args) -> int:
                      f"ceilings. bf16_torch: the same layer in bf16 with torch._grouped_mm, also graph "
                      f"timed.")
         env["ceilings"] = ceil
+        save()
     if args.stack:
         s = bench_stack(args)
         env["stack"] = s
@@ -292,10 +299,7 @@ def run(args) -> int:
                      f"{s['us_per_token']:.0f} us ({s['us_per_layer']:.1f} us per layer, "
                      f"{s['expert_weight_GBps']:.0f} GB/s of expert weights).")
         print(notes[-1])
-    if args.out:
-        paths = write_results(args.out, "moe", "GPT-OSS MoE layer (E=128, k=4, H=I=2880), MXFP4 experts",
-                              env, COLUMNS, rows, notes="\n\n".join(notes))
-        print("wrote", *paths)
+        save()
     return 0
 
 

@@ -38,6 +38,13 @@ class GemmConfig:
     stages: int = 3
     group_m: int = 8
     upcast: str = "ptx"  # see UPCASTS
+    maxnreg: int | None = None  # register cap: 128 lets two 8-warp (or four 4-warp) CTAs share an SM
+
+    def launch(self) -> dict:
+        opts = dict(num_warps=self.warps)
+        if self.maxnreg:
+            opts["maxnreg"] = self.maxnreg
+        return opts
 
     @property
     def upcast_id(self) -> int:
@@ -61,14 +68,15 @@ def default_config(tokens: int, k: int, experts: int) -> MoEConfig:
     """
     pairs = tokens * k
     if pairs <= DECODE_MAX_PAIRS:
-        return MoEConfig(True, GemmConfig(16, 64, 256, 8, 4), GemmConfig(16, 32, 256, 8, 4))
+        return MoEConfig(True, GemmConfig(16, 64, 128, 4, 4, maxnreg=128),
+                         GemmConfig(16, 32, 128, 4, 4, maxnreg=128))
     per_expert = pairs / experts
     if per_expert <= 12:
-        g = GemmConfig(16, 128, 128, 8, 4)
+        g = GemmConfig(16, 128, 128, 4, 4)
     elif per_expert <= 48:
-        g = GemmConfig(32, 128, 128, 8, 4)
+        g = GemmConfig(32, 128, 128, 4, 4)
     elif per_expert <= 256:
-        g = GemmConfig(128, 128, 64, 8, 3)
+        g = GemmConfig(128, 128, 64, 8, 3, maxnreg=128)
     else:
         g = GemmConfig(256, 128, 64, 16, 3)
     return MoEConfig(False, g, g)
@@ -136,7 +144,7 @@ def moe_forward(x: torch.Tensor, router_w, router_b, w1_codes, w1_scales, b1, w2
                                              x.stride(0), router_w.stride(0), K=k, K_PAD=k_pad,
                                              E_PAD=e_pad, BT=bt, BK=64, INTERPRET=interp,
                                              num_warps=4)
-        chunk = 1024
+        chunk = 64  # the [chunk, E] selection matrices stay in registers
         _align_kernel[(triton.cdiv(max(P, nb), chunk),)](ids, rank, counts, *tables, P, nb, E,
                                                          E_PAD=e_pad, BM=g1.bm, CHUNK=chunk,
                                                          num_warps=4)
@@ -145,11 +153,11 @@ def moe_forward(x: torch.Tensor, router_w, router_b, w1_codes, w1_scales, b1, w2
         H, 2 * I, E, nb, x.stride(0), alpha, limit, K=k, K_PAD=k_pad, E_PAD=e_pad,
         DECODE=cfg.decode, BM=g1.bm, BN=g1.bn, BK=g1.bk, GROUP_M=g1.group_m,
         EVEN_N=(2 * I) % g1.bn == 0, FOLD=fold, UPCAST=g1.upcast_id, STAGES=g1.stages,
-        INTERPRET=interp, num_warps=g1.warps)
+        INTERPRET=interp, **g1.launch())
     _w2_kernel[(nb * triton.cdiv(H, g2.bn),)](
         a, w2_codes, w2_scales, b2, ids, wts, y, *tables, I, H, nb, DECODE=cfg.decode,
         BM=g2.bm, BN=g2.bn, BK=g2.bk, GROUP_M=g2.group_m, EVEN_N=H % g2.bn == 0, FOLD=fold,
-        UPCAST=g2.upcast_id, STAGES=g2.stages, INTERPRET=interp, num_warps=g2.warps)
+        UPCAST=g2.upcast_id, STAGES=g2.stages, INTERPRET=interp, **g2.launch())
     bh = 1024
     _combine_kernel[(T, triton.cdiv(H, bh))](y, out, H, out.stride(0), K=k, BH=bh,
                                              INTERPRET=interp, num_warps=4)
