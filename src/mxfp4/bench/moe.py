@@ -230,6 +230,7 @@ def bench_stack(args) -> dict:
     L, E, H, I, k = 36, 128, 2880, 2880, 4
     dev = args.device
     torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(dev)
     base = torch.cuda.memory_allocated(dev)
     g = torch.Generator(device=dev).manual_seed(1)
 
