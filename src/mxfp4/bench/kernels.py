@@ -82,7 +82,7 @@ def bench_codec(dev, rows: list, log, sweep: bool) -> None:
     assert torch.equal(dequantize(qs[0], torch.bfloat16),
                        dequantize(qs[0], torch.bfloat16, backend="reference")), "dequantize"
     nbytes = n * n * (2 + 0.5 + 1 / 32)
-    tiles = [None] + ([(2048, 4), (8192, 4), (8192, 8), (16384, 8)] if sweep else [])
+    tiles = [None] + ([(4096, 4), (4096, 8), (2048, 4), (2048, 8), (1024, 4)] if sweep else [])
     for op, target in (("quantize", 65.0), ("dequantize", 62.0)):
         best = None
         for tile in tiles:
@@ -207,20 +207,14 @@ def precompile(shapes, ms, sweep: bool, jobs: int, log) -> None:
 
 
 def _sweep_configs(m: int, cfg: dict) -> list:
-    out = []
+    out = [dict(cfg, SPLIT_K=max(1, cfg["SPLIT_K"] // 2)), dict(cfg, SPLIT_K=cfg["SPLIT_K"] * 2)]
     if m <= 64:
-        for split in (max(1, cfg["SPLIT_K"] // 2), cfg["SPLIT_K"] * 2):
-            out.append(dict(cfg, SPLIT_K=split))
         out.append(dict(cfg, BN=64, num_warps=4))
-        out.append(dict(cfg, BN=256, num_warps=8, num_stages=3))
-        out.append(dict(cfg, SWAP=False, BM=64, num_warps=4))
-        out.append(dict(cfg, SWAP=False, BM=64, num_warps=8))
+        out.append(dict(cfg, BN=64, num_warps=4, SPLIT_K=cfg["SPLIT_K"] * 2))
     else:
-        out.append(dict(cfg, BN=256, num_stages=3))
-        out.append(dict(cfg, SWAP=False, BM=128, BN=256, num_stages=3))
-        out.append(dict(cfg, SWAP=False, BM=128, BN=128))
-        out.append(dict(cfg, SWAP=False, BM=256, BN=128, num_stages=3))
-        out.append(dict(cfg, BM=256, num_stages=3))
+        out.append(dict(cfg, BK=128, num_stages=3))
+        out.append(dict(cfg, BM=64, num_warps=4))
+        out.append(dict(cfg, BN=64, num_warps=4))
     return [c for c in out if c != cfg]
 
 

@@ -188,18 +188,21 @@ def pick_config(m: int, n: int, kp: int, sm_count: int) -> dict:
         return bk
 
     if m <= 64:
-        # decode: stream the weights with every SM; split K only as far as one wave needs
+        # decode: every SM streams weights. Split K until the CTAs fill one wave; with short
+        # tiles (K not a multiple of 256) each CTA is latency-bound, so allow three waves.
         bm = max(16, triton.next_power_of_2(m))
-        bn, bk = 128, fit_bk(256)
-        tiles = triton.cdiv(n, bn)
-        steps = kp // bk
-        split = 1
-        while tiles * split < sm_count and steps // (split * 2) >= 4:
-            split *= 2
-        return dict(BN=bn, BM=bm, BK=bk, SPLIT_K=split, GROUP_N=1, SWAP=True, num_warps=8,
-                    num_stages=4)
-    return dict(BN=128, BM=128, BK=fit_bk(64), SPLIT_K=1, GROUP_N=8, SWAP=True, num_warps=8,
-                num_stages=4)
+        cfg = dict(BN=128, BM=bm, BK=fit_bk(256), SPLIT_K=1, GROUP_N=1, SWAP=True, num_warps=8,
+                   num_stages=4)
+        waves = 1 if cfg["BK"] == 256 else 3
+    else:
+        cfg = dict(BN=128, BM=128, BK=fit_bk(64), SPLIT_K=1, GROUP_N=8, SWAP=True, num_warps=8,
+                   num_stages=4)
+        waves = 1
+    tiles = triton.cdiv(n, cfg["BN"]) * triton.cdiv(m, cfg["BM"])
+    steps = kp // cfg["BK"]
+    while tiles * cfg["SPLIT_K"] * 2 <= waves * sm_count and steps // (cfg["SPLIT_K"] * 2) >= 4:
+        cfg["SPLIT_K"] *= 2
+    return cfg
 
 
 def linear(x: torch.Tensor, w, bias: torch.Tensor | None = None, config: dict | None = None) -> torch.Tensor:
@@ -211,7 +214,6 @@ def linear(x: torch.Tensor, w, bias: torch.Tensor | None = None, config: dict | 
     n, k = w.shape
     hopper = isinstance(w, HopperWeight)
     codes, scales = w.codes, w.scales
-    kp, np_ = codes.shape[1] * 2, codes.shape[0]
     lead = x.shape[:-1]
     x2 = x.reshape(-1, k)
     if x2.stride(-1) != 1:
@@ -220,68 +222,70 @@ def linear(x: torch.Tensor, w, bias: torch.Tensor | None = None, config: dict | 
     out = torch.empty((m, n), dtype=x.dtype, device=x.device)
     if m == 0:
         return out.reshape(*lead, n)
-    ckey = (m, n, kp, hopper, w.block_size, x.device)
-    cfg = None if config is not None else _CONFIGS.get(ckey)
-    if cfg is None:
-        cfg = dict(config or pick_config(m, n, kp, _sm_count(x.device)))
-        cfg.setdefault("SWAP", True)
-        if not hopper:  # plain layout: any block size; a partial last tile is masked
-            while cfg["BK"] > 16 and kp % cfg["BK"]:
-                cfg["BK"] //= 2
-        bk = cfg["BK"]
-        if hopper and (kp % bk or bk % 64 or np_ % cfg["BN"]):
-            raise ValueError(f"tile BK={bk}, BN={cfg['BN']} does not fit the weight ({np_} x {kp})")
+    key = (m, n, k, codes.shape, hopper, w.block_size, hopper and w.max_scale <= 128, x.dtype,
+           bias is not None, x2.stride(0), x.device)
+    plan = _PLANS.get(key) if config is None else None
+    if plan is None:
+        plan = _plan(m, n, k, w, hopper, x2, bias, config)
         if config is None:
-            _CONFIGS[ckey] = cfg
-    split, bk = cfg["SPLIT_K"], cfg["BK"]
-    k_chunk = triton.cdiv(triton.cdiv(kp, bk), split) * bk
-    grid = (triton.cdiv(n, cfg["BN"]) * triton.cdiv(m, cfg["BM"]), split)
+            _PLANS[key] = plan
+    grid, tail, meta, split = plan[:4]
     if split > 1:
         ws = torch.empty((split, m, n), dtype=torch.float32, device=x.device)
         locks = _locks(x.device)
-        if grid[0] > locks.numel():
-            raise ValueError(f"split-K needs {grid[0]} tile counters, more than {locks.numel()}")
     else:
         ws = locks = out
-    args = (x2, codes, scales, bias if bias is not None else out, out, ws, locks,
-            m, n, k, kp, np_, x2.stride(0), out.stride(0), k_chunk, m * n)
-    meta = dict(HOPPER=hopper, FUSED=hopper and w.max_scale <= 128, HAS_BIAS=bias is not None,
-                X_SPLIT=x.dtype != torch.bfloat16, BS=w.block_size, SB=min(w.block_size, bk),
-                MASK_K=kp % bk != 0, **cfg)
-    _launch(grid, args, meta)
+    args = (x2, codes, scales, bias if bias is not None else out, out, ws, locks, *tail)
+    _launch(plan, args)
     return out.reshape(*lead, n)
 
 
-# Compiled kernels by specialization: a repeat call skips Triton's argument binding (tens of
-# microseconds of Python per launch) and calls the compiled launcher directly.
-_CONFIGS: dict = {}
-_COMPILED: dict = {}
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _plan(m, n, k, w, hopper, x2, bias, config):
+    """(grid, scalar args, constexprs + options, split) for one problem; cached per shape."""
+    kp, np_ = w.codes.shape[1] * 2, w.codes.shape[0]
+    cfg = dict(config or pick_config(m, n, kp, _sm_count(x2.device)))
+    cfg.setdefault("SWAP", True)
+    if not hopper:  # plain layout: any block size; a partial last tile is masked
+        while cfg["BK"] > 16 and kp % cfg["BK"]:
+            cfg["BK"] //= 2
+    split, bk = cfg["SPLIT_K"], cfg["BK"]
+    if hopper and (kp % bk or bk % 64 or np_ % cfg["BN"]):
+        raise ValueError(f"tile BK={bk}, BN={cfg['BN']} does not fit the weight ({np_} x {kp})")
+    k_chunk = _cdiv(_cdiv(kp, bk), split) * bk
+    grid = (_cdiv(n, cfg["BN"]) * _cdiv(m, cfg["BM"]), split)
+    if split > 1 and grid[0] > _LOCK_SIZE:
+        raise ValueError(f"split-K needs {grid[0]} tile counters, more than {_LOCK_SIZE}")
+    meta = dict(HOPPER=hopper, FUSED=hopper and w.max_scale <= 128, HAS_BIAS=bias is not None,
+                X_SPLIT=x2.dtype != torch.bfloat16, BS=w.block_size, SB=min(w.block_size, bk),
+                MASK_K=kp % bk != 0, **cfg)
+    tail = (m, n, k, kp, np_, x2.stride(0), n, k_chunk, m * n)
+    return [grid, tail, meta, split, tuple(meta[c] for c in _CONSTEXPRS), None]
+
+
+# A plan keeps the compiled kernel of its first launch; later calls with 16-byte aligned
+# tensors (the specialization Triton compiled for) skip Triton's argument binding, tens of
+# microseconds of Python, and call the compiled launcher directly.
+_PLANS: dict = {}
 _CONSTEXPRS = [p for p in _linear_kernel.arg_names if p not in (
     "x_ptr", "w_ptr", "s_ptr", "bias_ptr", "out_ptr", "ws_ptr", "lock_ptr", "M", "N", "K", "KP",
     "NP", "stride_xm", "stride_om", "k_chunk", "ws_stride")]
 
 
-def _spec(v) -> tuple:
-    """What Triton specializes an argument on: dtype and 16-byte alignment, ==1 and %16 for ints."""
-    if isinstance(v, torch.Tensor):
-        return (v.dtype, v.data_ptr() % 16 == 0)
-    return (v == 1, v % 16 == 0, v >= 2**31)
-
-
-def _launch(grid, args, meta) -> None:
-    opts = (meta["num_warps"], meta["num_stages"])
-    key = (tuple(meta[c] for c in _CONSTEXPRS), opts, args[0].device,
-           tuple(_spec(a) for i, a in enumerate(args) if i != 7))  # M (7) is never specialized
-    kernel = _COMPILED.get(key)
-    if kernel is None or _interpreting():
-        kernel = _linear_kernel[grid](*args, **meta)
-        if not _interpreting():
-            _COMPILED[key] = kernel
+def _launch(plan, args) -> None:
+    grid, kernel = plan[0], plan[5]
+    aligned = all(t.data_ptr() % 16 == 0 for t in args[:7])
+    if kernel is None or not aligned:
+        kernel = _linear_kernel[grid](*args, **plan[2])
+        if aligned and not _interpreting():
+            plan[5] = kernel
         return
     stream = torch.cuda.current_stream(args[0].device).cuda_stream
     kernel.run(grid[0], grid[1], 1, stream, kernel.function, kernel.packed_metadata, None,
-               knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook,
-               *args, *(meta[c] for c in _CONSTEXPRS))
+               knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook, *args, *plan[4])
 
 
 def _interpreting() -> bool:

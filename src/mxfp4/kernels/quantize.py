@@ -165,7 +165,7 @@ def _tile(rows: int, n_blocks: int, bs: int, elements: int) -> tuple[int, int]:
 
 # (elements per program, warps): tuned on the H100 (mxfp4 bench kernels --sweep)
 QUANTIZE_TILE = (4096, 4)
-DEQUANTIZE_TILE = (4096, 4)
+DEQUANTIZE_TILE = (2048, 4)
 
 
 def quantize(x: torch.Tensor, axis: int, block_size: int, scale_rule: str, rounding: str,
