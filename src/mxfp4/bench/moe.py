@@ -139,10 +139,10 @@ def candidates(T: int, k: int, E: int) -> list:
     if T * k <= 64:
         r = 128
         pairs = [(G(16, 64, 256, 4, 4, maxnreg=r), G(16, 32, 256, 4, 4, maxnreg=r)),
-                 (G(16, 32, 128, 4, 4, maxnreg=r), G(16, 32, 128, 4, 4, maxnreg=r)),
-                 (G(16, 32, 256, 4, 4), G(16, 32, 256, 4, 4)),
-                 (G(16, 64, 128, 4, 6, maxnreg=r), G(16, 16, 128, 4, 6, maxnreg=r))]
+                 (G(16, 64, 128, 4, 4, maxnreg=r), G(16, 32, 128, 4, 4, maxnreg=r)),
+                 (G(16, 32, 256, 4, 4), G(16, 32, 256, 4, 4))]
         out += [MoEConfig(True, a, b) for a, b in pairs]
+        out += [MoEConfig(False, g, g) for g in (G(16, 128, 128, 4, 4, maxnreg=r), G(16, 64, 128, 4, 4))]
     elif per_expert <= 12:
         gs = [G(16, 128, 128, 4, 4, maxnreg=128), G(16, 128, 128, 8, 4, maxnreg=128), G(16, 64, 128, 4, 4)]
         out += [MoEConfig(False, g, g) for g in gs]

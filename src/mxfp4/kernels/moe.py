@@ -23,7 +23,7 @@ import triton
 from .moe_gemm import _combine_kernel, _w1_kernel, _w2_kernel
 from .moe_routing import _align_kernel, _logits_kernel, _route_kernel, num_blocks_max, pad_pow2
 
-DECODE_MAX_PAIRS = 64  # T <= 16 at k = 4
+DECODE_MAX_PAIRS = 16  # T <= 4 at k = 4: beyond, re-reading shared experts costs more
 # How the GEMMs turn MXFP4 tiles into bf16 (moe_gemm._mx_dot): "fp16" bit placement in plain
 # Triton, "ptx" the packed-PTX decode of mxfp4.kernels.unpack, "dot_scaled" tl.dot_scaled.
 UPCASTS = ("fp16", "ptx", "dot_scaled")
@@ -61,24 +61,24 @@ class MoEConfig:
 
 
 def default_config(tokens: int, k: int, experts: int) -> MoEConfig:
-    """Tile shapes by the number of (token, expert) pairs per expert.
+    """Tile shapes by the number of (token, expert) pairs per expert, from `mxfp4 bench moe
+    --sweep` on an H100 (docs/benchmarks/moe-sweep.md).
 
-    Few pairs: weight streaming dominates, so tall-thin tiles with deep K steps keep many
-    bytes in flight. Many pairs: the GEMMs become compute bound and want 128-row tiles.
+    Few pairs per expert: weight streaming and the in-register upcast dominate; 16-row tiles
+    with a 128-register cap (four CTAs per SM) hide the most latency. Many pairs: wgmma tiles of
+    128 x 128, capped at 128 registers so that two CTAs share an SM and one's upcast overlaps
+    the other's matrix products.
     """
-    pairs = tokens * k
-    if pairs <= DECODE_MAX_PAIRS:
+    if tokens * k <= DECODE_MAX_PAIRS:
         return MoEConfig(True, GemmConfig(16, 64, 128, 4, 4, maxnreg=128),
                          GemmConfig(16, 32, 128, 4, 4, maxnreg=128))
-    per_expert = pairs / experts
+    per_expert = tokens * k / experts
     if per_expert <= 12:
-        g = GemmConfig(16, 128, 128, 4, 4)
+        g = GemmConfig(16, 128, 128, 4, 4, maxnreg=128)
     elif per_expert <= 48:
-        g = GemmConfig(32, 128, 128, 4, 4)
-    elif per_expert <= 256:
-        g = GemmConfig(128, 128, 64, 8, 3, maxnreg=128)
+        g = GemmConfig(64, 128, 64, 8, 3, maxnreg=128)
     else:
-        g = GemmConfig(256, 128, 64, 16, 3)
+        g = GemmConfig(128, 128, 64, 8, 3, maxnreg=128)
     return MoEConfig(False, g, g)
 
 
