@@ -15,7 +15,7 @@ batch, 5 launches + one memset:
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 import triton
@@ -162,8 +162,3 @@ def moe_forward(x: torch.Tensor, router_w, router_b, w1_codes, w1_scales, b1, w2
     _combine_kernel[(T, triton.cdiv(H, bh))](y, out, H, out.stride(0), K=k, BH=bh,
                                              INTERPRET=interp, num_warps=4)
     return out
-
-
-def with_overrides(cfg: MoEConfig, **w) -> MoEConfig:
-    """A copy of cfg with GemmConfig fields replaced in both GEMMs (bench sweeps)."""
-    return MoEConfig(cfg.decode, replace(cfg.w1, **w), replace(cfg.w2, **w))
