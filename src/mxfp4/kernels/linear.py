@@ -277,15 +277,18 @@ _CONSTEXPRS = [p for p in _linear_kernel.arg_names if p not in (
 
 def _launch(plan, args) -> None:
     grid, kernel = plan[0], plan[5]
-    aligned = all(t.data_ptr() % 16 == 0 for t in args[:7])
+    # x, codes, scales, bias: out/ws/locks come from the caching allocator (512-byte aligned)
+    aligned = all(t.data_ptr() % 16 == 0 for t in args[:4])
     if kernel is None or not aligned:
         kernel = _linear_kernel[grid](*args, **plan[2])
         if aligned and not _interpreting():
             plan[5] = kernel
         return
-    stream = torch.cuda.current_stream(args[0].device).cuda_stream
-    kernel.run(grid[0], grid[1], 1, stream, kernel.function, kernel.packed_metadata, None,
-               knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook, *args, *plan[4])
+    # Triton launches on the current device's current stream; so does this
+    hooks = knobs.runtime
+    kernel.run(grid[0], grid[1], 1, torch.cuda.current_stream().cuda_stream, kernel.function,
+               kernel.packed_metadata, None, hooks.launch_enter_hook, hooks.launch_exit_hook,
+               *args, *plan[4])
 
 
 def _interpreting() -> bool:
