@@ -159,8 +159,9 @@ def _summary_table(summary):
 
     t = Table(title=f"MXFP4 {summary.method} (scale rule {summary.scale_rule}"
                     f"{', hadamard' if summary.hadamard else ''})")
-    for col in ("layer", "kind", "shape", "QSNR dB", "bytes before", "bytes after"):
-        t.add_column(col, justify="left" if col == "layer" else "right")
+    t.add_column("layer", overflow="fold")
+    for col in ("kind", "shape", "QSNR dB", "bytes before", "bytes after"):
+        t.add_column(col, justify="right")
     for r in summary.layers:
         t.add_row(r.name, r.kind, "x".join(map(str, r.shape)), f"{r.qsnr_db:.2f}",
                   f"{r.bytes_before:,}", f"{r.bytes_after:,}")
