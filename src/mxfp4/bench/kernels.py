@@ -267,10 +267,13 @@ def run(args) -> int:
         bench_linear(dev, rows, log, args.m, shapes, args.sweep)
     host = host_overhead_us(dev, log)
     env = environment(dev)
-    notes = (f"Command: `mxfp4 bench kernels`. Median of 7 CUDA-graph replays, each call on its "
+    flags = (" --sweep" if args.sweep else "") + f" --jobs {args.jobs}"
+    notes = (f"Command: `mxfp4 bench kernels{flags}`. Median of 7 CUDA-graph replays, each call on its "
              f"own weights (rotated over > 600 MB) and, for cuBLAS, F.linear on the dequantized "
              f"bf16 weight. floor = max(bytes / {COPY_TBS} TB/s, FLOPs / {BF16_TFLOPS} TFLOP/s), "
-             f"4.25 bits per weight. Host time per mxfp4.linear call: {host:.1f} us.")
+             f"4.25 bits per weight. Host time per mxfp4.linear call: {host:.1f} us. Variants: "
+             f"hopper = HopperWeight (prepacked) with the default tiles, mxtensor = plain "
+             f"MXTensor, hopper-best = fastest of the swept tile configs (column config).")
     if args.out:
         paths = write_results(args.out, "kernels", "Triton MXFP4 kernels vs cuBLAS bf16", env,
                               COLUMNS, rows, notes=notes)

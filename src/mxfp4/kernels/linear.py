@@ -284,11 +284,18 @@ def _launch(plan, args) -> None:
         if aligned and not _interpreting():
             plan[5] = kernel
         return
-    # Triton launches on the current device's current stream; so does this
+    # the raw current stream of the tensors' device, read the way Triton's driver reads it
+    stream = _raw_stream(args[0].device.index)
     hooks = knobs.runtime
-    kernel.run(grid[0], grid[1], 1, torch.cuda.current_stream().cuda_stream, kernel.function,
-               kernel.packed_metadata, None, hooks.launch_enter_hook, hooks.launch_exit_hook,
-               *args, *plan[4])
+    kernel.run(grid[0], grid[1], 1, stream, kernel.function, kernel.packed_metadata, None,
+               hooks.launch_enter_hook, hooks.launch_exit_hook, *args, *plan[4])
+
+
+def _raw_stream(index: int) -> int:
+    get = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+    if get is not None:
+        return get(index)
+    return torch.cuda.current_stream(index).cuda_stream
 
 
 def _interpreting() -> bool:
