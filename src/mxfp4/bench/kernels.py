@@ -23,6 +23,7 @@ COPY_TBS, BF16_TFLOPS = 3.03, 723.0  # measured H100 ceilings (issue 3)
 ROTATE_BYTES = 600e6
 SHAPES = [(4096, 14336), (14336, 4096), (2880, 5760), (2880, 2880)]  # (K, N)
 MS = [1, 16, 64, 256, 4096]
+GEMV_TIMED_M = 8  # up to this M the bench times the CUDA-core GEMV next to the tensor-core kernel
 COLUMNS = ["op", "shape", "M", "variant", "us", "cublas_us", "floor_us", "floor_frac",
            "vs_cublas", "target_us", "meets", "config"]
 
@@ -138,7 +139,7 @@ def bench_linear(dev, rows: list, log, ms, shapes, sweep: bool) -> None:
             cfg = variants[0][1]
             best = None
             for name, c in variants:
-                ws = packs if name == "hopper" else plains
+                ws = packs if name.startswith("hopper") else plains
                 try:
                     us = graph_time_us([lambda i=i: kl.linear(xs[i % len(xs)], ws[i], bias, c)
                                         for i in range(len(ws))])
@@ -152,9 +153,9 @@ def bench_linear(dev, rows: list, log, ms, shapes, sweep: bool) -> None:
                            config=_cfg_str(c or cfg))
                 log(f"  {k}->{n} M={m} {name} {row['config']}: {us:.1f} us, cuBLAS {cub:.1f}, "
                     f"floor {fl:.1f}")
-                if c is None or c is cfg:
+                if c is None or c is cfg or name in ("hopper-mma", "hopper-gemv"):
                     rows.append(row)
-                if name == "hopper" and (best is None or us < best["us"]):
+                if name.startswith("hopper") and (best is None or us < best["us"]):
                     best = row
             if sweep and best is not None:
                 rows.append(dict(best, variant="hopper-best"))
@@ -167,10 +168,32 @@ def _variants(m: int, n: int, kp: int, sweep: bool) -> list:
     """(weight layout, config) pairs timed for one case; None = the default for that layout."""
     from ..kernels import linear as kl
 
-    cfg = kl.pick_config(m, n, kp, torch.cuda.get_device_properties(0).multi_processor_count)
+    from ..kernels.gemv import gemv_config
+
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    mma = kl.pick_config(m, n, kp, sms)
+    gemv = gemv_config(m, n, kp, sms)
+    cfg = gemv if m <= kl.GEMV_MAX_M else mma  # what mxfp4.linear dispatches to
     out = [("hopper", cfg), ("mxtensor", None)]
+    if m <= GEMV_TIMED_M:  # both decode kernels, whichever is the default
+        out += [("hopper-mma", mma) if cfg is gemv else ("hopper-gemv", gemv)]
     if sweep:
-        out += [("hopper", c) for c in _sweep_configs(m, cfg)]
+        out += [("hopper", c) for c in _sweep_configs(m, mma)]
+        if m <= GEMV_TIMED_M:
+            out += [("hopper", c) for c in _gemv_sweep(gemv)]
+    return out
+
+
+def _gemv_sweep(cfg: dict) -> list:
+    """GEMV tiles around the default: rows per program, split-K, warps."""
+    out = []
+    for bn, warps in ((16, 4), (32, 4), (64, 4), (64, 8), (128, 8)):
+        if bn * cfg["BM"] > 128:
+            continue
+        for split in (1, 2, 4, 8):
+            c = dict(cfg, BN=bn, SPLIT_K=split, num_warps=warps)
+            if c != cfg:
+                out.append(c)
     return out
 
 
@@ -184,7 +207,7 @@ def _compile_worker(tasks: list) -> int:
         x = torch.randn(m, k, device="cuda").to(torch.bfloat16)
         bias = torch.randn(n, device="cuda").to(torch.bfloat16)
         try:
-            kl.linear(x, prepack(w) if layout == "hopper" else w, bias, cfg)
+            kl.linear(x, prepack(w) if layout.startswith("hopper") else w, bias, cfg)
             done += 1
         except Exception:  # reported when the main process times it
             pass

@@ -142,6 +142,9 @@ def candidates(T: int, k: int, E: int) -> list:
                  (G(16, 64, 128, 4, 4, maxnreg=r), G(16, 32, 128, 4, 4, maxnreg=r)),
                  (G(16, 32, 256, 4, 4), G(16, 32, 256, 4, 4))]
         out += [MoEConfig(True, a, b) for a, b in pairs]
+        out += [MoEConfig(True, G(1, b1, bk, w, gemv=True), G(1, b2, bk, w, gemv=True))
+                for b1, b2, bk, w in ((16, 16, 128, 4), (32, 16, 128, 4), (32, 32, 256, 4),
+                                      (16, 8, 128, 4), (64, 32, 128, 8), (16, 16, 64, 2))]
         out += [MoEConfig(False, g, g) for g in (G(16, 128, 128, 4, 4, maxnreg=r), G(16, 64, 128, 4, 4))]
     elif per_expert <= 12:
         gs = [G(16, 128, 128, 4, 4, maxnreg=128), G(16, 128, 128, 8, 4, maxnreg=128), G(16, 64, 128, 4, 4)]
@@ -218,7 +221,8 @@ def bench_layer(args) -> tuple[list[dict], dict, list[dict]]:
 
 def _cfg_str(cfg) -> str:
     g1, g2 = cfg.w1, cfg.w2
-    f = lambda g: f"{g.bm}x{g.bn}x{g.bk}/w{g.warps}s{g.stages}{'r%d' % g.maxnreg if g.maxnreg else ''}/{g.upcast}"  # noqa: E731
+    f = lambda g: (f"gemv {g.bn}x{g.bk}/w{g.warps}" if g.gemv else  # noqa: E731
+                   f"{g.bm}x{g.bn}x{g.bk}/w{g.warps}s{g.stages}{'r%d' % g.maxnreg if g.maxnreg else ''}/{g.upcast}")
     return f"w1 {f(g1)}, w2 {f(g2)}"
 
 

@@ -24,6 +24,7 @@ import triton.language as tl
 from triton import knobs
 
 from ..layouts import HopperWeight
+from .gemv import _gemv_kernel, gemv_config
 from .unpack import (dot_bf16, e8m0_times_2p126_bf16, e8m0_to_bf16, load_mx_tile,
                      unpack_hopper_bf16, unpack_hopper_fused_bf16)
 
@@ -247,6 +248,10 @@ def _cdiv(a: int, b: int) -> int:
 def _plan(m, n, k, w, hopper, x2, bias, config):
     """(grid, scalar args, constexprs + options, split) for one problem; cached per shape."""
     kp, np_ = w.codes.shape[1] * 2, w.codes.shape[0]
+    if config is None and hopper and m <= GEMV_MAX_M:
+        config = gemv_config(m, n, kp, _sm_count(x2.device))
+    if config is not None and config.get("GEMV"):
+        return _plan_gemv(m, n, k, w, hopper, x2, bias, config)
     cfg = dict(config or pick_config(m, n, kp, _sm_count(x2.device)))
     cfg.setdefault("SWAP", True)
     if not hopper:  # plain layout: any block size; a partial last tile is masked
@@ -263,7 +268,24 @@ def _plan(m, n, k, w, hopper, x2, bias, config):
                 X_SPLIT=x2.dtype != torch.bfloat16, BS=w.block_size, SB=min(w.block_size, bk),
                 MASK_K=kp % bk != 0, **cfg)
     tail = (m, n, k, kp, np_, x2.stride(0), n, k_chunk, m * n)
-    return [grid, tail, meta, split, tuple(meta[c] for c in _CONSTEXPRS), None]
+    return [grid, tail, meta, split, tuple(meta[c] for c in _CONSTEXPRS), None, _linear_kernel]
+
+
+def _plan_gemv(m, n, k, w, hopper, x2, bias, config):
+    """The plan of the CUDA-core GEMV (kernels/gemv.py): HopperWeight only, M <= BM."""
+    kp, np_ = w.codes.shape[1] * 2, w.codes.shape[0]
+    cfg = {c: v for c, v in config.items() if c != "GEMV"}
+    split, bk, bn = cfg["SPLIT_K"], cfg["BK"], cfg["BN"]
+    if not hopper or m > cfg["BM"] or kp % bk or bk % 64 or np_ % bn:
+        raise ValueError(f"the GEMV needs a HopperWeight, M <= BM and tiles dividing the weight "
+                         f"(M={m}, BM={cfg['BM']}, BK={bk}, BN={bn}, weight {np_} x {kp})")
+    k_chunk = _cdiv(_cdiv(kp, bk), split) * bk
+    grid = (_cdiv(n, bn), split)
+    if split > 1 and grid[0] > _LOCK_SIZE:
+        raise ValueError(f"split-K needs {grid[0]} tile counters, more than {_LOCK_SIZE}")
+    meta = dict(HAS_BIAS=bias is not None, MASK_K=k != kp, **cfg)
+    tail = (m, n, k, kp, np_, x2.stride(0), n, k_chunk, m * n)
+    return [grid, tail, meta, split, tuple(meta[c] for c in _GEMV_CONSTEXPRS), None, _gemv_kernel]
 
 
 # A plan keeps the compiled kernel of its first launch; later calls with 16-byte aligned
@@ -273,6 +295,12 @@ _PLANS: dict = {}
 _CONSTEXPRS = [p for p in _linear_kernel.arg_names if p not in (
     "x_ptr", "w_ptr", "s_ptr", "bias_ptr", "out_ptr", "ws_ptr", "lock_ptr", "M", "N", "K", "KP",
     "NP", "stride_xm", "stride_om", "k_chunk", "ws_stride")]
+_GEMV_CONSTEXPRS = [p for p in _gemv_kernel.arg_names if p not in (
+    "x_ptr", "w_ptr", "s_ptr", "bias_ptr", "out_ptr", "ws_ptr", "lock_ptr", "M", "N", "K", "KP",
+    "NP", "stride_xm", "stride_om", "k_chunk", "ws_stride")]
+# M up to which a HopperWeight takes the CUDA-core GEMV (kernels/gemv.py) instead of the
+# tensor-core kernel; from `mxfp4 bench kernels` on an H100 (docs/kernels.md, "Decode GEMV").
+GEMV_MAX_M = 8
 
 
 def _launch(plan, args) -> None:
@@ -280,7 +308,7 @@ def _launch(plan, args) -> None:
     # x, codes, scales, bias: out/ws/locks come from the caching allocator (512-byte aligned)
     aligned = all(t.data_ptr() % 16 == 0 for t in args[:4])
     if kernel is None or not aligned:
-        kernel = _linear_kernel[grid](*args, **plan[2])
+        kernel = plan[6][grid](*args, **plan[2])
         if aligned and not _interpreting():
             plan[5] = kernel
         return

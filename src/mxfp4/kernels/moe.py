@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 import triton
 
+from .gemv import _w1_gemv_kernel, _w2_gemv_kernel
 from .moe_gemm import _combine_kernel, _w1_kernel, _w2_kernel
 from .moe_routing import _align_kernel, _logits_kernel, _route_kernel, num_blocks_max, pad_pow2
 
@@ -39,6 +40,7 @@ class GemmConfig:
     group_m: int = 8
     upcast: str = "ptx"  # see UPCASTS
     maxnreg: int | None = None  # register cap: 128 lets two 8-warp (or four 4-warp) CTAs share an SM
+    gemv: bool = False  # decode only: the CUDA-core GEMV of kernels/gemv.py (bm unused)
 
     def launch(self) -> dict:
         opts = dict(num_warps=self.warps)
@@ -69,9 +71,8 @@ def default_config(tokens: int, k: int, experts: int) -> MoEConfig:
     128 x 128, capped at 128 registers so that two CTAs share an SM and one's upcast overlaps
     the other's matrix products.
     """
-    if tokens * k <= DECODE_MAX_PAIRS:
-        return MoEConfig(True, GemmConfig(16, 64, 128, 4, 4, maxnreg=128),
-                         GemmConfig(16, 32, 128, 4, 4, maxnreg=128))
+    if tokens * k <= DECODE_MAX_PAIRS:  # CUDA-core GEMVs, one pair per program (kernels/gemv.py)
+        return MoEConfig(True, GemmConfig(1, 32, 128, 4, gemv=True), GemmConfig(1, 16, 128, 4, gemv=True))
     per_expert = tokens * k / experts
     if per_expert <= 12:
         g = GemmConfig(16, 128, 128, 4, 4, maxnreg=128)
@@ -148,6 +149,20 @@ def moe_forward(x: torch.Tensor, router_w, router_b, w1_codes, w1_scales, b1, w2
         _align_kernel[(triton.cdiv(max(P, nb), chunk),)](ids, rank, counts, *tables, P, nb, E,
                                                          E_PAD=e_pad, BM=g1.bm, CHUNK=chunk,
                                                          num_warps=4)
+    if g1.gemv != g2.gemv or (g1.gemv and not cfg.decode) or (g1.gemv and g1.bn % 2):
+        raise ValueError("the GEMV runs on the decode path only, for both GEMMs, with an even w1 bn")
+    if g1.gemv:
+        _w1_gemv_kernel[(P * triton.cdiv(2 * I, g1.bn),)](
+            x, w1_codes, w1_scales, b1, a, logits, ids, wts, H, 2 * I, E, P, x.stride(0), alpha,
+            limit, K=k, K_PAD=k_pad, E_PAD=e_pad, BN=g1.bn, BK=g1.bk, EVEN_N=(2 * I) % g1.bn == 0,
+            INTERPRET=interp, **g1.launch())
+        _w2_gemv_kernel[(P * triton.cdiv(H, g2.bn),)](
+            a, w2_codes, w2_scales, b2, ids, wts, y, I, H, P, BN=g2.bn, BK=g2.bk,
+            EVEN_N=H % g2.bn == 0, INTERPRET=interp, **g2.launch())
+        bh = 1024
+        _combine_kernel[(T, triton.cdiv(H, bh))](y, out, H, out.stride(0), K=k, BH=bh,
+                                                 INTERPRET=interp, num_warps=4)
+        return out
     _w1_kernel[(nb * triton.cdiv(2 * I, g1.bn),)](
         x, w1_codes, w1_scales, b1, a, *tables, logits, ids, wts,
         H, 2 * I, E, nb, x.stride(0), alpha, limit, K=k, K_PAD=k_pad, E_PAD=e_pad,

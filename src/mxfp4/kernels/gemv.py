@@ -1,0 +1,209 @@
+"""Decode GEMVs: MXFP4 weight x a few activation rows on the CUDA cores (no tensor cores).
+
+Reference twins: `mxfp4.ops.linear(..., backend="reference")` for `_gemv_kernel` and
+`mxfp4.nn.moe.moe_reference` for the MoE kernels.
+
+At M <= 8 the tensor-core kernels pad the activations to 16 rows and serialize decode with
+register-A wgmma; here a program owns BN weight rows x a K chunk, decodes its packed bytes in
+registers (the unpack.py helpers), multiplies by x in fp32 and keeps one fp32 partial per
+(row, column of the tile): one FMA per weight and row of x, and a single tree reduction over
+the tile's columns at the end. The fixed tile shapes fix the summation order, so results are
+bit-for-bit reproducible; split-K partials are combined by the last split in split order.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from .moe_routing import as_bf16, round_to, select_topk
+from .unpack import e8m0_to_f32, unpack_bf16, unpack_hopper_fused_bf16
+
+
+@triton.jit
+def unit_bf16(packed):
+    """bf16 2^126 in packed's shape: the factor that turns the subnormal-placed decode of
+    unpack_hopper_fused_bf16 into plain E2M1 values (the scale is applied later, in fp32)."""
+    return tl.full(packed.shape, 0x7E80, tl.int16).to(tl.bfloat16, bitcast=True)
+
+
+@triton.jit(do_not_specialize=["M"])
+def _gemv_kernel(x_ptr, w_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr,
+                 M, N, K, KP, NP, stride_xm, stride_om, k_chunk, ws_stride,
+                 HAS_BIAS: tl.constexpr, SPLIT_K: tl.constexpr, MASK_K: tl.constexpr,
+                 BN: tl.constexpr, BM: tl.constexpr, BK: tl.constexpr):
+    """y [M, N] = x [M, K] @ W.T (+ bias) for a HopperWeight W; BM >= M (a power of two).
+
+    Tiles are [BM, BN, G, 32] with G = BK / 64 groups: byte j of group g of a row holds
+    elements 64g + j (low nibble, scale block 2g) and 64g + 32 + j (high nibble, block 2g + 1).
+    Codes decode to unscaled values; each 32-run is summed first and then multiplied by its
+    fp32 scale, so the big tiles never meet a second load layout (no shuffles through shared
+    memory for them) and the scales cost one multiply per block."""
+    G: tl.constexpr = BK // 64
+    pid_n = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    rn = pid_n * BN + tl.arange(0, BN)  # < NP: BN divides the 128-row padding
+    rm = tl.arange(0, BM)
+    gg = tl.arange(0, G)
+    jj = tl.arange(0, 32)
+    n4 = rn[None, :, None, None]
+    g4 = gg[None, None, :, None]
+    j4 = jj[None, None, None, :]
+    m4 = rm[:, None, None, None]
+    w_ptrs = w_ptr + n4.to(tl.int64) * (KP // 2) + g4 * 32 + j4  # [1, BN, G, 32]
+    s_ptrs = s_ptr + (2 * gg[None, None, :]) * NP + rn[None, :, None]  # [1, BN, G]: block 2g
+    k_off = g4 * 64 + j4  # [1, 1, G, 32]: element of a low nibble within the tile
+    # x pointers in the full tile shape: the load then gets the weight bytes' layout (the
+    # repeats across rows hit L1), where a [BM, 1, G, 32] load made Triton convert the decoded
+    # weight tile to x's layout through shared memory every step
+    x_ptrs = x_ptr + m4.to(tl.int64) * stride_xm + (k_off + 0 * n4)  # [BM, BN, G, 32]
+    m_ok = (m4 < M) & (n4 >= 0)
+    acc = tl.zeros([BM, BN, G], dtype=tl.float32)
+    k_start = pid_k * k_chunk
+    k_stop = tl.minimum(k_start + k_chunk, KP)
+    for k0 in range(k_start, k_stop, BK):
+        packed = tl.load(w_ptrs + k0 // 2)
+        w_lo, w_hi = unpack_hopper_fused_bf16(packed, unit_bf16(packed), unit_bf16(packed))
+        if MASK_K:  # K is not a multiple of 64: the padded tail reads x as zeros
+            x_lo = tl.load(x_ptrs + k0, mask=m_ok & (k0 + k_off < K), other=0.0)
+            x_hi = tl.load(x_ptrs + (k0 + 32), mask=m_ok & (k0 + 32 + k_off < K), other=0.0)
+        else:
+            x_lo = tl.load(x_ptrs + k0, mask=m_ok, other=0.0)
+            x_hi = tl.load(x_ptrs + (k0 + 32), mask=m_ok, other=0.0)
+        p_lo = tl.sum(w_lo.to(tl.float32) * x_lo.to(tl.float32), axis=3)
+        p_hi = tl.sum(w_hi.to(tl.float32) * x_hi.to(tl.float32), axis=3)
+        s_lo = e8m0_to_f32(tl.load(s_ptrs + (k0 // 32) * NP))
+        s_hi = e8m0_to_f32(tl.load(s_ptrs + (k0 // 32 + 1) * NP))
+        acc += p_lo * s_lo + p_hi * s_hi
+    total = tl.sum(acc, axis=2)  # [BM, BN]
+
+    out_mask = (rm[:, None] < M) & (rn[None, :] < N)
+    out_ptrs = out_ptr + rm[:, None].to(tl.int64) * stride_om + rn[None, :]
+    rn_c = tl.minimum(rn, N - 1)
+    if SPLIT_K == 1:
+        if HAS_BIAS:
+            total += tl.load(bias_ptr + rn_c).to(tl.float32)[None, :]
+        tl.store(out_ptrs, total.to(out_ptr.dtype.element_ty), mask=out_mask)
+    else:
+        # deterministic split-K, as in linear._linear_kernel: the last split sums in split order
+        ws_tile = ws_ptr + rm[:, None].to(tl.int64) * N + rn[None, :]
+        tl.store(ws_tile + pid_k * ws_stride, total, mask=out_mask)
+        tl.debug_barrier()
+        arrived = tl.atomic_add(lock_ptr + pid_n, 1, sem="acq_rel", scope="gpu")
+        if arrived == SPLIT_K - 1:
+            red = tl.zeros([BM, BN], dtype=tl.float32)
+            for i in tl.static_range(SPLIT_K):
+                red += tl.load(ws_tile + i * ws_stride, mask=out_mask, other=0.0, cache_modifier=".cg")
+            if HAS_BIAS:
+                red += tl.load(bias_ptr + rn_c).to(tl.float32)[None, :]
+            tl.store(out_ptrs, red.to(out_ptr.dtype.element_ty), mask=out_mask)
+            tl.atomic_xchg(lock_ptr + pid_n, 0, sem="relaxed", scope="gpu")
+
+
+def gemv_config(m: int, n: int, kp: int, sm_count: int) -> dict:
+    """Tiles for the GEMV: BN x BK bytes per step, split K until >= 3 waves of programs.
+
+    The fp32 partial tile [BM, BN, BK/2] lives in registers: BN shrinks as M grows."""
+    bm = triton.next_power_of_2(max(m, 1))
+    bk = 256 if kp % 256 == 0 else 128 if kp % 128 == 0 else 64
+    bn = max(16, 64 // bm)
+    split = 1
+    tiles = -(-n // bn)
+    steps = kp // bk
+    while tiles * split < 3 * sm_count and steps // (split * 2) >= 2:
+        split *= 2
+    return dict(GEMV=True, BN=bn, BM=bm, BK=bk, SPLIT_K=split, num_warps=4, num_stages=3)
+
+
+# ---- MoE decode: one (token, slot) pair per program row block ------------------------------
+
+@triton.jit
+def _moe_gemv_loop(x_row, codes_ptr, scales_ptr, offs_n, N, K,
+                   BN: tl.constexpr, BK: tl.constexpr, EVEN_N: tl.constexpr, INTERPRET: tl.constexpr):
+    """[BN] fp32 = W[offs_n] @ x for gpt-oss blocks (codes [N, K/2], scales [N, K/32], the
+    expert already applied to the pointers); x_row points at one row of length K.
+
+    Tiles are [BN, G, 16] bytes, G = BK / 32 scale blocks: byte i of block g holds elements
+    32g + 2i (low nibble) and 32g + 2i + 1. Each block's 32 products are summed unscaled and
+    then multiplied by the fp32 scale. x is read through full-tile pointers so that its load
+    shares the code bytes' layout (see _gemv_kernel)."""
+    G: tl.constexpr = BK // 32
+    n3 = offs_n[:, None, None]
+    g3 = tl.arange(0, G)[None, :, None]
+    i3 = tl.arange(0, 16)[None, None, :]
+    n_ok = (n3 < N) & (g3 >= 0) & (i3 >= 0)
+    c_ptrs = codes_ptr + n3 * (K // 2) + g3 * 16 + i3
+    s_ptrs = scales_ptr + offs_n[:, None] * (K // 32) + tl.arange(0, G)[None, :]
+    x_ptrs = x_row + (g3 * 32 + 2 * i3 + 0 * n3)[:, :, :, None] + tl.arange(0, 2)  # [BN, G, 16, 2]
+    x_all = n_ok[:, :, :, None] | True
+    s_ok = (offs_n < N)[:, None]
+    acc = tl.zeros((BN, G), dtype=tl.float32)
+    for k0 in range(0, K, BK):
+        if EVEN_N and K % BK == 0:
+            wp = tl.load(c_ptrs + k0 // 2)
+            ws = tl.load(s_ptrs + k0 // 32)
+            xk = tl.load(x_ptrs + k0)
+        else:  # K is a multiple of 32: a partial last step covers whole blocks
+            g_ok = (k0 + g3 * 32 < K)
+            wp = tl.load(c_ptrs + k0 // 2, mask=n_ok & g_ok, other=0)
+            ws = tl.load(s_ptrs + k0 // 32, mask=s_ok & (k0 + 32 * tl.arange(0, G) < K)[None, :],
+                         other=127)
+            xk = tl.load(x_ptrs + k0, mask=x_all & g_ok[:, :, :, None], other=0.0)
+        lo, hi = unpack_bf16(wp)
+        x_ev, x_od = tl.split(as_bf16(xk, INTERPRET).to(tl.float32))  # elements 2i, 2i + 1
+        part = tl.sum(lo.to(tl.float32) * x_ev + hi.to(tl.float32) * x_od, axis=2)
+        acc += part * e8m0_to_f32(ws)
+    return tl.sum(acc, axis=1)
+
+
+@triton.jit
+def _w1_gemv_kernel(x_ptr, codes_ptr, scales_ptr, bias_ptr, a_ptr, logits_ptr, ids_ptr, wts_ptr,
+                    H, N2, E, P, stride_x, alpha, limit,
+                    K: tl.constexpr, K_PAD: tl.constexpr, E_PAD: tl.constexpr, BN: tl.constexpr,
+                    BK: tl.constexpr, EVEN_N: tl.constexpr, INTERPRET: tl.constexpr):
+    """a[pair] = SwiGLU(x[token] @ W1[e].T + b1[e]) for BN interleaved (gate, linear) rows; the
+    pair's expert comes from top-k over the router logits (stored by the column-0 programs)."""
+    pid = tl.program_id(0)
+    pair = pid % P  # pairs innermost: programs reading one expert tile run together
+    pid_n = pid // P
+    t = pair // K
+    j = pair % K
+    col = tl.arange(0, E_PAD)
+    lg = tl.load(logits_ptr + t * E_PAD + col, mask=col < E, other=float("-inf"))
+    ids, wts = select_topk(lg[None, :], col, K, K_PAD)
+    kcol = tl.arange(0, K_PAD)[None, :]
+    e = tl.minimum(tl.sum(tl.where(kcol == j, ids, 0)), E - 1)
+    w = tl.sum(tl.where(kcol == j, wts, 0.0))
+    tl.store(ids_ptr + pair, e, mask=pid_n == 0)
+    tl.store(wts_ptr + pair, w, mask=pid_n == 0)
+    e64 = e.to(tl.int64)
+    offs_n = pid_n * BN + tl.arange(0, BN)
+    acc = _moe_gemv_loop(x_ptr + t.to(tl.int64) * stride_x, codes_ptr + e64 * N2 * (H // 2),
+                         scales_ptr + e64 * N2 * (H // 32), offs_n, N2, H, BN, BK, EVEN_N, INTERPRET)
+    acc += tl.load(bias_ptr + e64 * N2 + offs_n, mask=offs_n < N2, other=0.0).to(tl.float32)
+    gate, lin = tl.split(tl.reshape(acc, (BN // 2, 2)))
+    gate = tl.minimum(gate, limit, propagate_nan=tl.PropagateNan.ALL)
+    lin = tl.minimum(tl.maximum(lin, -limit, propagate_nan=tl.PropagateNan.ALL), limit,
+                     propagate_nan=tl.PropagateNan.ALL)
+    act = gate * tl.sigmoid(alpha * gate) * (lin + 1.0)
+    I = N2 // 2
+    offs_c = pid_n * (BN // 2) + tl.arange(0, BN // 2)
+    tl.store(a_ptr + pair.to(tl.int64) * I + offs_c, round_to(act, tl.bfloat16, INTERPRET),
+             mask=offs_c < I)
+
+
+@triton.jit
+def _w2_gemv_kernel(a_ptr, codes_ptr, scales_ptr, bias_ptr, ids_ptr, wts_ptr, y_ptr, I, H, P,
+                    BN: tl.constexpr, BK: tl.constexpr, EVEN_N: tl.constexpr, INTERPRET: tl.constexpr):
+    """y[pair] = (a[pair] @ W2[e].T + b2[e]) * routing weight, in bf16, for BN output columns."""
+    pid = tl.program_id(0)
+    pair = pid % P
+    pid_n = pid // P
+    e64 = tl.load(ids_ptr + pair).to(tl.int64)
+    offs_n = pid_n * BN + tl.arange(0, BN)
+    acc = _moe_gemv_loop(a_ptr + pair.to(tl.int64) * I, codes_ptr + e64 * H * (I // 2),
+                         scales_ptr + e64 * H * (I // 32), offs_n, H, I, BN, BK, EVEN_N, INTERPRET)
+    acc += tl.load(bias_ptr + e64 * H + offs_n, mask=offs_n < H, other=0.0).to(tl.float32)
+    y = acc * tl.load(wts_ptr + pair)
+    tl.store(y_ptr + pair.to(tl.int64) * H + offs_n, round_to(y, tl.bfloat16, INTERPRET),
+             mask=offs_n < H)

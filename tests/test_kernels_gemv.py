@@ -1,0 +1,102 @@
+"""The decode GEMVs (mxfp4.kernels.gemv) against float64 math, and their determinism.
+
+Without a GPU these run in the Triton interpreter (tests/conftest.py); with one, on CUDA.
+"""
+
+import os
+
+import torch
+
+if not torch.cuda.is_available():  # before any kernel module is imported
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+
+import mxfp4  # noqa: E402
+from mxfp4.kernels import linear as kl  # noqa: E402
+from mxfp4.kernels.gemv import gemv_config  # noqa: E402
+from mxfp4.kernels.moe import GemmConfig, MoEConfig, default_config  # noqa: E402
+from mxfp4.layouts import prepack  # noqa: E402
+
+from moe_oracle import moe_float64, random_moe, rel_err  # noqa: E402
+
+DEV = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _case(m, n, k, dtype, bias, seed, scale=1.0):
+    g = torch.Generator().manual_seed(seed)
+    w = mxfp4.quantize(torch.randn(n, k, generator=g) * scale)
+    x = torch.randn(m, k, generator=g).to(dtype)
+    b = torch.randn(n, generator=g).to(dtype) if bias else None
+    return w, x, b
+
+
+def _gemv(x, w, b, bn=16, bk=64, split=1):
+    cfg = dict(GEMV=True, BN=bn, BM=max(1, 1 << (x.shape[0] - 1).bit_length()), BK=bk,
+               SPLIT_K=split, num_warps=4, num_stages=1)
+    return kl.linear(x.to(DEV), prepack(w).to(DEV), None if b is None else b.to(DEV), cfg)
+
+
+def _err(y, x, w, b):
+    ref = x.double() @ w.dequantize().double().T
+    if b is not None:
+        ref = ref + b.double()
+    return ((y.cpu().double() - ref).norm() / ref.norm()).item()
+
+
+@pytest.mark.parametrize("m,n,k,dtype,bias,split", [
+    (1, 37, 160, torch.bfloat16, True, 1),   # odd N, K not a multiple of the 64-element tile
+    (3, 20, 96, torch.float16, False, 2),    # split-K with a ragged last chunk
+    (8, 33, 224, torch.bfloat16, False, 3),
+    (5, 16, 64, torch.float32, True, 1),
+])
+def test_gemv_matches_float64(m, n, k, dtype, bias, split):
+    w, x, b = _case(m, n, k, dtype, bias, seed=m * 100 + n)
+    y = _gemv(x, w, b, split=split)
+    assert y.shape == (m, n) and y.dtype == dtype and torch.isfinite(y).all()
+    assert _err(y, x, w, b) <= 1e-2
+    assert torch.equal(_gemv(x, w, b, split=split), y)  # bit-for-bit on a second run
+
+
+def test_gemv_wide_scales_and_default_dispatch():
+    # |W| > 12 (scale bytes > 128) takes the two-multiply decode; M <= GEMV_MAX_M the GEMV by default
+    w, x, b = _case(2, 24, 128, torch.bfloat16, True, seed=7, scale=300.0)
+    assert prepack(w).max_scale > 128
+    y = _gemv(x, w, b, bk=128)
+    assert _err(y, x, w, b) <= 1e-2
+    d = mxfp4.linear(x.to(DEV), prepack(w).to(DEV), b.to(DEV), backend="triton")
+    assert _err(d, x, w, b) <= 1e-2
+    assert kl.GEMV_MAX_M >= 1 and gemv_config(1, 4096, 14336, 132)["GEMV"]
+
+
+def test_gemv_rejects_tiles_that_do_not_fit():
+    w, x, b = _case(4, 16, 64, torch.bfloat16, False, seed=8)
+    with pytest.raises(ValueError, match="GEMV needs"):
+        _gemv(x, w, b, bk=128)  # K padded to 64 is not a multiple of BK = 128
+    with pytest.raises(ValueError, match="GEMV needs"):
+        kl.linear(x.to(DEV), w.to(DEV), None, dict(GEMV=True, BN=16, BM=4, BK=64, SPLIT_K=1))
+
+
+def _moe_gemv(bn1=16, bn2=16, bk=64):
+    return MoEConfig(True, GemmConfig(1, bn1, bk, gemv=True), GemmConfig(1, bn2, bk, gemv=True))
+
+
+@pytest.mark.parametrize("T,k,H,I,bk", [(1, 4, 64, 32, 64), (3, 2, 96, 64, 64), (2, 4, 96, 32, 128)])
+def test_moe_gemv_matches_float64(T, k, H, I, bk):
+    m = random_moe(E=8, H=H, I=I, k=k, seed=T + H).to(DEV)
+    x = torch.randn(T, H, generator=torch.Generator().manual_seed(T)).to(torch.bfloat16).to(DEV)
+    cfg = _moe_gemv(bk=bk, bn2=32)  # H = 96: the last W2 column tile is partial
+    out = m(x, backend="triton", config=cfg)
+    assert out.shape == x.shape and out.dtype == x.dtype
+    assert rel_err(out.cpu(), moe_float64(m.cpu(), x.cpu())) <= 1e-2
+    m.to(DEV)
+    assert torch.equal(m(x, backend="triton", config=cfg), out)
+
+
+def test_moe_gemv_config_checks():
+    m = random_moe(E=8, H=64, I=32, seed=9).to(DEV)
+    x = torch.randn(1, 64).to(torch.bfloat16).to(DEV)
+    bad = MoEConfig(True, GemmConfig(1, 16, 64, gemv=True), GemmConfig(16, 32, 64))
+    with pytest.raises(ValueError, match="GEMV"):
+        m(x, backend="triton", config=bad)
+    assert default_config(1, 4, 128).decode
