@@ -16,7 +16,7 @@ mkdir -p "$OUT/k" "$OUT/m"
 timeout ${KTIME:-300} python3 -m mxfp4.cli bench kernels --parts linear --m $MS ${SWEEP:-} --jobs 14 \
     --out "$OUT/k" > "$OUT/kernels.log" 2>&1
 echo "kernels rc=$?"
-timeout ${MTIME:-200} python3 -m mxfp4.cli bench moe --tokens $TOKENS ${SWEEP:-} ${BF16:-} --out "$OUT/m" \
+[ -n "${SKIP_MOE:-}" ] || timeout ${MTIME:-200} python3 -m mxfp4.cli bench moe --tokens $TOKENS ${SWEEP:-} ${BF16:-} --out "$OUT/m" \
     > "$OUT/moe.log" 2>&1
 echo "moe rc=$?"
 python3 - "$OUT" <<'PY'

@@ -31,9 +31,9 @@ def _case(m, n, k, dtype, bias, seed, scale=1.0):
     return w, x, b
 
 
-def _gemv(x, w, b, bn=16, bk=64, split=1):
+def _gemv(x, w, b, bn=16, bk=64, split=1, lanes_k=True):
     cfg = dict(GEMV=True, BN=bn, BM=max(1, 1 << (x.shape[0] - 1).bit_length()), BK=bk,
-               SPLIT_K=split, num_warps=4, num_stages=1)
+               SPLIT_K=split, LANES_K=lanes_k, num_warps=4, num_stages=1)
     return kl.linear(x.to(DEV), prepack(w).to(DEV), None if b is None else b.to(DEV), cfg)
 
 
@@ -44,18 +44,19 @@ def _err(y, x, w, b):
     return ((y.cpu().double() - ref).norm() / ref.norm()).item()
 
 
-@pytest.mark.parametrize("m,n,k,dtype,bias,split", [
-    (1, 37, 160, torch.bfloat16, True, 1),   # odd N, K not a multiple of the 64-element tile
-    (3, 20, 96, torch.float16, False, 2),    # split-K with a ragged last chunk
-    (8, 33, 224, torch.bfloat16, False, 3),
-    (5, 16, 64, torch.float32, True, 1),
+@pytest.mark.parametrize("m,n,k,dtype,bias,split,lanes_k", [
+    (1, 37, 160, torch.bfloat16, True, 1, True),   # odd N, K not a multiple of the 64-element tile
+    (3, 20, 96, torch.float16, False, 2, False),   # split-K with a ragged last chunk
+    (8, 33, 224, torch.bfloat16, False, 3, True),
+    (5, 16, 64, torch.float32, True, 1, False),
+    (2, 21, 128, torch.bfloat16, True, 2, False),
 ])
-def test_gemv_matches_float64(m, n, k, dtype, bias, split):
+def test_gemv_matches_float64(m, n, k, dtype, bias, split, lanes_k):
     w, x, b = _case(m, n, k, dtype, bias, seed=m * 100 + n)
-    y = _gemv(x, w, b, split=split)
+    y = _gemv(x, w, b, split=split, lanes_k=lanes_k)
     assert y.shape == (m, n) and y.dtype == dtype and torch.isfinite(y).all()
     assert _err(y, x, w, b) <= 1e-2
-    assert torch.equal(_gemv(x, w, b, split=split), y)  # bit-for-bit on a second run
+    assert torch.equal(_gemv(x, w, b, split=split, lanes_k=lanes_k), y)  # bit-for-bit again
 
 
 def test_gemv_wide_scales_and_default_dispatch():
@@ -74,7 +75,7 @@ def test_gemv_rejects_tiles_that_do_not_fit():
     with pytest.raises(ValueError, match="GEMV needs"):
         _gemv(x, w, b, bk=128)  # K padded to 64 is not a multiple of BK = 128
     with pytest.raises(ValueError, match="GEMV needs"):
-        kl.linear(x.to(DEV), w.to(DEV), None, dict(GEMV=True, BN=16, BM=4, BK=64, SPLIT_K=1))
+        kl.linear(x.to(DEV), w.to(DEV), None, dict(GEMV=True, BN=16, BM=4, BK=64, SPLIT_K=1, LANES_K=True))
 
 
 def _moe_gemv(bn1=16, bn2=16, bk=64):

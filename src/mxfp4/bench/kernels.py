@@ -191,9 +191,10 @@ def _gemv_sweep(cfg: dict) -> list:
         if bn * cfg["BM"] > 128:
             continue
         for split in (1, 2, 4, 8):
-            c = dict(cfg, BN=bn, SPLIT_K=split, num_warps=warps)
-            if c != cfg:
-                out.append(c)
+            for lanes_k in (True, False):
+                c = dict(cfg, BN=bn, SPLIT_K=split, LANES_K=lanes_k, num_warps=warps)
+                if c != cfg:
+                    out.append(c)
     return out
 
 

@@ -17,65 +17,149 @@ import triton
 import triton.language as tl
 
 from .moe_routing import as_bf16, round_to, select_topk
-from .unpack import e8m0_to_f32, unpack_bf16, unpack_hopper_fused_bf16
+from .unpack import INTERPRET, e2m1_to_f32, e8m0_to_f32, unpack_bf16, unrotate_nibble
+
+
+# Four HopperWeight bytes in $8 -> the low-nibble values of bytes 0..3 as fp32 in $0..$3 and
+# the high-nibble values in $4..$7: the bf16x2 decode of unpack._HOPPER_FUSED_ASM (times 2^126,
+# exact), then each bf16 half widened to fp32 in the same snippet (shift / mask), so Triton
+# never unpacks and repacks bf16 pairs around the asm.
+_HOPPER_F32_ASM = tl.constexpr("""
+{
+.reg .b32 a, t, u, k, z;
+mov.b32 k, 0x7E807E80;
+mov.b32 z, 0x80008000;
+prmt.b32 a, $8, 0, 0x1404;
+shr.b32 t, a, 2;
+shl.b32 u, a, 4;
+lop3.b32 t, t, u, 0x81C081C0, 0xA8;
+fma.rn.bf16x2 t, t, k, z;
+shl.b32 $0, t, 16;
+and.b32 $1, t, 0xFFFF0000;
+shr.b32 t, a, 7;
+shl.b32 u, a, 3;
+lop3.b32 t, t, u, 0x81C081C0, 0xA8;
+fma.rn.bf16x2 t, t, k, z;
+shl.b32 $4, t, 16;
+and.b32 $5, t, 0xFFFF0000;
+prmt.b32 a, $8, 0, 0x3424;
+shr.b32 t, a, 2;
+shl.b32 u, a, 4;
+lop3.b32 t, t, u, 0x81C081C0, 0xA8;
+fma.rn.bf16x2 t, t, k, z;
+shl.b32 $2, t, 16;
+and.b32 $3, t, 0xFFFF0000;
+shr.b32 t, a, 7;
+shl.b32 u, a, 3;
+lop3.b32 t, t, u, 0x81C081C0, 0xA8;
+fma.rn.bf16x2 t, t, k, z;
+shl.b32 $6, t, 16;
+and.b32 $7, t, 0xFFFF0000;
+}
+""")
 
 
 @triton.jit
-def unit_bf16(packed):
-    """bf16 2^126 in packed's shape: the factor that turns the subnormal-placed decode of
-    unpack_hopper_fused_bf16 into plain E2M1 values (the scale is applied later, in fp32)."""
-    return tl.full(packed.shape, 0x7E80, tl.int16).to(tl.bfloat16, bitcast=True)
+def unpack_hopper_words_f32(words):
+    """int32 words of HopperWeight bytes -> eight fp32 tensors of words' shape: the low-nibble
+    values of bytes 0..3 of each word, then the high-nibble values (unscaled)."""
+    if INTERPRET:
+        b0 = words & 255
+        b1 = (words >> 8) & 255
+        b2 = (words >> 16) & 255
+        b3 = (words >> 24) & 255
+        return (e2m1_to_f32(b0), e2m1_to_f32(b1), e2m1_to_f32(b2), e2m1_to_f32(b3),
+                e2m1_to_f32(unrotate_nibble(b0 >> 4)), e2m1_to_f32(unrotate_nibble(b1 >> 4)),
+                e2m1_to_f32(unrotate_nibble(b2 >> 4)), e2m1_to_f32(unrotate_nibble(b3 >> 4)))
+    else:
+        return tl.inline_asm_elementwise(
+            _HOPPER_F32_ASM, "=r,=r,=r,=r,=r,=r,=r,=r,r", [words],
+            dtype=(tl.float32,) * 8, is_pure=True, pack=1)
+
+
+@triton.jit
+def _runs(o0, o1, o2, o3):
+    """[..., 2] tensors (byte i of word d) -> [..., 8] in element order 4d + i."""
+    t = tl.join(tl.join(o0, o2), tl.join(o1, o3))  # [..., 2, 2, 2]: index (d, p, q), i = 2p + q
+    return tl.reshape(t, (t.shape[0], t.shape[1], t.shape[2], t.shape[3], 8))
 
 
 @triton.jit(do_not_specialize=["M"])
 def _gemv_kernel(x_ptr, w_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr,
                  M, N, K, KP, NP, stride_xm, stride_om, k_chunk, ws_stride,
                  HAS_BIAS: tl.constexpr, SPLIT_K: tl.constexpr, MASK_K: tl.constexpr,
-                 BN: tl.constexpr, BM: tl.constexpr, BK: tl.constexpr):
+                 BN: tl.constexpr, BM: tl.constexpr, BK: tl.constexpr, LANES_K: tl.constexpr):
     """y [M, N] = x [M, K] @ W.T (+ bias) for a HopperWeight W; BM >= M (a power of two).
 
-    Tiles are [BM, BN, G, 32] with G = BK / 64 groups: byte j of group g of a row holds
-    elements 64g + j (low nibble, scale block 2g) and 64g + 32 + j (high nibble, block 2g + 1).
-    Codes decode to unscaled values; each 32-run is summed first and then multiplied by its
-    fp32 scale, so the big tiles never meet a second load layout (no shuffles through shared
-    memory for them) and the scales cost one multiply per block."""
+    A step covers BK = 64 G elements of BN rows, read as int32 words; the codes decode to
+    unscaled fp32 values (unpack_hopper_words_f32), each 32-run is summed and multiplied by
+    its fp32 scale (one multiply per block, so the scales need no per-element broadcast)."""
     G: tl.constexpr = BK // 64
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     rn = pid_n * BN + tl.arange(0, BN)  # < NP: BN divides the 128-row padding
     rm = tl.arange(0, BM)
-    gg = tl.arange(0, G)
-    jj = tl.arange(0, 32)
-    n4 = rn[None, :, None, None]
-    g4 = gg[None, None, :, None]
-    j4 = jj[None, None, None, :]
-    m4 = rm[:, None, None, None]
-    w_ptrs = w_ptr + n4.to(tl.int64) * (KP // 2) + g4 * 32 + j4  # [1, BN, G, 32]
-    s_ptrs = s_ptr + (2 * gg[None, None, :]) * NP + rn[None, :, None]  # [1, BN, G]: block 2g
-    k_off = g4 * 64 + j4  # [1, 1, G, 32]: element of a low nibble within the tile
-    # x pointers in the full tile shape: the load then gets the weight bytes' layout (the
-    # repeats across rows hit L1), where a [BM, 1, G, 32] load made Triton convert the decoded
-    # weight tile to x's layout through shared memory every step
-    x_ptrs = x_ptr + m4.to(tl.int64) * stride_xm + (k_off + 0 * n4)  # [BM, BN, G, 32]
-    m_ok = (m4 < M) & (n4 >= 0)
-    acc = tl.zeros([BM, BN, G], dtype=tl.float32)
+    # Words: word 2c + d of group g of a row holds bytes 8c + 4d + i, i.e. the elements
+    # 64g + 8c + 4d + i (low nibbles) and 32 more (high nibbles). LANES_K: tiles
+    # [G, 4, BM, BN, 2]; the row axis comes last among the strided axes, so Triton spreads a
+    # warp's lanes over (g, c) and a load instruction reads 128 contiguous bytes of a row.
+    # Otherwise [BM, BN, G, 4, 2]: a thread owns whole rows (no shuffles, strided loads).
+    if LANES_K:
+        g5 = tl.arange(0, G)[:, None, None, None, None]
+        c5 = tl.arange(0, 4)[None, :, None, None, None]
+        m5 = rm[None, None, :, None, None]
+        n5 = rn[None, None, None, :, None]
+        g3 = tl.arange(0, G)[:, None, None]
+        n3 = rn[None, None, :]
+        acc = tl.zeros([G, BM, BN], dtype=tl.float32)
+    else:
+        m5 = rm[:, None, None, None, None]
+        n5 = rn[None, :, None, None, None]
+        g5 = tl.arange(0, G)[None, None, :, None, None]
+        c5 = tl.arange(0, 4)[None, None, None, :, None]
+        g3 = tl.arange(0, G)[None, None, :]
+        n3 = rn[None, :, None]
+        acc = tl.zeros([BM, BN, G], dtype=tl.float32)
+    d5 = tl.arange(0, 2)[None, None, None, None, :]
+    e5 = tl.arange(0, 8)[None, None, None, None, :]
+    w_ptrs = w_ptr.to(tl.pointer_type(tl.int32)) + n5.to(tl.int64) * (KP // 8) + g5 * 8 + c5 * 2 + d5
+    s_ptrs = s_ptr + (2 * g3) * NP + n3  # scale of block 2g (2g + 1 is NP further)
+    k_off = g5 * 64 + c5 * 8 + e5  # element of a low nibble within the tile
+    # x pointers in the full tile shape: x's load then shares the weights' layout (repeats
+    # across rows hit L1); with a [.., 1, ..] x load Triton 3.6 converted the decoded weight
+    # tile to x's layout through shared memory every step
+    x_ptrs = x_ptr + m5.to(tl.int64) * stride_xm + (k_off + 0 * n5)
+    m_ok = (m5 + 0 * n5 + 0 * k_off) < M
+    C_AXIS: tl.constexpr = 1 if LANES_K else 3  # the c axis once the e axis is summed
+    G_AXIS: tl.constexpr = 0 if LANES_K else 2  # the g axis of acc
     k_start = pid_k * k_chunk
     k_stop = tl.minimum(k_start + k_chunk, KP)
+    # the next step's words and scales are loaded before this step's math (one step of
+    # register double-buffering: Triton does not pipeline loads that feed no dot)
+    w0 = n5 * 0 + g5 * 0 + c5 * 0 + d5 * 0  # masks as tensors (the interpreter takes no scalar mask)
+    s0 = n3 * 0 + g3 * 0
+    packed = tl.load(w_ptrs + k_start // 8, mask=w0 + k_start < k_stop, other=0)
+    s_lo = tl.load(s_ptrs + (k_start // 32) * NP, mask=s0 + k_start < k_stop, other=0)
+    s_hi = tl.load(s_ptrs + (k_start // 32 + 1) * NP, mask=s0 + k_start < k_stop, other=0)
     for k0 in range(k_start, k_stop, BK):
-        packed = tl.load(w_ptrs + k0 // 2)
-        w_lo, w_hi = unpack_hopper_fused_bf16(packed, unit_bf16(packed), unit_bf16(packed))
+        k1 = k0 + BK
+        packed_n = tl.load(w_ptrs + k1 // 8, mask=w0 + k1 < k_stop, other=0)
+        s_lo_n = tl.load(s_ptrs + (k1 // 32) * NP, mask=s0 + k1 < k_stop, other=0)
+        s_hi_n = tl.load(s_ptrs + (k1 // 32 + 1) * NP, mask=s0 + k1 < k_stop, other=0)
+        o0, o1, o2, o3, o4, o5, o6, o7 = unpack_hopper_words_f32(packed)
+        w_lo = _runs(o0, o1, o2, o3)
+        w_hi = _runs(o4, o5, o6, o7)
         if MASK_K:  # K is not a multiple of 64: the padded tail reads x as zeros
             x_lo = tl.load(x_ptrs + k0, mask=m_ok & (k0 + k_off < K), other=0.0)
             x_hi = tl.load(x_ptrs + (k0 + 32), mask=m_ok & (k0 + 32 + k_off < K), other=0.0)
         else:
             x_lo = tl.load(x_ptrs + k0, mask=m_ok, other=0.0)
             x_hi = tl.load(x_ptrs + (k0 + 32), mask=m_ok, other=0.0)
-        p_lo = tl.sum(w_lo.to(tl.float32) * x_lo.to(tl.float32), axis=3)
-        p_hi = tl.sum(w_hi.to(tl.float32) * x_hi.to(tl.float32), axis=3)
-        s_lo = e8m0_to_f32(tl.load(s_ptrs + (k0 // 32) * NP))
-        s_hi = e8m0_to_f32(tl.load(s_ptrs + (k0 // 32 + 1) * NP))
-        acc += p_lo * s_lo + p_hi * s_hi
-    total = tl.sum(acc, axis=2)  # [BM, BN]
+        p_lo = tl.sum(tl.sum(w_lo * x_lo.to(tl.float32), axis=4), axis=C_AXIS)
+        p_hi = tl.sum(tl.sum(w_hi * x_hi.to(tl.float32), axis=4), axis=C_AXIS)
+        acc += p_lo * e8m0_to_f32(s_lo) + p_hi * e8m0_to_f32(s_hi)
+        packed, s_lo, s_hi = packed_n, s_lo_n, s_hi_n
+    total = tl.sum(acc, axis=G_AXIS)  # [BM, BN]
 
     out_mask = (rm[:, None] < M) & (rn[None, :] < N)
     out_ptrs = out_ptr + rm[:, None].to(tl.int64) * stride_om + rn[None, :]
@@ -112,7 +196,7 @@ def gemv_config(m: int, n: int, kp: int, sm_count: int) -> dict:
     steps = kp // bk
     while tiles * split < 3 * sm_count and steps // (split * 2) >= 2:
         split *= 2
-    return dict(GEMV=True, BN=bn, BM=bm, BK=bk, SPLIT_K=split, num_warps=4, num_stages=3)
+    return dict(GEMV=True, BN=bn, BM=bm, BK=bk, SPLIT_K=split, LANES_K=True, num_warps=4, num_stages=1)
 
 
 # ---- MoE decode: one (token, slot) pair per program row block ------------------------------

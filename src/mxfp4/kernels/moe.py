@@ -71,8 +71,9 @@ def default_config(tokens: int, k: int, experts: int) -> MoEConfig:
     128 x 128, capped at 128 registers so that two CTAs share an SM and one's upcast overlaps
     the other's matrix products.
     """
-    if tokens * k <= DECODE_MAX_PAIRS:  # CUDA-core GEMVs, one pair per program (kernels/gemv.py)
-        return MoEConfig(True, GemmConfig(1, 32, 128, 4, gemv=True), GemmConfig(1, 16, 128, 4, gemv=True))
+    if tokens * k <= DECODE_MAX_PAIRS:  # (the CUDA-core GEMV, gemv=True, measured slower)
+        return MoEConfig(True, GemmConfig(16, 64, 128, 4, 4, maxnreg=128),
+                         GemmConfig(16, 32, 128, 4, 4, maxnreg=128))
     per_expert = tokens * k / experts
     if per_expert <= 12:
         g = GemmConfig(16, 128, 128, 4, 4, maxnreg=128)
