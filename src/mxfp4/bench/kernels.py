@@ -195,6 +195,11 @@ def _gemv_sweep(cfg: dict) -> list:
                 c = dict(cfg, BN=bn, SPLIT_K=split, LANES_K=lanes_k, num_warps=warps)
                 if c != cfg:
                     out.append(c)
+    for bk in (64, 128, 256):
+        for split in (2, 4, 8, 16):
+            c = dict(cfg, BK=bk, SPLIT_K=split)
+            if bk != cfg["BK"] and c not in out:
+                out.append(c)
     return out
 
 

@@ -136,8 +136,9 @@ def _gemv_kernel(x_ptr, w_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr,
     k_stop = tl.minimum(k_start + k_chunk, KP)
     # the next step's words and scales are loaded before this step's math (one step of
     # register double-buffering: Triton does not pipeline loads that feed no dot)
-    w0 = n5 * 0 + g5 * 0 + c5 * 0 + d5 * 0  # masks as tensors (the interpreter takes no scalar mask)
-    s0 = n3 * 0 + g3 * 0
+    # per-group masks: a last step may cover fewer than G groups (K padded to 64, not to BK)
+    w0 = n5 * 0 + g5 * 64 + c5 * 0 + d5 * 0
+    s0 = n3 * 0 + g3 * 64
     packed = tl.load(w_ptrs + k_start // 8, mask=w0 + k_start < k_stop, other=0)
     s_lo = tl.load(s_ptrs + (k_start // 32) * NP, mask=s0 + k_start < k_stop, other=0)
     s_hi = tl.load(s_ptrs + (k_start // 32 + 1) * NP, mask=s0 + k_start < k_stop, other=0)
@@ -149,12 +150,13 @@ def _gemv_kernel(x_ptr, w_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr,
         o0, o1, o2, o3, o4, o5, o6, o7 = unpack_hopper_words_f32(packed)
         w_lo = _runs(o0, o1, o2, o3)
         w_hi = _runs(o4, o5, o6, o7)
-        if MASK_K:  # K is not a multiple of 64: the padded tail reads x as zeros
+        if MASK_K:  # K is not a multiple of 64: x past K reads as zeros, element by element
             x_lo = tl.load(x_ptrs + k0, mask=m_ok & (k0 + k_off < K), other=0.0)
             x_hi = tl.load(x_ptrs + (k0 + 32), mask=m_ok & (k0 + 32 + k_off < K), other=0.0)
-        else:
-            x_lo = tl.load(x_ptrs + k0, mask=m_ok, other=0.0)
-            x_hi = tl.load(x_ptrs + (k0 + 32), mask=m_ok, other=0.0)
+        else:  # whole 64-groups (a mask constant along the vector keeps the loads 16 bytes wide)
+            g_ok = m_ok & (k0 + g5 * 64 + 0 * k_off < K)
+            x_lo = tl.load(x_ptrs + k0, mask=g_ok, other=0.0)
+            x_hi = tl.load(x_ptrs + (k0 + 32), mask=g_ok, other=0.0)
         p_lo = tl.sum(tl.sum(w_lo * x_lo.to(tl.float32), axis=4), axis=C_AXIS)
         p_hi = tl.sum(tl.sum(w_hi * x_hi.to(tl.float32), axis=4), axis=C_AXIS)
         acc += p_lo * e8m0_to_f32(s_lo) + p_hi * e8m0_to_f32(s_hi)
@@ -185,18 +187,20 @@ def _gemv_kernel(x_ptr, w_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr,
 
 
 def gemv_config(m: int, n: int, kp: int, sm_count: int) -> dict:
-    """Tiles for the GEMV: BN x BK bytes per step, split K until >= 3 waves of programs.
+    """Tiles for the GEMV: BN rows x BK elements per step (BK need not divide K: the last
+    step is masked per 64-group), split K until >= 3 waves of programs.
 
-    The fp32 partial tile [BM, BN, BK/2] lives in registers: BN shrinks as M grows."""
+    From the H100 sweep (docs/kernels.md, "Decode GEMV"): lanes along K, 64 rows."""
     bm = triton.next_power_of_2(max(m, 1))
-    bk = 256 if kp % 256 == 0 else 128 if kp % 128 == 0 else 64
+    bk = 256 if kp >= 1024 else 128 if kp >= 256 else 64
     bn = max(16, 64 // bm)
     split = 1
     tiles = -(-n // bn)
-    steps = kp // bk
+    steps = -(-kp // bk)
     while tiles * split < 3 * sm_count and steps // (split * 2) >= 2:
         split *= 2
-    return dict(GEMV=True, BN=bn, BM=bm, BK=bk, SPLIT_K=split, LANES_K=True, num_warps=4, num_stages=1)
+    return dict(GEMV=True, BN=bn, BM=bm, BK=bk, SPLIT_K=split, LANES_K=True, num_warps=4,
+                num_stages=1)
 
 
 # ---- MoE decode: one (token, slot) pair per program row block ------------------------------

@@ -276,14 +276,14 @@ def _plan_gemv(m, n, k, w, hopper, x2, bias, config):
     kp, np_ = w.codes.shape[1] * 2, w.codes.shape[0]
     cfg = {c: v for c, v in config.items() if c != "GEMV"}
     split, bk, bn = cfg["SPLIT_K"], cfg["BK"], cfg["BN"]
-    if not hopper or m > cfg["BM"] or kp % bk or bk % 64 or np_ % bn:
+    if not hopper or m > cfg["BM"] or bk % 64 or np_ % bn:
         raise ValueError(f"the GEMV needs a HopperWeight, M <= BM and tiles dividing the weight "
                          f"(M={m}, BM={cfg['BM']}, BK={bk}, BN={bn}, weight {np_} x {kp})")
     k_chunk = _cdiv(_cdiv(kp, bk), split) * bk
     grid = (_cdiv(n, bn), split)
     if split > 1 and grid[0] > _LOCK_SIZE:
         raise ValueError(f"split-K needs {grid[0]} tile counters, more than {_LOCK_SIZE}")
-    meta = dict(HAS_BIAS=bias is not None, MASK_K=k != kp, **cfg)
+    meta = dict(HAS_BIAS=bias is not None, MASK_K=k % 64 != 0, **cfg)
     tail = (m, n, k, kp, np_, x2.stride(0), n, k_chunk, m * n)
     return [grid, tail, meta, split, tuple(meta[c] for c in _GEMV_CONSTEXPRS), None, _gemv_kernel]
 
