@@ -126,6 +126,13 @@ def quantize_folder(src: str, dst: str, *, method: str = "rtn", scale_rule: str 
         weight_map.update({k: fname for k in out})
         summary.bytes_before += os.path.getsize(os.path.join(src, fname))
         summary.bytes_after += out_files[fname]["bytes"]
+    for alias, target in tied.items():  # a head tied to a quantized embedding shares its codes
+        owner, target_owner = alias.rpartition(".")[0], target.rpartition(".")[0]
+        done = {r.name: r for r in summary.layers}
+        if target_owner in done and done[target_owner].kind == "embedding" and owner not in done:
+            summary.skipped.pop(owner, None)
+            summary.layers.append(LayerReport(owner, "tied", done[target_owner].shape,
+                                              done[target_owner].qsnr_db, 0, 0))
     _write_configs(model, src, dst, fmt, records, out_files, weight_map, tied)
     summary.seconds = time.perf_counter() - start
     return summary
