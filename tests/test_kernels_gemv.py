@@ -61,14 +61,19 @@ def test_gemv_matches_float64(m, n, k, dtype, bias, split, lanes_k):
 
 
 def test_gemv_wide_scales_and_default_dispatch():
-    # |W| > 12 (scale bytes > 128) takes the two-multiply decode; M <= GEMV_MAX_M the GEMV by default
-    w, x, b = _case(2, 24, 128, torch.bfloat16, True, seed=7, scale=300.0)
+    # scale bytes > 128 (|W| > 12) and < 127 both come out exact; M = 1 takes the GEMV by default
+    w, x, b = _case(1, 24, 128, torch.bfloat16, True, seed=7, scale=300.0)
     assert prepack(w).max_scale > 128
     y = _gemv(x, w, b, bk=128)
     assert _err(y, x, w, b) <= 1e-2
     d = mxfp4.linear(x.to(DEV), prepack(w).to(DEV), b.to(DEV), backend="triton")
-    assert _err(d, x, w, b) <= 1e-2
-    assert kl.GEMV_MAX_M >= 1 and gemv_config(1, 4096, 14336, 132)["GEMV"]
+    assert torch.equal(d, _gemv(x, w, b, **_default_tiles(1, 24, 128)))
+    assert kl.GEMV_MAX_M == 1 and gemv_config(1, 5760, 2880, 132)["SPLIT_K"] == 8
+
+
+def _default_tiles(m, n, k):
+    c = gemv_config(m, n, -(-k // 64) * 64, kl._sm_count(torch.device(DEV)))
+    return dict(bn=c["BN"], bk=c["BK"], split=c["SPLIT_K"])
 
 
 def test_gemv_rejects_tiles_that_do_not_fit():

@@ -188,16 +188,17 @@ def _gemv_kernel(x_ptr, w_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr,
 
 def gemv_config(m: int, n: int, kp: int, sm_count: int) -> dict:
     """Tiles for the GEMV: BN rows x BK elements per step (BK need not divide K: the last
-    step is masked per 64-group), split K until >= 3 waves of programs.
+    step is masked per 64-group), K split until >= 3 waves of programs.
 
-    From the H100 sweep (docs/kernels.md, "Decode GEMV"): lanes along K, 64 rows."""
+    From the H100 sweep (docs/kernels.md, "Decode GEMV"): lanes along K, 64 rows, BK = 128,
+    4 warps; K = 2880 runs best with 8-16 splits of 1-3 steps each."""
     bm = triton.next_power_of_2(max(m, 1))
-    bk = 256 if kp >= 1024 else 128 if kp >= 256 else 64
+    bk = 128 if kp >= 128 else 64
     bn = max(16, 64 // bm)
     split = 1
     tiles = -(-n // bn)
     steps = -(-kp // bk)
-    while tiles * split < 3 * sm_count and steps // (split * 2) >= 2:
+    while tiles * split < 3 * sm_count and steps // (split * 2) >= 1:
         split *= 2
     return dict(GEMV=True, BN=bn, BM=bm, BK=bk, SPLIT_K=split, LANES_K=True, num_warps=4,
                 num_stages=1)

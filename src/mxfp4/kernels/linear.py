@@ -248,7 +248,7 @@ def _cdiv(a: int, b: int) -> int:
 def _plan(m, n, k, w, hopper, x2, bias, config):
     """(grid, scalar args, constexprs + options, split) for one problem; cached per shape."""
     kp, np_ = w.codes.shape[1] * 2, w.codes.shape[0]
-    if config is None and hopper and m <= GEMV_MAX_M:
+    if config is None and hopper and m <= GEMV_MAX_M and n * k <= GEMV_MAX_WEIGHTS:
         config = gemv_config(m, n, kp, _sm_count(x2.device))
     if config is not None and config.get("GEMV"):
         return _plan_gemv(m, n, k, w, hopper, x2, bias, config)
@@ -298,9 +298,13 @@ _CONSTEXPRS = [p for p in _linear_kernel.arg_names if p not in (
 _GEMV_CONSTEXPRS = [p for p in _gemv_kernel.arg_names if p not in (
     "x_ptr", "w_ptr", "s_ptr", "bias_ptr", "out_ptr", "ws_ptr", "lock_ptr", "M", "N", "K", "KP",
     "NP", "stride_xm", "stride_om", "k_chunk", "ws_stride")]
-# M up to which a HopperWeight takes the CUDA-core GEMV (kernels/gemv.py) instead of the
-# tensor-core kernel; from `mxfp4 bench kernels` on an H100 (docs/kernels.md, "Decode GEMV").
-GEMV_MAX_M = 8
+# Where a HopperWeight takes the CUDA-core GEMV (kernels/gemv.py) instead of the tensor-core
+# kernel, from `mxfp4 bench kernels --sweep` on an H100 (docs/kernels.md, "Decode GEMV"): one
+# row of x and weights up to ~20 M elements (2880x2880: 7.6-7.9 vs 10.2-10.4 us, 2880x5760:
+# 10.3-11.8 vs 12.5-12.8 us). At 4096x14336 it loses (25.6 vs 18.4 us: ~8 instructions per
+# weight), and every extra row of x costs a full FMA pass (M = 2 already loses everywhere).
+GEMV_MAX_M = 1
+GEMV_MAX_WEIGHTS = 20_000_000
 
 
 def _launch(plan, args) -> None:
