@@ -223,7 +223,7 @@ def load_quantized(directory: str | os.PathLike, model: nn.Module | None = None,
 
     directory = os.fspath(directory)
     config = read_config(directory)
-    tensors = read_tensors(directory, config["files"], verify, device)
+    tensors = read_tensors(directory, config["files"], verify)
     for alias, target in config["aliases"].items():
         if target not in tensors:
             raise ValueError(f"alias {alias!r} points to {target!r}, which is not in the checkpoint")
@@ -242,7 +242,7 @@ def load_quantized(directory: str | os.PathLike, model: nn.Module | None = None,
     if unexpected:
         raise ValueError(f"the checkpoint has {len(unexpected)} tensors the model does not, "
                          f"e.g. {unexpected[:3]}")
-    return model.eval()
+    return model.to(device).eval()  # after assembly, so buffers the files lack move too
 
 
 def _assign(model: nn.Module, tensors: dict) -> tuple[list, list]:
