@@ -147,3 +147,30 @@ def test_hidden_state_qsnr_is_infinite_for_the_same_model():
     model = tiny_gemma3()
     rows = hidden_state_qsnr(model, model, torch.randint(3, 99, (100,)), context=50)
     assert [q for _, q in rows] == [math.inf] * 3
+
+
+def test_streamed_gptq_on_a_model_with_biases(tmp_path):
+    """Qwen2 has q/k/v biases and reads `attention_type` from its blocks during the forward."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from mxfp4.io.hf import quantize_folder
+
+    def build():
+        torch.manual_seed(0)
+        return Qwen2ForCausalLM(Qwen2Config(
+            vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+            num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=128)).eval()
+
+    build().save_pretrained(tmp_path / "float")
+    calib = [torch.randint(0, 128, (4, 32), generator=torch.Generator().manual_seed(s))
+             for s in range(2)]
+    summary = quantize_folder(str(tmp_path / "float"), str(tmp_path / "q"), method="gptq",
+                              calibration=calib)
+    assert summary.converted == 14
+    loaded, kind = load_model(str(tmp_path / "q"))
+    assert kind == "mxfp4" and loaded.model.layers[0].self_attn.q_proj.bias is not None
+    ref = build()
+    quantize_model(ref, method="gptq", calibration=calib)
+    ids = torch.randint(0, 128, (2, 20), generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).logits, ref(ids).logits)
