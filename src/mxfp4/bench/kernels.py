@@ -173,7 +173,7 @@ def _variants(m: int, n: int, kp: int, sweep: bool) -> list:
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     mma = kl.pick_config(m, n, kp, sms)
     gemv = gemv_config(m, n, kp, sms)
-    cfg = gemv if m <= kl.GEMV_MAX_M else mma  # what mxfp4.linear dispatches to
+    cfg = gemv if kl.use_gemv(m, n, kp) else mma  # what mxfp4.linear dispatches to
     out = [("hopper", cfg), ("mxtensor", None)]
     if m <= GEMV_TIMED_M:  # both decode kernels, whichever is the default
         out += [("hopper-mma", mma) if cfg is gemv else ("hopper-gemv", gemv)]

@@ -248,7 +248,7 @@ def _cdiv(a: int, b: int) -> int:
 def _plan(m, n, k, w, hopper, x2, bias, config):
     """(grid, scalar args, constexprs + options, split) for one problem; cached per shape."""
     kp, np_ = w.codes.shape[1] * 2, w.codes.shape[0]
-    if config is None and hopper and m <= GEMV_MAX_M and n * k <= GEMV_MAX_WEIGHTS:
+    if config is None and hopper and use_gemv(m, n, k):
         config = gemv_config(m, n, kp, _sm_count(x2.device))
     if config is not None and config.get("GEMV"):
         return _plan_gemv(m, n, k, w, hopper, x2, bias, config)
@@ -305,6 +305,11 @@ _GEMV_CONSTEXPRS = [p for p in _gemv_kernel.arg_names if p not in (
 # weight), and every extra row of x costs a full FMA pass (M = 2 already loses everywhere).
 GEMV_MAX_M = 1
 GEMV_MAX_WEIGHTS = 20_000_000
+
+
+def use_gemv(m: int, n: int, k: int) -> bool:
+    """Whether mxfp4.linear runs an [m, k] x HopperWeight [n, k] product on the GEMV."""
+    return m <= GEMV_MAX_M and n * k <= GEMV_MAX_WEIGHTS
 
 
 def _launch(plan, args) -> None:
