@@ -1,5 +1,7 @@
 """MXTensor: round trips through files, gpt-oss views, torch fp4 dtypes, padding and axes."""
 
+import os
+
 import pytest
 import torch
 
@@ -57,6 +59,9 @@ def test_save_load_round_trip(tmp_path):
     r = MXTensor.load(path)
     assert r == q and r.scale_rule == "mse" and r.axis == 1 and r.block_size == 16
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_corrupt_and_truncated_files(tmp_path):
