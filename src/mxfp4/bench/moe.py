@@ -221,8 +221,11 @@ def bench_layer(args) -> tuple[list[dict], dict, list[dict]]:
 
 def _cfg_str(cfg) -> str:
     g1, g2 = cfg.w1, cfg.w2
-    f = lambda g: (f"gemv {g.bn}x{g.bk}/w{g.warps}" if g.gemv else  # noqa: E731
-                   f"{g.bm}x{g.bn}x{g.bk}/w{g.warps}s{g.stages}{'r%d' % g.maxnreg if g.maxnreg else ''}/{g.upcast}")
+    def f(g):
+        if g.gemv:
+            return f"gemv {g.bn}x{g.bk}/w{g.warps}"
+        reg = f"r{g.maxnreg}" if g.maxnreg else ""
+        return f"{g.bm}x{g.bn}x{g.bk}/w{g.warps}s{g.stages}{reg}/{g.upcast}"
     return f"w1 {f(g1)}, w2 {f(g2)}"
 
 

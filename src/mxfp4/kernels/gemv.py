@@ -1,14 +1,16 @@
-"""Decode GEMVs: MXFP4 weight x a few activation rows on the CUDA cores (no tensor cores).
+"""Decode GEMVs: an MXFP4 weight times a few activation rows on the CUDA cores (no tensor cores).
 
 Reference twins: `mxfp4.ops.linear(..., backend="reference")` for `_gemv_kernel` and
 `mxfp4.nn.moe.moe_reference` for the MoE kernels.
 
-At M <= 8 the tensor-core kernels pad the activations to 16 rows and serialize decode with
-register-A wgmma; here a program owns BN weight rows x a K chunk, decodes its packed bytes in
-registers (the unpack.py helpers), multiplies by x in fp32 and keeps one fp32 partial per
-(row, column of the tile): one FMA per weight and row of x, and a single tree reduction over
-the tile's columns at the end. The fixed tile shapes fix the summation order, so results are
-bit-for-bit reproducible; split-K partials are combined by the last split in split order.
+The tensor-core kernels pad one row of x to 16 and serialize the decode with register-A wgmma;
+here a program owns BN weight rows x a K chunk, decodes the codes in registers, multiplies by
+x in fp32 (one FMA per weight and row of x), sums each 32-element block and scales it. Fixed
+tile shapes fix the summation order, so results are bit-for-bit reproducible; split-K partials
+are combined by the last split in split order. Measured on an H100 (docs/kernels.md, "Decode
+GEMV"): faster than the tensor-core kernel only at M = 1 on small weights (K = 2880), which is
+where `mxfp4.linear` dispatches it (`linear.use_gemv`); the MoE kernels are selectable
+(`GemmConfig(gemv=True)`) but slower than the tensor-core decode, so not the default.
 """
 
 from __future__ import annotations
@@ -214,8 +216,9 @@ def _moe_gemv_loop(x_row, codes_ptr, scales_ptr, offs_n, N, K,
 
     Tiles are [BN, G, 16] bytes, G = BK / 32 scale blocks: byte i of block g holds elements
     32g + 2i (low nibble) and 32g + 2i + 1. Each block's 32 products are summed unscaled and
-    then multiplied by the fp32 scale. x is read through full-tile pointers so that its load
-    shares the code bytes' layout (see _gemv_kernel)."""
+    then multiplied by the fp32 scale. x is read as [BN, G, 16, 2] pairs (full-tile pointers)
+    and split into the even and odd elements; Triton 3.6 still converts the decoded tile to
+    x's layout through shared memory every step (docs/moe.md, "Decode GEMV")."""
     G: tl.constexpr = BK // 32
     n3 = offs_n[:, None, None]
     g3 = tl.arange(0, G)[None, :, None]
