@@ -63,7 +63,12 @@ def to_blocks(x: torch.Tensor, axis: int, block_size: int) -> torch.Tensor:
 
 
 def scale_bytes(blocks: torch.Tensor, scale_rule: str) -> torch.Tensor:
-    """E8M0 scale byte per block (int32 [..., n_blocks]) from the block's max |x|.
+    """E8M0 scale byte per block (int32 [..., n_blocks]) from the block's max |x|."""
+    return choose_scales(blocks, scale_rule)[0]
+
+
+def choose_scales(blocks: torch.Tensor, scale_rule: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Scale bytes per block and, for "mse", the nearest-rounded magnitude indices at them.
 
     Works on the float32 bits of amax: its biased exponent is floor(log2(amax)) + 127
     for normal floats and 0 for subnormals, whose scale clamps to 2^-127 anyway.
@@ -77,27 +82,31 @@ def scale_bytes(blocks: torch.Tensor, scale_rule: str) -> torch.Tensor:
     elif scale_rule == "even":  # amax rounded half-to-even to one mantissa bit, then floor
         byte = byte + (mantissa >= _MANTISSA_1_75).to(torch.int32)
     byte = byte.clamp(0, MAX_SCALE_BYTE)
+    mags = None
     if scale_rule == "mse":
-        byte = _mse_choice(blocks, byte)
-    return torch.where(torch.isfinite(amax), byte, torch.full_like(byte, E8M0_NAN))
+        byte, mags = _mse_choice(blocks, byte)
+    return torch.where(torch.isfinite(amax), byte, torch.full_like(byte, E8M0_NAN)), mags
 
 
-def _mse_choice(blocks: torch.Tensor, floor_byte: torch.Tensor) -> torch.Tensor:
+def _mse_choice(blocks: torch.Tensor, floor_byte: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per block, the floor exponent or the next one up, whichever has the smaller squared error.
 
     Each candidate's error is 4^e * sum (y - q)^2 with y = |x| / 2^e; y - q is exact in float32
     and its square exact in float64, so the comparison is exact and ties keep the floor.
     NaN/Inf blocks compare False (keep the floor) and get the NaN byte afterwards.
+    Returns the chosen bytes and the magnitude indices rounded at them.
     """
     up_byte = (floor_byte + 1).clamp(max=MAX_SCALE_BYTE)
     mags = blocks.abs()
     table = _magnitude_table(blocks.device)
-    errs = []
+    errs, indices = [], []
     for byte in (floor_byte, up_byte):
         y = mags * pow2_float32(E8M0_BIAS - byte)[..., None]
-        y -= table[round_nearest(y)]
+        indices.append(round_nearest(y))
+        y -= table[indices[-1]]
         errs.append(torch.square(y.double()).sum(dim=-1))
-    return torch.where(errs[1] * 4 < errs[0], up_byte, floor_byte)
+    up = errs[1] * 4 < errs[0]
+    return torch.where(up, up_byte, floor_byte), torch.where(up[..., None], indices[1], indices[0])
 
 
 def _magnitude_table(device) -> torch.Tensor:
@@ -130,16 +139,17 @@ def quantize_blocks(x: torch.Tensor, axis: int, block_size: int, scale_rule: str
     low nibble, 2i+1 in the high one) and scales has ceil(K / block_size) bytes.
     """
     blocks = to_blocks(x, axis, block_size)
-    byte = scale_bytes(blocks, scale_rule)
+    byte, mags = choose_scales(blocks, scale_rule)
     nan_block = byte == E8M0_NAN
-    y = blocks.abs().mul_(pow2_float32(E8M0_BIAS - byte.clamp(max=MAX_SCALE_BYTE))[..., None])
-    if bool(nan_block.any()):
-        y = y.masked_fill(nan_block[..., None], 0.0)
-    if rounding == "nearest":
-        mags = round_nearest(y)
-    else:
-        gen = None if seed is None else torch.Generator(device=x.device).manual_seed(seed)
-        mags = round_stochastic(y, gen)
+    if mags is None or rounding != "nearest":
+        y = blocks.abs().mul_(pow2_float32(E8M0_BIAS - byte.clamp(max=MAX_SCALE_BYTE))[..., None])
+        if bool(nan_block.any()):
+            y = y.masked_fill(nan_block[..., None], 0.0)
+        if rounding == "nearest":
+            mags = round_nearest(y)
+        else:
+            gen = None if seed is None else torch.Generator(device=x.device).manual_seed(seed)
+            mags = round_stochastic(y, gen)
     sign = (blocks.view(torch.int32) >> 28).bitwise_and_(8)  # float sign bit -> code bit 3
     codes = mags.bitwise_or_(sign).to(torch.uint8)
     if bool(nan_block.any()):
