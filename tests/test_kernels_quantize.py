@@ -126,3 +126,22 @@ def test_stochastic_reproducible_and_unbiased():
     step = (hi - lo).clamp_min(1e-9)
     # 2048 draws: the mean's standard error is at most step / (2 * sqrt(2048)) ~ step / 90
     assert torch.all((mean - row).abs() <= step * 0.06)
+
+
+@pytest.mark.parametrize("tile", [(1024, 4, True), (8192, 8, True), (16384, 8, False),
+                                  (1024, 4, True, 1), (512, 4, False, 2),
+                                  (1024, 4, False, 0, 128), (2048, 4, False, 1, 512)])
+def test_tile_options_bit_exact(tile):
+    # the tuning knobs (tile size, warps, evict-first hint) must not change a bit
+    from mxfp4.kernels import quantize as kq
+
+    x = _special((9, 300), torch.bfloat16, seed=4)
+    for rule in ("floor", "mse"):
+        ref = mxfp4.quantize(x, scale_rule=rule, backend="reference")
+        codes, scales = kq.quantize(x.to(DEV), 1, 32, rule, "nearest", None, tile)
+        assert torch.equal(codes.cpu(), ref.codes) and torch.equal(scales.cpu(), ref.scales)
+    got = kq.dequantize(ref.codes.to(DEV), ref.scales.to(DEV), ref.shape, 1, 32,
+                        torch.bfloat16, tile).cpu()
+    want = ref.dequantize(torch.bfloat16, backend="reference")
+    nan = torch.isnan(want)
+    assert torch.equal(torch.isnan(got), nan) and torch.equal(_bits(got)[~nan], _bits(want)[~nan])

@@ -12,6 +12,7 @@ the addresses are plain row-major and the loads and stores vectorize.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -55,18 +56,37 @@ def _sq_err(y):
 
 
 @triton.jit
-def _quantize_kernel(x_ptr, codes_ptr, scales_ptr, R, K, NB, INNER, seed,
+def _quantize_kernel(x_ptr, codes_ptr, scales_ptr, R, K, NB, INNER, seed, N_BT, TILES,
                      RULE: tl.constexpr, STOCHASTIC: tl.constexpr, BS: tl.constexpr,
-                     ROWS: tl.constexpr, BLOCKS: tl.constexpr, INNER_ONE: tl.constexpr):
-    r = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
-    b = tl.program_id(1) * BLOCKS + tl.arange(0, BLOCKS)
+                     ROWS: tl.constexpr, BLOCKS: tl.constexpr, INNER_ONE: tl.constexpr,
+                     EVICT: tl.constexpr, PERSIST: tl.constexpr):
+    if PERSIST:  # a grid of a few programs per SM walks the tiles in row-major order
+        for t in range(tl.program_id(0), TILES, tl.num_programs(0)):
+            _quantize_tile(t // N_BT, t % N_BT, x_ptr, codes_ptr, scales_ptr, R, K, NB, INNER,
+                           seed, RULE, STOCHASTIC, BS, ROWS, BLOCKS, INNER_ONE, EVICT)
+    else:
+        _quantize_tile(tl.program_id(0), tl.program_id(1), x_ptr, codes_ptr, scales_ptr, R, K,
+                       NB, INNER, seed, RULE, STOCHASTIC, BS, ROWS, BLOCKS, INNER_ONE, EVICT)
+
+
+@triton.jit
+def _quantize_tile(pr, pb, x_ptr, codes_ptr, scales_ptr, R, K, NB, INNER, seed,
+                   RULE: tl.constexpr, STOCHASTIC: tl.constexpr, BS: tl.constexpr,
+                   ROWS: tl.constexpr, BLOCKS: tl.constexpr, INNER_ONE: tl.constexpr,
+                   EVICT: tl.constexpr):
+    r = pr * ROWS + tl.arange(0, ROWS)
+    b = pb * BLOCKS + tl.arange(0, BLOCKS)
     r3 = r[:, None, None].to(tl.int64)
     k3 = b[None, :, None] * BS + tl.arange(0, BS)[None, None, :]
     if INNER_ONE:
         x_off = r3 * K + k3
     else:
         x_off = ((r3 // INNER) * K + k3) * INNER + r3 % INNER
-    x = tl.load(x_ptr + x_off, mask=(r3 < R) & (k3 < K), other=0.0).to(tl.float32)
+    if EVICT:  # the input is read once: keep it from pushing the outputs out of L2
+        x = tl.load(x_ptr + x_off, mask=(r3 < R) & (k3 < K), other=0.0,
+                    eviction_policy="evict_first").to(tl.float32)
+    else:
+        x = tl.load(x_ptr + x_off, mask=(r3 < R) & (k3 < K), other=0.0).to(tl.float32)
 
     # amax from the bits of |x|: as integers NaN > Inf > every finite value, so one integer
     # max gives both the block's largest magnitude and whether the block holds NaN or Inf
@@ -118,11 +138,24 @@ def _quantize_kernel(x_ptr, codes_ptr, scales_ptr, R, K, NB, INNER, seed,
 
 
 @triton.jit
-def _dequantize_kernel(codes_ptr, scales_ptr, out_ptr, R, K, NB, INNER,
+def _dequantize_kernel(codes_ptr, scales_ptr, out_ptr, R, K, NB, INNER, N_BT, TILES,
                        BS: tl.constexpr, ROWS: tl.constexpr, BLOCKS: tl.constexpr,
-                       INNER_ONE: tl.constexpr):
-    r = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
-    b = tl.program_id(1) * BLOCKS + tl.arange(0, BLOCKS)
+                       INNER_ONE: tl.constexpr, EVICT: tl.constexpr, PERSIST: tl.constexpr):
+    if PERSIST:
+        for t in range(tl.program_id(0), TILES, tl.num_programs(0)):
+            _dequantize_tile(t // N_BT, t % N_BT, codes_ptr, scales_ptr, out_ptr, R, K, NB,
+                             INNER, BS, ROWS, BLOCKS, INNER_ONE, EVICT)
+    else:
+        _dequantize_tile(tl.program_id(0), tl.program_id(1), codes_ptr, scales_ptr, out_ptr,
+                         R, K, NB, INNER, BS, ROWS, BLOCKS, INNER_ONE, EVICT)
+
+
+@triton.jit
+def _dequantize_tile(pr, pb, codes_ptr, scales_ptr, out_ptr, R, K, NB, INNER,
+                     BS: tl.constexpr, ROWS: tl.constexpr, BLOCKS: tl.constexpr,
+                     INNER_ONE: tl.constexpr, EVICT: tl.constexpr):
+    r = pr * ROWS + tl.arange(0, ROWS)
+    b = pb * BLOCKS + tl.arange(0, BLOCKS)
     r3 = r[:, None, None].to(tl.int64)
     b3 = b[None, :, None]
     j = tl.arange(0, BS // 2)[None, None, :]
@@ -149,22 +182,50 @@ def _dequantize_kernel(codes_ptr, scales_ptr, out_ptr, R, K, NB, INNER,
         o_off = r3 * K + k3
     else:
         o_off = ((r3 // INNER) * K + k3) * INNER + r3 % INNER
-    tl.store(out_ptr + o_off, vals.to(out_ptr.dtype.element_ty), mask=(r3 < R) & (k3 < K))
+    if EVICT:  # streamed output: mark its lines first to go from L2
+        tl.store(out_ptr + o_off, vals.to(out_ptr.dtype.element_ty), mask=(r3 < R) & (k3 < K),
+                 eviction_policy="evict_first")
+    else:
+        tl.store(out_ptr + o_off, vals.to(out_ptr.dtype.element_ty), mask=(r3 < R) & (k3 < K))
 
 
 def _view(shape, axis: int) -> tuple[int, int, int]:
     return math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:])
 
 
-def _tile(rows: int, n_blocks: int, bs: int, elements: int) -> tuple[int, int]:
-    """(ROWS, BLOCKS): about `elements` per program, no larger than the tensor needs."""
-    blocks = min(triton.next_power_of_2(n_blocks), max(1, 256 // bs))
+def _tile(rows: int, n_blocks: int, bs: int, elements: int, cols: int = 256) -> tuple[int, int]:
+    """(ROWS, BLOCKS): about `elements` per program, `cols` wide, no larger than the tensor needs."""
+    blocks = min(triton.next_power_of_2(n_blocks), max(1, cols // bs))
     rows_tile = min(triton.next_power_of_2(max(rows, 1)), max(1, elements // (blocks * bs)))
     return rows_tile, blocks
 
 
-# (elements per program, warps): tuned on the H100 (mxfp4 bench kernels --sweep)
-QUANTIZE_TILE = (4096, 4)
+def _options(tile: tuple) -> tuple[int, int, bool, int, int]:
+    """(elements, warps, evict-first hint, persistent programs per SM (0: one per tile),
+    tile width in elements along the block axis)."""
+    elements, warps, evict, persist, cols = tuple(tile) + (False, 0, 256)[len(tile) - 2:]
+    return elements, warps, bool(evict), persist, cols
+
+
+def _grid(rows: int, nb: int, rt: int, bt: int, persist: int, device) -> tuple:
+    """Launch grid, tiles per row of tiles, and tile count."""
+    n_rt, n_bt = triton.cdiv(rows, rt), triton.cdiv(nb, bt)
+    if not persist:
+        return (n_rt, n_bt), n_bt, n_rt * n_bt
+    return (min(n_rt * n_bt, _sm_count(device) * persist),), n_bt, n_rt * n_bt
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(device) -> int:
+    if device.type != "cuda":
+        return 4  # the CPU interpreter: still several tiles per program
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+# (elements per program, warps[, evict-first hint[, persistent programs per SM[, width]]]):
+# tuned on the H100 (mxfp4 bench kernels --sweep, scripts/tune_quantize.py; docs/kernels.md
+# "Tuning"). Quantize: 4 rows x 1024 columns measured 65.4 us against 68.0 us for 16 x 256.
+QUANTIZE_TILE = (4096, 4, False, 0, 1024)
 DEQUANTIZE_TILE = (2048, 4)
 
 
@@ -181,15 +242,18 @@ def quantize(x: torch.Tensor, axis: int, block_size: int, scale_rule: str, round
     if seed is None:
         seed = int(torch.randint(0, 2**31 - 1, (1,)).item())  # host RNG: no device sync
     if rows and nb:
-        elements, warps = tile or QUANTIZE_TILE
+        elements, warps, evict, persist, cols = _options(tile or QUANTIZE_TILE)
         if scale_rule == "mse":  # float64 error sums: smaller tiles keep registers in check
             elements = min(elements, 2048)
-        rt, bt = _tile(rows, nb, block_size, elements)
-        grid = (triton.cdiv(rows, rt), triton.cdiv(nb, bt))
-        _quantize_kernel[grid](x, codes, scales, rows, k, nb, inner, seed & 0x7FFFFFFF,
+        if inner != 1 and tile is None:  # strided blocks: only last-axis tiles were measured
+            cols = 256
+        rt, bt = _tile(rows, nb, block_size, elements, cols)
+        grid, n_bt, tiles = _grid(rows, nb, rt, bt, persist, x.device)
+        _quantize_kernel[grid](x, codes, scales, rows, k, nb, inner, seed & 0x7FFFFFFF, n_bt,
+                               tiles,
                                RULE=RULE_IDS[scale_rule], STOCHASTIC=rounding == "stochastic",
                                BS=block_size, ROWS=rt, BLOCKS=bt, INNER_ONE=inner == 1,
-                               num_warps=warps)
+                               EVICT=evict, PERSIST=persist > 0, num_warps=warps)
     cshape, sshape = list(x.shape), list(x.shape)
     cshape[axis], sshape[axis] = nb * block_size // 2, nb
     return codes.view(cshape), scales.view(sshape)
@@ -205,10 +269,12 @@ def dequantize(codes: torch.Tensor, scales: torch.Tensor, shape, axis: int, bloc
     out = torch.empty(tuple(shape), dtype=dtype, device=codes.device)
     rows = outer * inner
     if rows and nb:
-        elements, warps = tile or DEQUANTIZE_TILE
-        rt, bt = _tile(rows, nb, block_size, elements)
-        grid = (triton.cdiv(rows, rt), triton.cdiv(nb, bt))
-        _dequantize_kernel[grid](codes, scales, out, rows, k, nb, inner, BS=block_size,
-                                 ROWS=rt, BLOCKS=bt, INNER_ONE=inner == 1, num_warps=warps)
+        elements, warps, evict, persist, cols = _options(tile or DEQUANTIZE_TILE)
+        rt, bt = _tile(rows, nb, block_size, elements, cols)
+        grid, n_bt, tiles = _grid(rows, nb, rt, bt, persist, codes.device)
+        _dequantize_kernel[grid](codes, scales, out, rows, k, nb, inner, n_bt, tiles,
+                                 BS=block_size,
+                                 ROWS=rt, BLOCKS=bt, INNER_ONE=inner == 1,
+                                 EVICT=evict, PERSIST=persist > 0, num_warps=warps)
     return out
 
