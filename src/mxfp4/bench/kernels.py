@@ -150,10 +150,11 @@ def bench_linear(dev, rows: list, log, ms, shapes, sweep: bool) -> None:
                            cublas_us=cub, floor_us=fl, floor_frac=fl / us, vs_cublas=us / cub,
                            target_us=target if target is not None else "",
                            meets=(us <= target) if target is not None else "",
-                           config=_cfg_str(c or cfg))
+                           config=_cfg_str(c) if c else _default_str(m, cfg))
                 log(f"  {k}->{n} M={m} {name} {row['config']}: {us:.1f} us, cuBLAS {cub:.1f}, "
                     f"floor {fl:.1f}")
-                if c is None or c is cfg or name in ("hopper-mma", "hopper-gemv"):
+                if c is None or c is cfg or name in ("hopper-mma", "hopper-gemv") or (
+                        name == "hopper-fused" and c is variants[2][1]):
                     rows.append(row)
                 if name.startswith("hopper") and (best is None or us < best["us"]):
                     best = row
@@ -174,6 +175,9 @@ def _variants(m: int, n: int, kp: int, sweep: bool) -> list:
     mma = kl.pick_config(m, n, kp, sms)
     gemv = gemv_config(m, n, kp, sms)
     cfg = gemv if kl.use_gemv(m, n, kp) else mma  # what mxfp4.linear dispatches to
+    if _prefill(m):  # decode W + cuBLAS (config None = the dispatch)
+        out = [("hopper", None), ("mxtensor", None), ("hopper-fused", mma)]
+        return out + ([("hopper-fused", c) for c in _sweep_configs(m, mma)] if sweep else [])
     out = [("hopper", cfg), ("mxtensor", None)]
     if m <= GEMV_TIMED_M:  # both decode kernels, whichever is the default
         out += [("hopper-mma", mma) if cfg is gemv else ("hopper-gemv", gemv)]
@@ -252,6 +256,19 @@ def _sweep_configs(m: int, cfg: dict) -> list:
 
 def _cfg_str(c: dict) -> str:
     return " ".join(f"{k}={v}" for k, v in c.items())
+
+
+def _prefill(m: int) -> bool:
+    """Whether mxfp4.linear takes the decode-then-cuBLAS path for m rows of bf16 x."""
+    from ..kernels.prefill import use_prefill
+
+    return use_prefill(m, torch.bfloat16)
+
+
+def _default_str(m: int, cfg) -> str:
+    if _prefill(m):
+        return "prefill: one decode kernel to bf16 W, then cuBLAS"
+    return _cfg_str(cfg) if cfg else ""
 
 
 def host_overhead_us(dev, log) -> float:

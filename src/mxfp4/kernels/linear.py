@@ -11,7 +11,8 @@ accumulated in fp32 by the tensor cores.
 Decode (small M): a tile of BN weight rows x all of BM <= 64 activations, with split-K so that
 every SM streams weights; each split writes an fp32 partial, and the last split of a tile to
 finish (an atomic counter) sums the partials in a fixed order, adds the bias and writes y, so
-the result is deterministic. Prefill (large M): big BM tiles, no split, grouped tile order.
+the result is deterministic. Prefill (large M): big BM tiles, no split, grouped tile order;
+bf16 inputs from kernels/prefill.PREFILL_MIN_M rows on decode W once and use cuBLAS instead.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import triton.language as tl
 from triton import knobs
 
 from ..layouts import HopperWeight
+from . import prefill
 from .gemv import _gemv_kernel, gemv_config
 from .unpack import (dot_bf16, e8m0_times_2p126_bf16, e8m0_to_bf16, load_mx_tile,
                      unpack_hopper_bf16, unpack_hopper_fused_bf16)
@@ -220,6 +222,8 @@ def linear(x: torch.Tensor, w, bias: torch.Tensor | None = None, config: dict | 
     if x2.stride(-1) != 1:
         x2 = x2.contiguous()
     m = x2.shape[0]
+    if config is None and prefill.use_prefill(m, x.dtype):
+        return prefill.linear(x2, w, bias).reshape(*lead, n)
     out = torch.empty((m, n), dtype=x.dtype, device=x.device)
     if m == 0:
         return out.reshape(*lead, n)
