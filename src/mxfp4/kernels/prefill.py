@@ -3,7 +3,7 @@
 Reference twin: `mxfp4.ops.linear(..., backend="reference")` (x @ dequantize(W).T in fp32).
 
 At large M the product is compute-bound. Decoding W [N, K] reads 4.25 bits and writes 16 bits
-per weight (about 50 us for 4096 x 14336 on an H100) while the GEMM takes 2MNK / peak (about
+per weight (about 140 us for 4096 x 14336 on an H100 as measured, 3x its byte floor) while the GEMM takes 2MNK / peak (about
 590 us at M = 4096 there), and cuBLAS runs its GEMM near the tensor cores' peak, which the fused
 kernel (decode inside the MMA loop, which Triton 3.6 makes synchronous) does not reach. The
 decode is exact (E2M1 x 2^e fits bf16) and cuBLAS accumulates in fp32, so the result is the
@@ -21,9 +21,11 @@ from ..layouts import GROUP, HopperWeight
 from .quantize import dequantize
 from .unpack import e8m0_to_bf16, unpack_hopper_bf16
 
-# From `mxfp4 bench kernels` on an H100 (docs/kernels.md, "Prefill"): below this many rows of x
-# the fused kernel wins, because the decode pass is no longer small next to the GEMM.
-PREFILL_MIN_M = 1024
+# From benchmarks/prefill_device.py on an H100 (docs/benchmarks/kernels-prefill.md): from 512
+# rows of x on this path wins on all four benchmark shapes (e.g. 4096->14336: 142 vs 170 us);
+# at 256 the fused kernel still wins on 4096->14336 (85 vs 109 us), the decode pass being a
+# large part of the time.
+PREFILL_MIN_M = 512
 
 
 def use_prefill(m: int, dtype: torch.dtype) -> bool:
@@ -32,26 +34,27 @@ def use_prefill(m: int, dtype: torch.dtype) -> bool:
 
 
 @triton.jit
-def _hopper_to_bf16_kernel(codes_ptr, scales_ptr, out_ptr, n, k, row_bytes, scale_stride,
-                           BR: tl.constexpr):
-    """One 64-element group (32 bytes) of BR rows of a HopperWeight -> bf16 W [N, K].
+def _hopper_to_bf16_kernel(codes_ptr, scales_ptr, out_ptr, n, k, groups, row_bytes, scale_stride,
+                           BR: tl.constexpr, BG: tl.constexpr):
+    """BR rows x BG groups of 64 elements (32 bytes each) of a HopperWeight -> bf16 W [N, K].
 
-    Byte j of a group holds element j (low nibble, scale block 2g) and element 32 + j
-    (high nibble, rotated, scale block 2g + 1); codes and scales are padded, so loads need
-    no mask, only the stores to the unpadded [N, K] output do.
+    Byte j of group g holds element j (low nibble, scale block 2g) and element 32 + j (high
+    nibble, rotated, scale block 2g + 1). Rows are padded, so only the group axis is masked on
+    load; each row's BG * 64 outputs leave as one contiguous run.
     """
+    r = tl.program_id(0) * BR + tl.arange(0, BR)[:, None, None]
+    g = tl.program_id(1) * BG + tl.arange(0, BG)[None, :, None]
+    j = tl.arange(0, 32)[None, None, :]
+    packed = tl.load(codes_ptr + r * row_bytes + g * 32 + j, mask=g < groups, other=0)
+    s_lo = e8m0_to_bf16(tl.load(scales_ptr + (2 * g) * scale_stride + r, mask=g < groups, other=127))
+    s_hi = e8m0_to_bf16(tl.load(scales_ptr + (2 * g + 1) * scale_stride + r, mask=g < groups,
+                                other=127))
+    lo, hi = unpack_hopper_bf16(packed, tl.broadcast_to(s_lo, (BR, BG, 32)),
+                                tl.broadcast_to(s_hi, (BR, BG, 32)))
+    vals = tl.reshape(tl.permute(tl.join(lo, hi), (0, 1, 3, 2)), (BR, BG * 64))
     rows = tl.program_id(0) * BR + tl.arange(0, BR)[:, None]
-    g = tl.program_id(1)
-    j = tl.arange(0, 32)[None, :]
-    packed = tl.load(codes_ptr + rows * row_bytes + g * 32 + j)
-    s_lo = e8m0_to_bf16(tl.load(scales_ptr + (2 * g) * scale_stride + rows))
-    s_hi = e8m0_to_bf16(tl.load(scales_ptr + (2 * g + 1) * scale_stride + rows))
-    lo, hi = unpack_hopper_bf16(packed, tl.broadcast_to(s_lo, (BR, 32)),
-                                tl.broadcast_to(s_hi, (BR, 32)))
-    col = g * 64 + j
-    base = out_ptr + rows * k + col
-    tl.store(base, lo, mask=(rows < n) & (col < k))
-    tl.store(base + 32, hi, mask=(rows < n) & (col + 32 < k))
+    cols = tl.program_id(1) * BG * 64 + tl.arange(0, BG * 64)[None, :]
+    tl.store(out_ptr + rows * k + cols, vals, mask=(rows < n) & (cols < k))
 
 
 def weight_bf16(w) -> torch.Tensor:
@@ -60,10 +63,11 @@ def weight_bf16(w) -> torch.Tensor:
     if not isinstance(w, HopperWeight):
         return dequantize(w.codes, w.scales, w.shape, 1, w.block_size, torch.bfloat16)
     out = torch.empty((n, k), dtype=torch.bfloat16, device=w.codes.device)
-    br = 64  # HopperWeight pads N to a multiple of 128
-    grid = (triton.cdiv(n, br), w.codes.shape[1] * 2 // GROUP)
-    _hopper_to_bf16_kernel[grid](w.codes, w.scales, out, n, k, w.codes.shape[1],
-                                 w.scales.shape[1], BR=br, num_warps=4)
+    groups = w.codes.shape[1] * 2 // GROUP
+    br, bg = 16, 8  # HopperWeight pads N to a multiple of 128: row tiles need no mask
+    grid = (triton.cdiv(n, br), triton.cdiv(groups, bg))
+    _hopper_to_bf16_kernel[grid](w.codes, w.scales, out, n, k, groups, w.codes.shape[1],
+                                 w.scales.shape[1], BR=br, BG=bg, num_warps=4)
     return out
 
 
