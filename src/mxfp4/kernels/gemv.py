@@ -18,7 +18,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .moe_routing import as_bf16, round_to, select_topk
+from .moe_routing import as_bf16, round_to, route_slot
 from .unpack import INTERPRET, e2m1_to_f32, e8m0_to_f32, unpack_bf16, unrotate_nibble
 
 
@@ -260,12 +260,7 @@ def _w1_gemv_kernel(x_ptr, codes_ptr, scales_ptr, bias_ptr, a_ptr, logits_ptr, i
     pid_n = pid // P
     t = pair // K
     j = pair % K
-    col = tl.arange(0, E_PAD)
-    lg = tl.load(logits_ptr + t * E_PAD + col, mask=col < E, other=float("-inf"))
-    ids, wts = select_topk(lg[None, :], col, K, K_PAD)
-    kcol = tl.arange(0, K_PAD)[None, :]
-    e = tl.minimum(tl.sum(tl.where(kcol == j, ids, 0)), E - 1)
-    w = tl.sum(tl.where(kcol == j, wts, 0.0))
+    e, w = route_slot(logits_ptr, t, j, E, K, K_PAD, E_PAD)
     tl.store(ids_ptr + pair, e, mask=pid_n == 0)
     tl.store(wts_ptr + pair, w, mask=pid_n == 0)
     e64 = e.to(tl.int64)

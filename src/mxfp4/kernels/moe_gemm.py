@@ -17,7 +17,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .moe_routing import as_bf16, bf16_dot, round_to, select_topk
+from .moe_routing import as_bf16, bf16_dot, round_to, route_slot
 from .unpack import unpack_bf16
 
 
@@ -166,12 +166,7 @@ def _w1_kernel(x_ptr, codes_ptr, scales_ptr, bias_ptr, a_ptr,
     if DECODE:  # row block = one (token, slot) pair; route it here from the router logits
         t = pid_b // K
         j = pid_b % K
-        col = tl.arange(0, E_PAD)
-        lg = tl.load(logits_ptr + t * E_PAD + col, mask=col < E, other=float("-inf"))
-        ids, wts = select_topk(lg[None, :], col, K, K_PAD)
-        kcol = tl.arange(0, K_PAD)[None, :]
-        e = tl.minimum(tl.sum(tl.where(kcol == j, ids, 0)), E - 1)
-        w = tl.sum(tl.where(kcol == j, wts, 0.0))
+        e, w = route_slot(logits_ptr, t, j, E, K, K_PAD, E_PAD)
         tl.store(ids_ptr + pid_b, e, mask=pid_n == 0)
         tl.store(wts_ptr + pid_b, w, mask=pid_n == 0)
         rows_ok = offs_m < 1

@@ -169,3 +169,14 @@ def pad_pow2(n: int, lo: int = 1) -> int:
 def num_blocks_max(pairs: int, experts: int, bm: int) -> int:
     """Upper bound on row blocks: each non-empty expert wastes at most one partial block."""
     return -(-pairs // bm) + min(experts, pairs)
+
+
+@triton.jit
+def route_slot(logits_ptr, t, j, E, K: tl.constexpr, K_PAD: tl.constexpr, E_PAD: tl.constexpr):
+    """(expert id, routing weight) of slot j of token t, from its router logits [T, E_PAD]."""
+    col = tl.arange(0, E_PAD)
+    lg = tl.load(logits_ptr + t * E_PAD + col, mask=col < E, other=float("-inf"))
+    ids, wts = select_topk(lg[None, :], col, K, K_PAD)
+    kcol = tl.arange(0, K_PAD)[None, :]
+    e = tl.minimum(tl.sum(tl.where(kcol == j, ids, 0)), E - 1)
+    return e, tl.sum(tl.where(kcol == j, wts, 0.0))
