@@ -18,7 +18,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .moe_routing import as_bf16, round_to, route_slot
+from .moe_routing import as_bf16, round_to, route_slot, swiglu
 from .unpack import INTERPRET, e2m1_to_f32, e8m0_to_f32, unpack_bf16, unrotate_nibble
 
 
@@ -269,10 +269,7 @@ def _w1_gemv_kernel(x_ptr, codes_ptr, scales_ptr, bias_ptr, a_ptr, logits_ptr, i
                          scales_ptr + e64 * N2 * (H // 32), offs_n, N2, H, BN, BK, EVEN_N, INTERPRET)
     acc += tl.load(bias_ptr + e64 * N2 + offs_n, mask=offs_n < N2, other=0.0).to(tl.float32)
     gate, lin = tl.split(tl.reshape(acc, (BN // 2, 2)))
-    gate = tl.minimum(gate, limit, propagate_nan=tl.PropagateNan.ALL)
-    lin = tl.minimum(tl.maximum(lin, -limit, propagate_nan=tl.PropagateNan.ALL), limit,
-                     propagate_nan=tl.PropagateNan.ALL)
-    act = gate * tl.sigmoid(alpha * gate) * (lin + 1.0)
+    act = swiglu(gate, lin, alpha, limit)
     I = N2 // 2
     offs_c = pid_n * (BN // 2) + tl.arange(0, BN // 2)
     tl.store(a_ptr + pair.to(tl.int64) * I + offs_c, round_to(act, tl.bfloat16, INTERPRET),

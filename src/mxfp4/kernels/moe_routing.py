@@ -180,3 +180,12 @@ def route_slot(logits_ptr, t, j, E, K: tl.constexpr, K_PAD: tl.constexpr, E_PAD:
     kcol = tl.arange(0, K_PAD)[None, :]
     e = tl.minimum(tl.sum(tl.where(kcol == j, ids, 0)), E - 1)
     return e, tl.sum(tl.where(kcol == j, wts, 0.0))
+
+
+@triton.jit
+def swiglu(gate, lin, alpha, limit):
+    """GPT-OSS SwiGLU: gate clamped above at `limit`, lin to ±limit, gate·σ(α·gate)·(lin + 1)."""
+    gate = tl.minimum(gate, limit, propagate_nan=tl.PropagateNan.ALL)
+    lin = tl.minimum(tl.maximum(lin, -limit, propagate_nan=tl.PropagateNan.ALL), limit,
+                     propagate_nan=tl.PropagateNan.ALL)
+    return gate * tl.sigmoid(alpha * gate) * (lin + 1.0)

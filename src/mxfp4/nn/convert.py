@@ -302,21 +302,29 @@ def _gptq_layer(lin: nn.Linear, hessian, scale_rule, block_size, hadamard, damp)
 def _gptq_model(model, linears, calibration, scale_rule, block_size, hadamard, damp, done,
                 summary, on_block_start, on_block_end) -> None:
     calibration = list(calibration)
-    found = find_blocks(model, linears)
-    if found is None:  # no repeated blocks: one pass with hooks on every layer
+
+    def gptq_layers(layers: dict, run_calibration) -> None:
+        """Collect each layer's input Hessian while `run_calibration()` runs, then GPTQ it."""
         accs = {n: HessianAccumulator(m.in_features, block_size if hadamard else None)
-                for n, m in linears.items()}
-        hooks = [linears[n].register_forward_pre_hook(a.hook) for n, a in accs.items()]
+                for n, m in layers.items()}
+        hooks = [layers[n].register_forward_pre_hook(a.hook) for n, a in accs.items()]
         try:
             with torch.no_grad():
-                for batch in calibration:
-                    _call(model, batch)
+                run_calibration()
         finally:
             for h in hooks:
                 h.remove()
-        for name, lin in linears.items():
+        for name, lin in layers.items():
             done(name, "linear", lin, *_pair(_gptq_layer(lin, accs[name].result(), scale_rule,
                                                          block_size, hadamard, damp)))
+
+    found = find_blocks(model, linears)
+    if found is None:  # no repeated blocks: one pass with hooks on every layer
+        def run():
+            for batch in calibration:
+                _call(model, batch)
+
+        gptq_layers(linears, run)
         return
     prefix, blocks = found
     records = block_inputs(model, blocks, calibration)
@@ -326,19 +334,8 @@ def _gptq_model(model, linears, calibration, scale_rule, block_size, hadamard, d
             on_block_start(i, block)
         bprefix = f"{prefix}.{i}."
         mine = {n: m for n, m in linears.items() if n.startswith(bprefix)}
-        accs = {n: HessianAccumulator(m.in_features, block_size if hadamard else None)
-                for n, m in mine.items()}
-        hooks = [mine[n].register_forward_pre_hook(a.hook) for n, a in accs.items()]
-        try:
-            with torch.no_grad():
-                for b, rec in enumerate(records):
-                    _block_out(block, hidden[b], rec[i][1], rec[i][2])
-        finally:
-            for h in hooks:
-                h.remove()
-        for name, lin in mine.items():
-            done(name, "linear", lin, *_pair(_gptq_layer(lin, accs[name].result(), scale_rule,
-                                                         block_size, hadamard, damp)))
+        gptq_layers(mine, lambda: [_block_out(block, hidden[b], rec[i][1], rec[i][2])
+                                   for b, rec in enumerate(records)])
         with torch.no_grad():
             hidden = [_block_out(block, hidden[b], rec[i][1], rec[i][2])
                       for b, rec in enumerate(records)]
