@@ -96,34 +96,47 @@ class HopperWeight:
             raise ValueError("HopperWeight needs a 2-D MXTensor quantized along its last axis in "
                              f"blocks of {BLOCK_SIZE}, got shape {tuple(w.shape)}, axis={w.axis}, "
                              f"block_size={w.block_size}")
-        n, k = w.shape
-        kp, np_ = _padded(n, k)
-        codes = torch.zeros((np_, kp // 2), dtype=torch.uint8, device=w.device)
-        scales = torch.full((np_, kp // BLOCK_SIZE), E8M0_BIAS, dtype=torch.uint8, device=w.device)
-        codes[:n, : w.codes.shape[1]] = w.codes
-        scales[:n, : w.scales.shape[1]] = w.scales
-        # nibbles in element order [Np, groups, 64] -> split each group's two blocks
-        nib = torch.stack((codes & 0xF, codes >> 4), dim=-1).reshape(np_, -1, GROUP)
-        packed = nib[..., :BLOCK_SIZE] | (_rotate(nib[..., BLOCK_SIZE:]) << 4)
+        codes, scales = pack(w.codes, w.scales, *w.shape)
         max_scale = int(w.scales.max()) if w.scales.numel() else 0  # one sync, at pack time
-        return cls(packed.reshape(np_, -1).contiguous(), scales.T.contiguous(), w.shape,
-                   w.scale_rule, max_scale)
+        return cls(codes, scales, w.shape, w.scale_rule, max_scale)
 
     def to_mx(self) -> MXTensor:
         """The MXTensor this weight came from (exactly)."""
-        n, k = self.shape
-        g = self.codes[:n].reshape(n, -1, BLOCK_SIZE)
-        nib = torch.cat((g & 0xF, _unrotate(g >> 4)), dim=-1)  # [N, groups, 64] in element order
-        pairs = nib.reshape(n, -1, 2)
-        codes = pairs[..., 0] | (pairs[..., 1] << 4)
-        nb = -(-k // BLOCK_SIZE)
-        return MXTensor(codes[:, : nb * BLOCK_SIZE // 2].contiguous(),
-                        self.scales[:nb, :n].T.contiguous(), self.shape, axis=1,
-                        block_size=BLOCK_SIZE, scale_rule=self.scale_rule)
+        codes, scales = unpack(self.codes, self.scales, *self.shape)
+        return MXTensor(codes, scales, self.shape, axis=1, block_size=BLOCK_SIZE,
+                        scale_rule=self.scale_rule)
 
 
-def _padded(n: int, k: int) -> tuple[int, int]:
-    return -(-k // GROUP) * GROUP, -(-n // ROW_PAD) * ROW_PAD
+def _padded(n: int, k: int, row_pad: int = ROW_PAD) -> tuple[int, int]:
+    return -(-k // GROUP) * GROUP, -(-n // row_pad) * row_pad
+
+
+def pack(codes: torch.Tensor, scales: torch.Tensor, n: int, k: int,
+         row_pad: int = ROW_PAD) -> tuple[torch.Tensor, torch.Tensor]:
+    """MXTensor codes [..., N, ceil(K/32)*16] and scales [..., N, ceil(K/32)] (blocks of 32
+    along K) -> kernel-layout codes [..., Np, Kp/2] and transposed scales [..., Kp/32, Np]."""
+    lead = codes.shape[:-2]
+    kp, np_ = _padded(n, k, row_pad)
+    out_c = torch.zeros((*lead, np_, kp // 2), dtype=torch.uint8, device=codes.device)
+    out_s = torch.full((*lead, np_, kp // BLOCK_SIZE), E8M0_BIAS, dtype=torch.uint8,
+                       device=codes.device)
+    out_c[..., :n, : codes.shape[-1]] = codes
+    out_s[..., :n, : scales.shape[-1]] = scales
+    # nibbles in element order [..., Np, groups, 64] -> split each group's two blocks
+    nib = torch.stack((out_c & 0xF, out_c >> 4), dim=-1).reshape(*lead, np_, -1, GROUP)
+    packed = nib[..., :BLOCK_SIZE] | (_rotate(nib[..., BLOCK_SIZE:]) << 4)
+    return packed.reshape(*lead, np_, kp // 2).contiguous(), out_s.transpose(-1, -2).contiguous()
+
+
+def unpack(codes: torch.Tensor, scales: torch.Tensor, n: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The inverse of `pack`: MXTensor codes and scales of an [..., N, K] weight, exactly."""
+    lead = codes.shape[:-2]
+    g = codes[..., :n, :].reshape(*lead, n, -1, BLOCK_SIZE)
+    nib = torch.cat((g & 0xF, _unrotate(g >> 4)), dim=-1)  # [..., N, groups, 64] in element order
+    pairs = nib.reshape(*lead, n, -1, 2)
+    nb = -(-k // BLOCK_SIZE)
+    plain = (pairs[..., 0] | (pairs[..., 1] << 4))[..., : nb * BLOCK_SIZE // 2]
+    return plain.contiguous(), scales[..., :nb, :n].transpose(-1, -2).contiguous()
 
 
 def prepack(w: MXTensor) -> HopperWeight:

@@ -27,26 +27,7 @@ from triton import knobs
 from ..layouts import HopperWeight
 from . import prefill
 from .gemv import _gemv_kernel, gemv_config
-from .unpack import (dot_bf16, e8m0_times_2p126_bf16, e8m0_to_bf16, load_mx_tile,
-                     unpack_hopper_bf16, unpack_hopper_fused_bf16)
-
-
-@triton.jit
-def _dot_x(w, x, acc, X_SPLIT: tl.constexpr, SWAP: tl.constexpr = True):
-    """acc + w @ x (SWAP: w [BN, k], x [k, BM]) or acc + x @ w.T (x [BM, k]) on bf16 tensor
-    cores; fp16/fp32 x is split into two bf16 terms (x = hi + lo) so no mantissa bit is lost."""
-    xh = x.to(tl.bfloat16)
-    if SWAP:
-        acc = dot_bf16(w, xh, acc)
-    else:
-        acc = dot_bf16(xh, tl.trans(w), acc)
-    if X_SPLIT:
-        xl = (x.to(tl.float32) - xh.to(tl.float32)).to(tl.bfloat16)
-        if SWAP:
-            acc = dot_bf16(w, xl, acc)
-        else:
-            acc = dot_bf16(xl, tl.trans(w), acc)
-    return acc
+from .unpack import dot_x, hopper_dot, load_mx_tile
 
 
 @triton.jit(do_not_specialize=["M"])
@@ -79,38 +60,10 @@ def _linear_kernel(x_ptr, w_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr,
     else:  # y tile = x tile @ W tile.T: x is A (shared memory), the decoded weights B
         acc = tl.zeros([BM, BN], dtype=tl.float32)
     if HOPPER:
-        jb = tl.arange(0, BK // 2)  # byte within the tile row
-        kb = tl.arange(0, BK // 32)  # scale block within the tile (blocks of 32)
         # HopperWeight: rows padded to NP (no clamp needed), scales transposed [KP/32, NP]
         w_rows = w_ptr + rn.to(tl.int64)[:, None] * (KP // 2)
-        s_cols = s_ptr + rn[None, :]
-        k_lo = (jb // 32) * 64 + jb % 32  # byte j of a 64-group: elements j and 32 + j
-        for k0 in range(k_start, k_stop, BK):
-            packed = tl.load(w_rows + (k0 // 2 + jb)[None, :])
-            sc = tl.load(s_cols + (k0 // 32 + kb).to(tl.int64)[:, None] * NP)
-            if FUSED:
-                sc = e8m0_times_2p126_bf16(sc)
-            else:
-                sc = e8m0_to_bf16(sc)
-            s_lo, s_hi = tl.split(tl.trans(sc).reshape(BN, BK // 64, 2))
-            s_lo = tl.broadcast_to(s_lo[:, :, None], (BN, BK // 64, 32)).reshape(BN, BK // 2)
-            s_hi = tl.broadcast_to(s_hi[:, :, None], (BN, BK // 64, 32)).reshape(BN, BK // 2)
-            if FUSED:
-                w_lo, w_hi = unpack_hopper_fused_bf16(packed, s_lo, s_hi)
-            else:
-                w_lo, w_hi = unpack_hopper_bf16(packed, s_lo, s_hi)
-            if SWAP:
-                x_lo = tl.load(x_cols + (k0 + k_lo)[:, None],
-                               mask=m_ok[None, :] & (k0 + k_lo < K)[:, None], other=0.0)
-                x_hi = tl.load(x_cols + (k0 + k_lo + 32)[:, None],
-                               mask=m_ok[None, :] & (k0 + k_lo + 32 < K)[:, None], other=0.0)
-            else:
-                x_lo = tl.load(tl.trans(x_cols) + (k0 + k_lo)[None, :],
-                               mask=m_ok[:, None] & (k0 + k_lo < K)[None, :], other=0.0)
-                x_hi = tl.load(tl.trans(x_cols) + (k0 + k_lo + 32)[None, :],
-                               mask=m_ok[:, None] & (k0 + k_lo + 32 < K)[None, :], other=0.0)
-            acc = _dot_x(w_lo, x_lo, acc, X_SPLIT, SWAP)
-            acc = _dot_x(w_hi, x_hi, acc, X_SPLIT, SWAP)
+        acc = hopper_dot(acc, w_rows, s_ptr + rn[None, :], x_cols, m_ok, k_start, k_stop, K, NP,
+                         FUSED, X_SPLIT, SWAP, BN, BK)
     else:
         # plain MXTensor bytes [N, K/2]: low nibble = element 2j, high nibble = element 2j + 1
         w_rows = w_ptr + rn_c[:, None] * (KP // 2)
@@ -123,7 +76,7 @@ def _linear_kernel(x_ptr, w_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr,
             else:
                 xt = tl.load(tl.trans(x_cols) + rk[None, :], mask=m_ok[:, None] & (rk < K)[None, :],
                              other=0.0)
-            acc = _dot_x(w, xt, acc, X_SPLIT, SWAP)
+            acc = dot_x(w, xt, acc, X_SPLIT, SWAP)
     if not SWAP:
         acc = tl.trans(acc)  # one shuffle per tile, then the epilogue is shared
 
