@@ -15,10 +15,8 @@ import pytest  # noqa: E402
 import mxfp4  # noqa: E402
 from mxfp4.kernels import linear as kl  # noqa: E402
 from mxfp4.kernels.gemv import gemv_config  # noqa: E402
-from mxfp4.kernels.moe import GemmConfig, MoEConfig, default_config  # noqa: E402
 from mxfp4.layouts import prepack  # noqa: E402
 
-from moe_oracle import moe_float64, random_moe, rel_err  # noqa: E402
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -82,28 +80,3 @@ def test_gemv_rejects_tiles_that_do_not_fit():
         _gemv(x, w, b, bk=96)  # BK must be a multiple of the 64-element group
     with pytest.raises(ValueError, match="GEMV needs"):
         kl.linear(x.to(DEV), w.to(DEV), None, dict(GEMV=True, BN=16, BM=4, BK=64, SPLIT_K=1, LANES_K=True))
-
-
-def _moe_gemv(bn1=16, bn2=16, bk=64):
-    return MoEConfig(True, GemmConfig(1, bn1, bk, gemv=True), GemmConfig(1, bn2, bk, gemv=True))
-
-
-@pytest.mark.parametrize("T,k,H,I,bk", [(1, 4, 64, 32, 64), (3, 2, 96, 64, 64), (2, 4, 96, 32, 128)])
-def test_moe_gemv_matches_float64(T, k, H, I, bk):
-    m = random_moe(E=8, H=H, I=I, k=k, seed=T + H).to(DEV)
-    x = torch.randn(T, H, generator=torch.Generator().manual_seed(T)).to(torch.bfloat16).to(DEV)
-    cfg = _moe_gemv(bk=bk, bn2=32)  # H = 96: the last W2 column tile is partial
-    out = m(x, backend="triton", config=cfg)
-    assert out.shape == x.shape and out.dtype == x.dtype
-    assert rel_err(out.cpu(), moe_float64(m.cpu(), x.cpu())) <= 1e-2
-    m.to(DEV)
-    assert torch.equal(m(x, backend="triton", config=cfg), out)
-
-
-def test_moe_gemv_config_checks():
-    m = random_moe(E=8, H=64, I=32, seed=9).to(DEV)
-    x = torch.randn(1, 64).to(torch.bfloat16).to(DEV)
-    bad = MoEConfig(True, GemmConfig(1, 16, 64, gemv=True), GemmConfig(16, 32, 64))
-    with pytest.raises(ValueError, match="GEMV"):
-        m(x, backend="triton", config=bad)
-    assert default_config(1, 4, 128).decode

@@ -97,10 +97,17 @@ def test_empty_input():
     assert out.shape == (0, m.hidden_size)
 
 
-def test_module_moves_with_to():
+def test_module_moves_with_to_and_keeps_the_weights_exactly():
+    w1 = torch.randn(8, 64, 64, generator=torch.Generator().manual_seed(10))
     m = random_moe(seed=10).to(torch.device("cpu"))
-    assert m.w1.codes.data_ptr() == m.w1_codes.data_ptr()  # the MXTensor view shares storage
     assert dict(m.named_buffers()).keys() >= {"w1_codes", "w1_scales", "w2_codes", "router_weight"}
+    # the packed expert layout (rows padded to 64, K to 64) gives the MXTensors back bit for bit
+    q1 = quantize(w1[:, :40, :48], scale_rule="ceil")  # [E, 2I, H] with 2I = 40, H = 48
+    q2 = quantize(w1[:, :48, :20], scale_rule="ceil")  # [E, H, I]
+    m2 = MoE(m.router_weight[:, :48], m.router_bias, q1, m.b1[:, :40], q2, m.b2[:, :48],
+             experts_per_token=2)
+    assert m2.w1_codes.shape == (8, 64, 32) and m2.w1_scales.shape == (8, 2, 64)
+    assert m2.w1 == q1 and m2.w2 == q2
 
 
 # -- bad inputs -----------------------------------------------------------------------------

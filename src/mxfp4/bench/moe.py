@@ -136,25 +136,22 @@ def candidates(T: int, k: int, E: int) -> list:
 
     out = [default_config(T, k, E)]
     per_expert = T * k / E
-    if T * k <= 64:
-        r = 128
-        pairs = [(G(16, 64, 256, 4, 4, maxnreg=r), G(16, 32, 256, 4, 4, maxnreg=r)),
-                 (G(16, 64, 128, 4, 4, maxnreg=r), G(16, 32, 128, 4, 4, maxnreg=r)),
-                 (G(16, 32, 256, 4, 4), G(16, 32, 256, 4, 4))]
-        out += [MoEConfig(True, a, b) for a, b in pairs]
-        out += [MoEConfig(True, G(1, b1, bk, w, gemv=True), G(1, b2, bk, w, gemv=True))
-                for b1, b2, bk, w in ((16, 16, 128, 4), (32, 16, 128, 4), (32, 32, 256, 4),
-                                      (16, 8, 128, 4), (64, 32, 128, 8), (16, 16, 64, 2))]
-        out += [MoEConfig(False, g, g) for g in (G(16, 128, 128, 4, 4, maxnreg=r), G(16, 64, 128, 4, 4))]
+    if T * k <= 16:
+        gs = [G(16, 64, 256, 4, 4), G(16, 128, 256, 8, 4), G(16, 64, 128, 4, 4), G(16, 64, 256, 4, 3),
+              G(16, 64, 512, 4, 3), G(16, 128, 128, 4, 4)]
+        out += [MoEConfig(True, g, g) for g in gs]
+        out += [MoEConfig(False, g, g) for g in gs[:2]]
     elif per_expert <= 12:
-        gs = [G(16, 128, 128, 4, 4, maxnreg=128), G(16, 128, 128, 8, 4, maxnreg=128), G(16, 64, 128, 4, 4)]
+        gs = [G(16, 128, 256, 8, 4), G(16, 64, 256, 4, 4), G(16, 128, 128, 4, 4), G(16, 64, 512, 4, 3),
+              G(32, 128, 256, 8, 4), G(16, 128, 256, 8, 3)]
         out += [MoEConfig(False, g, g) for g in gs]
     elif per_expert <= 48:
-        gs = [G(32, 128, 128, 4, 4, maxnreg=128), G(64, 128, 128, 8, 3), G(64, 128, 64, 8, 3, maxnreg=128)]
+        gs = [G(64, 128, 128, 8, 4), G(32, 128, 128, 8, 4), G(64, 128, 64, 8, 4), G(64, 64, 128, 4, 4),
+              G(32, 128, 256, 8, 4)]
         out += [MoEConfig(False, g, g) for g in gs]
     else:
-        gs = [G(128, 128, 64, 8, 3, maxnreg=128), G(128, 128, 64, 8, 4, maxnreg=128), G(256, 128, 64, 16, 3),
-              G(128, 256, 64, 8, 3)]
+        gs = [G(128, 128, 64, 8, 4), G(128, 128, 128, 8, 3), G(64, 128, 64, 8, 4), G(128, 64, 64, 4, 4),
+              G(256, 128, 64, 8, 3), G(128, 128, 64, 8, 4, maxnreg=128)]
         out += [MoEConfig(False, g, g) for g in gs]
     seen, unique = set(), []
     for c in out:
@@ -222,10 +219,8 @@ def bench_layer(args) -> tuple[list[dict], dict, list[dict]]:
 def _cfg_str(cfg) -> str:
     g1, g2 = cfg.w1, cfg.w2
     def f(g):
-        if g.gemv:
-            return f"gemv {g.bn}x{g.bk}/w{g.warps}"
         reg = f"r{g.maxnreg}" if g.maxnreg else ""
-        return f"{g.bm}x{g.bn}x{g.bk}/w{g.warps}s{g.stages}{reg}/{g.upcast}"
+        return f"{g.bm}x{g.bn}x{g.bk}/w{g.warps}s{g.stages}{reg}"
     return f"w1 {f(g1)}, w2 {f(g2)}"
 
 

@@ -1,7 +1,6 @@
-"""Decode GEMVs: an MXFP4 weight times a few activation rows on the CUDA cores (no tensor cores).
+"""Decode GEMV: an MXFP4 weight times a few activation rows on the CUDA cores (no tensor cores).
 
-Reference twins: `mxfp4.ops.linear(..., backend="reference")` for `_gemv_kernel` and
-`mxfp4.nn.moe.moe_reference` for the MoE kernels.
+Reference twin: `mxfp4.ops.linear(..., backend="reference")`.
 
 The tensor-core kernels pad one row of x to 16 and serialize the decode with register-A wgmma;
 here a program owns BN weight rows x a K chunk, decodes the codes in registers, multiplies by
@@ -9,8 +8,8 @@ x in fp32 (one FMA per weight and row of x), sums each 32-element block and scal
 tile shapes fix the summation order, so results are bit-for-bit reproducible; split-K partials
 are combined by the last split in split order. Measured on an H100 (docs/kernels.md, "Decode
 GEMV"): faster than the tensor-core kernel only at M = 1 on small weights (K = 2880), which is
-where `mxfp4.linear` dispatches it (`linear.use_gemv`); the MoE kernels are selectable
-(`GemmConfig(gemv=True)`) but slower than the tensor-core decode, so not the default.
+where `mxfp4.linear` dispatches it (`linear.use_gemv`). (A GEMV for the MoE decode was
+measured slower than the tensor-core decode and removed.)
 """
 
 from __future__ import annotations
@@ -18,8 +17,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .moe_routing import as_bf16, round_to, route_slot, swiglu
-from .unpack import INTERPRET, e2m1_to_f32, e8m0_to_f32, unpack_bf16, unrotate_nibble
+from .unpack import INTERPRET, e2m1_to_f32, e8m0_to_f32, unrotate_nibble
 
 
 # Four HopperWeight bytes in $8 -> the low-nibble values of bytes 0..3 as fp32 in $0..$3 and
@@ -204,90 +202,3 @@ def gemv_config(m: int, n: int, kp: int, sm_count: int) -> dict:
         split *= 2
     return dict(GEMV=True, BN=bn, BM=bm, BK=bk, SPLIT_K=split, LANES_K=True, num_warps=4,
                 num_stages=1)
-
-
-# ---- MoE decode: one (token, slot) pair per program row block ------------------------------
-
-@triton.jit
-def _moe_gemv_loop(x_row, codes_ptr, scales_ptr, offs_n, N, K,
-                   BN: tl.constexpr, BK: tl.constexpr, EVEN_N: tl.constexpr, INTERPRET: tl.constexpr):
-    """[BN] fp32 = W[offs_n] @ x for gpt-oss blocks (codes [N, K/2], scales [N, K/32], the
-    expert already applied to the pointers); x_row points at one row of length K.
-
-    Tiles are [BN, G, 16] bytes, G = BK / 32 scale blocks: byte i of block g holds elements
-    32g + 2i (low nibble) and 32g + 2i + 1. Each block's 32 products are summed unscaled and
-    then multiplied by the fp32 scale. x is read as [BN, G, 16, 2] pairs (full-tile pointers)
-    and split into the even and odd elements; Triton 3.6 still converts the decoded tile to
-    x's layout through shared memory every step (docs/moe.md, "Decode GEMV")."""
-    G: tl.constexpr = BK // 32
-    n3 = offs_n[:, None, None]
-    g3 = tl.arange(0, G)[None, :, None]
-    i3 = tl.arange(0, 16)[None, None, :]
-    n_ok = (n3 < N) & (g3 >= 0) & (i3 >= 0)
-    c_ptrs = codes_ptr + n3 * (K // 2) + g3 * 16 + i3
-    s_ptrs = scales_ptr + offs_n[:, None] * (K // 32) + tl.arange(0, G)[None, :]
-    x_ptrs = x_row + (g3 * 32 + 2 * i3 + 0 * n3)[:, :, :, None] + tl.arange(0, 2)  # [BN, G, 16, 2]
-    x_all = n_ok[:, :, :, None] | True
-    s_ok = (offs_n < N)[:, None]
-    acc = tl.zeros((BN, G), dtype=tl.float32)
-    for k0 in range(0, K, BK):
-        if EVEN_N and K % BK == 0:
-            wp = tl.load(c_ptrs + k0 // 2)
-            ws = tl.load(s_ptrs + k0 // 32)
-            xk = tl.load(x_ptrs + k0)
-        else:  # K is a multiple of 32: a partial last step covers whole blocks
-            g_ok = (k0 + g3 * 32 < K)
-            wp = tl.load(c_ptrs + k0 // 2, mask=n_ok & g_ok, other=0)
-            ws = tl.load(s_ptrs + k0 // 32, mask=s_ok & (k0 + 32 * tl.arange(0, G) < K)[None, :],
-                         other=127)
-            xk = tl.load(x_ptrs + k0, mask=x_all & g_ok[:, :, :, None], other=0.0)
-        lo, hi = unpack_bf16(wp)
-        x_ev, x_od = tl.split(as_bf16(xk, INTERPRET).to(tl.float32))  # elements 2i, 2i + 1
-        part = tl.sum(lo.to(tl.float32) * x_ev + hi.to(tl.float32) * x_od, axis=2)
-        acc += part * e8m0_to_f32(ws)
-    return tl.sum(acc, axis=1)
-
-
-@triton.jit
-def _w1_gemv_kernel(x_ptr, codes_ptr, scales_ptr, bias_ptr, a_ptr, logits_ptr, ids_ptr, wts_ptr,
-                    H, N2, E, P, stride_x, alpha, limit,
-                    K: tl.constexpr, K_PAD: tl.constexpr, E_PAD: tl.constexpr, BN: tl.constexpr,
-                    BK: tl.constexpr, EVEN_N: tl.constexpr, INTERPRET: tl.constexpr):
-    """a[pair] = SwiGLU(x[token] @ W1[e].T + b1[e]) for BN interleaved (gate, linear) rows; the
-    pair's expert comes from top-k over the router logits (stored by the column-0 programs)."""
-    pid = tl.program_id(0)
-    pair = pid % P  # pairs innermost: programs reading one expert tile run together
-    pid_n = pid // P
-    t = pair // K
-    j = pair % K
-    e, w = route_slot(logits_ptr, t, j, E, K, K_PAD, E_PAD)
-    tl.store(ids_ptr + pair, e, mask=pid_n == 0)
-    tl.store(wts_ptr + pair, w, mask=pid_n == 0)
-    e64 = e.to(tl.int64)
-    offs_n = pid_n * BN + tl.arange(0, BN)
-    acc = _moe_gemv_loop(x_ptr + t.to(tl.int64) * stride_x, codes_ptr + e64 * N2 * (H // 2),
-                         scales_ptr + e64 * N2 * (H // 32), offs_n, N2, H, BN, BK, EVEN_N, INTERPRET)
-    acc += tl.load(bias_ptr + e64 * N2 + offs_n, mask=offs_n < N2, other=0.0).to(tl.float32)
-    gate, lin = tl.split(tl.reshape(acc, (BN // 2, 2)))
-    act = swiglu(gate, lin, alpha, limit)
-    I = N2 // 2
-    offs_c = pid_n * (BN // 2) + tl.arange(0, BN // 2)
-    tl.store(a_ptr + pair.to(tl.int64) * I + offs_c, round_to(act, tl.bfloat16, INTERPRET),
-             mask=offs_c < I)
-
-
-@triton.jit
-def _w2_gemv_kernel(a_ptr, codes_ptr, scales_ptr, bias_ptr, ids_ptr, wts_ptr, y_ptr, I, H, P,
-                    BN: tl.constexpr, BK: tl.constexpr, EVEN_N: tl.constexpr, INTERPRET: tl.constexpr):
-    """y[pair] = (a[pair] @ W2[e].T + b2[e]) * routing weight, in bf16, for BN output columns."""
-    pid = tl.program_id(0)
-    pair = pid % P
-    pid_n = pid // P
-    e64 = tl.load(ids_ptr + pair).to(tl.int64)
-    offs_n = pid_n * BN + tl.arange(0, BN)
-    acc = _moe_gemv_loop(a_ptr + pair.to(tl.int64) * I, codes_ptr + e64 * H * (I // 2),
-                         scales_ptr + e64 * H * (I // 32), offs_n, H, I, BN, BK, EVEN_N, INTERPRET)
-    acc += tl.load(bias_ptr + e64 * H + offs_n, mask=offs_n < H, other=0.0).to(tl.float32)
-    y = acc * tl.load(wts_ptr + pair)
-    tl.store(y_ptr + pair.to(tl.int64) * H + offs_n, round_to(y, tl.bfloat16, INTERPRET),
-             mask=offs_n < H)

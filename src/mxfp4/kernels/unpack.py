@@ -4,9 +4,9 @@ Reference twins: `mxfp4.format.e2m1_table` (code values) and `mxfp4.format.e8m0_
 (scale bytes). Every E2M1 value times a power-of-two scale is exact in bfloat16 and float32,
 so decoding never rounds; only float16 outputs can overflow or lose subnormals.
 
-`unpack_bf16(packed)` and `unpack_scaled_bf16(packed, s_lo, s_hi)` are the fast paths for
-GEMMs: one byte holds two codes (low nibble first); they return both as bfloat16 tensors of
-the byte tensor's shape (times per-element bf16 scales for the second). On the GPU they run
+`unpack_scaled_bf16(packed, s_lo, s_hi)` is the fast path for plain MXTensor bytes in GEMMs:
+one byte holds two codes (low nibble first); it returns both as bfloat16 tensors of the byte
+tensor's shape, times per-element bf16 scales. On the GPU it runs
 four bytes per PTX snippet (prmt + shifts + one bf16x2 fma per pair, one more bf16x2 multiply
 per pair for the scale); under TRITON_INTERPRET=1 (which stores bf16 as raw uint16 and cannot
 do bf16 arithmetic) the same values come from integer ops and float32 math.
@@ -60,7 +60,7 @@ def unpack_f32(packed):
 
 
 # Four bytes in $4 -> low-nibble values in $0 ($1) and high-nibble values in $2 ($3), two
-# bf16 per register. A code's magnitude bits go to bf16 bits 6..8 (exponent low bits and
+# bf16 per register (the unscaled decode; _UNPACK_SCALED_ASM adds the scale). A code's magnitude bits go to bf16 bits 6..8 (exponent low bits and
 # the top mantissa bit) and its sign to bit 15; that bf16 is the value times 2^-126 (E = 0
 # lands on a subnormal, which is exactly the E2M1 subnormal), so one multiply by 2^126
 # (fma with -0.0 keeps the sign of zero) gives the value.
@@ -97,19 +97,6 @@ or.b32 t, t, u;
 fma.rn.bf16x2 $3, t, k, z;
 }
 """)
-
-
-@triton.jit
-def unpack_bf16(packed):
-    """(low, high) nibbles of uint8 bytes as bfloat16 E2M1 values, unscaled."""
-    if INTERPRET:
-        b = packed.to(tl.int16)
-        lo, hi = e2m1_to_bf16(b), e2m1_to_bf16(b >> 4)
-    else:
-        lo, hi = tl.inline_asm_elementwise(
-            _UNPACK_ASM, "=r,=r,=r,=r,r", [packed], dtype=(tl.bfloat16, tl.bfloat16),
-            is_pure=True, pack=4)
-    return lo, hi
 
 
 # Same as _UNPACK_ASM, then each bf16x2 pair times its scales: $5,$6 scale the low nibbles,

@@ -19,13 +19,15 @@ import torch
 
 from ..codec import FLOAT_DTYPES, dequantize_blocks
 from ..format import BLOCK_SIZE
+from ..layouts import pack, unpack
 from ..ops import quantize
 from ..tensor import MXTensor
 
 ALPHA = 1.702
 LIMIT = 7.0
 BACKENDS = ("auto", "triton", "reference")
-_FOLD_MAX_SCALE = 240  # mxfp4.kernels.moe_gemm.mx_tile folds 2^14 * 2^(s-127) up to here
+ROW_PAD = 64  # expert rows are padded to the smallest weight tile of the kernels
+_FUSED_MAX_SCALE = 128  # up to here the kernels decode and scale in one bf16 multiply
 
 
 def route_reference(x: torch.Tensor, router_w: torch.Tensor, router_b: torch.Tensor,
@@ -44,21 +46,24 @@ def swiglu(h: torch.Tensor, alpha: float = ALPHA, limit: float = LIMIT) -> torch
     return gate * torch.sigmoid(alpha * gate) * (lin + 1)
 
 
-def _expert_weight(codes: torch.Tensor, scales: torch.Tensor, e: int) -> torch.Tensor:
-    rows, kb = scales.shape[1:]
-    return dequantize_blocks(codes[e], scales[e], torch.Size((rows, kb * BLOCK_SIZE)), 1, BLOCK_SIZE)
+def _expert_weight(codes: torch.Tensor, scales: torch.Tensor, e: int, n: int, k: int) -> torch.Tensor:
+    """Expert e's float32 weight [n, k] from the packed expert layout (see MoE)."""
+    c, s = unpack(codes[e], scales[e], n, k)
+    return dequantize_blocks(c, s, torch.Size((n, k)), 1, BLOCK_SIZE)
 
 
 def moe_reference(x, router_w, router_b, w1_codes, w1_scales, b1, w2_codes, w2_scales, b2,
                   k: int, alpha: float = ALPHA, limit: float = LIMIT) -> torch.Tensor:
-    """Plain fp32 MoE on x [T, H]: a loop over experts, each expert's weights dequantized once."""
+    """Plain fp32 MoE on x [T, H]: a loop over experts, each expert's weights dequantized once.
+    Expert weights in the packed layout of MoE."""
     ids, weights = route_reference(x, router_w, router_b, k)
+    H, I = router_w.shape[1], b1.shape[1] // 2
     xf = x.float()
-    out = torch.zeros(x.shape[0], w2_codes.shape[1], dtype=torch.float32, device=x.device)
+    out = torch.zeros(x.shape[0], H, dtype=torch.float32, device=x.device)
     for e in torch.unique(ids).tolist():
         tok, slot = (ids == e).nonzero(as_tuple=True)
-        h = xf[tok] @ _expert_weight(w1_codes, w1_scales, e).T + b1[e].float()
-        y = swiglu(h, alpha, limit) @ _expert_weight(w2_codes, w2_scales, e).T + b2[e].float()
+        h = xf[tok] @ _expert_weight(w1_codes, w1_scales, e, 2 * I, H).T + b1[e].float()
+        y = swiglu(h, alpha, limit) @ _expert_weight(w2_codes, w2_scales, e, H, I).T + b2[e].float()
         out.index_add_(0, tok, y * weights[tok, slot, None])
     return out.to(x.dtype)
 
@@ -82,10 +87,14 @@ def _check_mx(name: str, w, shape) -> None:
 
 
 class MoE(torch.nn.Module):
-    """GPT-OSS MoE layer; expert weights in MXFP4 (gpt-oss block layout), biases as given.
+    """GPT-OSS MoE layer; expert weights in MXFP4, biases as given.
 
     w1: MXTensor [E, 2I, H], w2: MXTensor [E, H, I], both in blocks of 32 along the last axis;
     router_weight [E, H], router_bias [E], b1 [E, 2I], b2 [E, H] float tensors.
+
+    The experts are stored once, in the kernels' layout (`mxfp4.layouts.pack` per expert,
+    rows padded to 64): buffers w1_codes [E, Np, Kp/2] and w1_scales [E, Kp/32, Np], same for
+    w2. The conversion is lossless; `w1` / `w2` give the MXTensors back exactly.
     """
 
     def __init__(self, router_weight, router_bias, w1: MXTensor, b1, w2: MXTensor, b2, *,
@@ -112,15 +121,17 @@ class MoE(torch.nn.Module):
         self.scale_rule = w1.scale_rule
         self.register_buffer("router_weight", router_weight)
         self.register_buffer("router_bias", router_bias)
-        self.register_buffer("w1_codes", w1.codes)
-        self.register_buffer("w1_scales", w1.scales)
-        self.register_buffer("b1", b1)
-        self.register_buffer("w2_codes", w2.codes)
-        self.register_buffer("w2_scales", w2.scales)
-        self.register_buffer("b2", b2)
         # One look at the scales now, so that the forward never has to: the kernels' one-multiply
-        # upcast is exact for scale bytes up to 240.
-        self._fold = max(int(w1.scales.max()), int(w2.scales.max())) <= _FOLD_MAX_SCALE
+        # decode is exact for scale bytes up to 128 (|w| <= 12).
+        self._fused = max(int(w1.scales.max()), int(w2.scales.max())) <= _FUSED_MAX_SCALE
+        c1, s1 = pack(w1.codes, w1.scales, 2 * I, H, ROW_PAD)
+        self.register_buffer("w1_codes", c1)
+        self.register_buffer("w1_scales", s1)
+        self.register_buffer("b1", b1)
+        c2, s2 = pack(w2.codes, w2.scales, H, I, ROW_PAD)
+        self.register_buffer("w2_codes", c2)
+        self.register_buffer("w2_scales", s2)
+        self.register_buffer("b2", b2)
 
     # -- constructors -------------------------------------------------------------------------
     @classmethod
@@ -157,13 +168,17 @@ class MoE(torch.nn.Module):
     # -- views --------------------------------------------------------------------------------
     @property
     def w1(self) -> MXTensor:
+        """The expert weights W1 [E, 2I, H] as an MXTensor (unpacked: a copy)."""
         E, I, H = self.num_experts, self.intermediate_size, self.hidden_size
-        return MXTensor(self.w1_codes, self.w1_scales, (E, 2 * I, H), 2, BLOCK_SIZE, self.scale_rule)
+        c, s = unpack(self.w1_codes, self.w1_scales, 2 * I, H)
+        return MXTensor(c, s, (E, 2 * I, H), 2, BLOCK_SIZE, self.scale_rule)
 
     @property
     def w2(self) -> MXTensor:
+        """The expert weights W2 [E, H, I] as an MXTensor (unpacked: a copy)."""
         E, I, H = self.num_experts, self.intermediate_size, self.hidden_size
-        return MXTensor(self.w2_codes, self.w2_scales, (E, H, I), 2, BLOCK_SIZE, self.scale_rule)
+        c, s = unpack(self.w2_codes, self.w2_scales, H, I)
+        return MXTensor(c, s, (E, H, I), 2, BLOCK_SIZE, self.scale_rule)
 
     def extra_repr(self) -> str:
         return (f"experts={self.num_experts}, k={self.experts_per_token}, hidden={self.hidden_size}, "
@@ -201,7 +216,7 @@ class MoE(torch.nn.Module):
             from ..kernels.moe import moe_forward
 
             out = moe_forward(x2, *self._args(), self.swiglu_alpha, self.swiglu_limit,
-                              fold=self._fold, config=config)
+                              fused=self._fused, config=config)
         return out.reshape(x.shape)
 
     def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
