@@ -77,6 +77,14 @@ def test_linear_split_k_deterministic(split, packed):
     assert torch.equal(y1, y2)  # fixed reduction order; counters reset by the last split
 
 
+@pytest.mark.parametrize("split", [1, 2])
+def test_hopper_k_steps_not_dividing_k(split):
+    # K = 320: one 256-wide step and a 64-wide one (or 64-group splits of 192 and 128)
+    cfg = dict(BN=64, BM=16, BK=256, SPLIT_K=split, GROUP_N=1, num_warps=4, num_stages=2)
+    y, x, w, b = _run(3, 70, 320, torch.bfloat16, bias=True, packed=True, config=cfg)
+    assert _rel_err(y, x, w, b) <= 1e-2
+
+
 @pytest.mark.parametrize("packed", [False, True], ids=["mxtensor", "hopper"])
 def test_linear_unswapped_tiles(packed):
     # x as the MMA's A operand and the decoded weights as B (a prefill tile option)

@@ -52,6 +52,14 @@ def test_batch_path_tiles_not_dividing(T, bm):
     _check(m, _x(T, 96, T), _batch(bm, bn=64, bk=64))
 
 
+def test_k_steps_wider_than_64_end_with_64_wide_ones():
+    m = random_moe(E=8, H=320, I=192, k=2, seed=22)  # K = 320 = 256 + 64 and 192 = 128 + 64
+    _check(m, _x(2, 320, 6), MoEConfig(True, GemmConfig(16, 64, 256), GemmConfig(16, 64, 128)))
+    _check(m, _x(9, 320, 7), _batch(16, bk=256))
+    with pytest.raises(ValueError, match="multiple of 64"):
+        _check(m, _x(9, 320, 7), _batch(16, bk=96))
+
+
 def test_float32_and_float16_inputs():
     m = random_moe(E=8, H=64, I=32, seed=21)
     _check(m, _x(3, 64, 4, torch.float32), _decode())
@@ -90,7 +98,7 @@ def test_router_ties_go_to_the_lower_expert():
 def test_many_experts():
     m = random_moe(E=128, H=32, I=32, k=4, seed=42)
     _check(m, _x(2, 32, 42), _decode())
-    _check(m, _x(13, 32, 43), _batch(16, bn=32, bk=32))
+    _check(m, _x(13, 32, 43), _batch(16, bn=64, bk=64))
 
 
 @pytest.mark.filterwarnings("ignore:overflow")  # sigmoid of the huge gates, in the interpreter

@@ -215,15 +215,16 @@ def _plan(m, n, k, w, hopper, x2, bias, config):
         while cfg["BK"] > 16 and kp % cfg["BK"]:
             cfg["BK"] //= 2
     split, bk = cfg["SPLIT_K"], cfg["BK"]
-    if hopper and (kp % bk or bk % 64 or np_ % cfg["BN"]):
+    if hopper and (bk % 64 or np_ % cfg["BN"]):
         raise ValueError(f"tile BK={bk}, BN={cfg['BN']} does not fit the weight ({np_} x {kp})")
-    k_chunk = _cdiv(_cdiv(kp, bk), split) * bk
+    # HopperWeight: splits of whole 64-groups (hopper_dot ends a split with 64-wide steps)
+    k_chunk = _cdiv(kp // 64, split) * 64 if hopper else _cdiv(_cdiv(kp, bk), split) * bk
     grid = (_cdiv(n, cfg["BN"]) * _cdiv(m, cfg["BM"]), split)
     if split > 1 and grid[0] > _LOCK_SIZE:
         raise ValueError(f"split-K needs {grid[0]} tile counters, more than {_LOCK_SIZE}")
     meta = dict(HOPPER=hopper, FUSED=hopper and w.max_scale <= 128, HAS_BIAS=bias is not None,
                 X_SPLIT=x2.dtype != torch.bfloat16, BS=w.block_size, SB=min(w.block_size, bk),
-                MASK_K=kp % bk != 0, **cfg)
+                MASK_K=not hopper and kp % bk != 0, **cfg)
     tail = (m, n, k, kp, np_, x2.stride(0), n, k_chunk, m * n)
     return [grid, tail, meta, split, tuple(meta[c] for c in _CONSTEXPRS), None, _linear_kernel]
 

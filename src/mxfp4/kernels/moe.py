@@ -28,8 +28,8 @@ DECODE_MAX_PAIRS = 16  # T <= 4 at k = 4: beyond, re-reading shared experts cost
 
 @dataclass(frozen=True)
 class GemmConfig:
-    """Tiles of one grouped GEMM: bm token rows x bn weight rows x bk along K (bn and bk are
-    shrunk to divide the packed weight: multiples of 64)."""
+    """Tiles of one grouped GEMM: bm token rows x bn weight rows x bk along K (bk a multiple
+    of 64; bn is shrunk until it divides the packed rows, a multiple of 64)."""
     bm: int
     bn: int
     bk: int
@@ -151,17 +151,19 @@ def moe_forward(x: torch.Tensor, router_w, router_b, w1_codes, w1_scales, b1, w2
         _align_kernel[(triton.cdiv(max(P, nb), chunk),)](ids, rank, counts, *tables, P, nb, E,
                                                          E_PAD=e_pad, BM=g1.bm, CHUNK=chunk,
                                                          num_warps=4)
-    kp1, np1 = w1_codes.shape[2] * 2, w1_codes.shape[1]
-    kp2, np2 = w2_codes.shape[2] * 2, w2_codes.shape[1]
+    np1, np2 = w1_codes.shape[1], w2_codes.shape[1]
+    kp1, kp2 = w1_codes.shape[2] * 2, w2_codes.shape[2] * 2
     bn1, bn2 = _fit(g1.bn, np1), _fit(g2.bn, np2)
+    if g1.bk % 64 or g2.bk % 64:
+        raise ValueError(f"bk must be a multiple of 64, got {g1.bk} and {g2.bk}")
     _w1_kernel[(nb * (np1 // bn1),)](
         x, w1_codes, w1_scales, b1, a, *tables, logits, ids, wts,
         H, kp1, 2 * I, np1, E, nb, x.stride(0), alpha, limit, K=k, K_PAD=k_pad, E_PAD=e_pad,
-        DECODE=cfg.decode, BM=g1.bm, BN=bn1, BK=_fit(g1.bk, kp1), GROUP_M=g1.group_m,
+        DECODE=cfg.decode, BM=g1.bm, BN=bn1, BK=g1.bk, GROUP_M=g1.group_m,
         FUSED=fused, X_SPLIT=x.dtype != torch.bfloat16, INTERPRET=interp, **g1.launch())
     _w2_kernel[(nb * (np2 // bn2),)](
         a, w2_codes, w2_scales, b2, ids, wts, y, *tables, I, kp2, H, np2, nb, DECODE=cfg.decode,
-        BM=g2.bm, BN=bn2, BK=_fit(g2.bk, kp2), GROUP_M=g2.group_m, FUSED=fused,
+        BM=g2.bm, BN=bn2, BK=g2.bk, GROUP_M=g2.group_m, FUSED=fused,
         INTERPRET=interp, **g2.launch())
     bh = 1024
     _combine_kernel[(T, triton.cdiv(H, bh))](y, out, H, out.stride(0), K=k, BH=bh,

@@ -294,36 +294,49 @@ def hopper_dot(acc, w_rows, s_cols, x_cols, x_ok, k_start, k_stop, K, NP,
     w_rows [BN, 1]: pointers to the tile rows' first code byte (rows of KP/2 bytes);
     s_cols [1, BN]: pointers to the rows' first scale byte (scales transposed, rows of NP);
     x_cols [1, BM]: pointers to the activation rows, read where x_ok [BM] and k < K.
-    k_start and k_stop are multiples of BK, itself a multiple of 64 dividing KP. FUSED: every
-    scale byte is <= 128, so decode and scale take one multiply (unpack_hopper_fused_bf16).
+    k_start and k_stop are multiples of 64: whole BK steps first, then the rest (K = 2880 is
+    45 groups of 64, which no larger power of two divides) in steps of 64. FUSED: every scale
+    byte is <= 128, so decode and scale take one multiply (unpack_hopper_fused_bf16).
     """
+    k_main = k_start + (k_stop - k_start) // BK * BK
+    for k0 in range(k_start, k_main, BK):
+        acc = _hopper_step(acc, w_rows, s_cols, x_cols, x_ok, k0, K, NP, FUSED, X_SPLIT, SWAP, BN, BK)
+    if BK > 64:
+        for k0 in range(k_main, k_stop, 64):
+            acc = _hopper_step(acc, w_rows, s_cols, x_cols, x_ok, k0, K, NP, FUSED, X_SPLIT, SWAP,
+                               BN, 64)
+    return acc
+
+
+@triton.jit
+def _hopper_step(acc, w_rows, s_cols, x_cols, x_ok, k0, K, NP, FUSED: tl.constexpr,
+                 X_SPLIT: tl.constexpr, SWAP: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+    """One [BN, BK] weight tile of hopper_dot, from element k0 on."""
     jb = tl.arange(0, BK // 2)  # byte within the tile row
     kb = tl.arange(0, BK // 32)  # scale block within the tile (blocks of 32)
     k_lo = (jb // 32) * 64 + jb % 32  # byte j of a 64-group: elements j and 32 + j
-    for k0 in range(k_start, k_stop, BK):
-        packed = tl.load(w_rows + (k0 // 2 + jb)[None, :])
-        sc = tl.load(s_cols + (k0 // 32 + kb).to(tl.int64)[:, None] * NP)
-        if FUSED:
-            sc = e8m0_times_2p126_bf16(sc)
-        else:
-            sc = e8m0_to_bf16(sc)
-        s_lo, s_hi = tl.split(tl.trans(sc).reshape(BN, BK // 64, 2))
-        s_lo = tl.broadcast_to(s_lo[:, :, None], (BN, BK // 64, 32)).reshape(BN, BK // 2)
-        s_hi = tl.broadcast_to(s_hi[:, :, None], (BN, BK // 64, 32)).reshape(BN, BK // 2)
-        if FUSED:
-            w_lo, w_hi = unpack_hopper_fused_bf16(packed, s_lo, s_hi)
-        else:
-            w_lo, w_hi = unpack_hopper_bf16(packed, s_lo, s_hi)
-        if SWAP:
-            x_lo = tl.load(x_cols + (k0 + k_lo)[:, None],
-                           mask=x_ok[None, :] & (k0 + k_lo < K)[:, None], other=0.0)
-            x_hi = tl.load(x_cols + (k0 + k_lo + 32)[:, None],
-                           mask=x_ok[None, :] & (k0 + k_lo + 32 < K)[:, None], other=0.0)
-        else:
-            x_lo = tl.load(tl.trans(x_cols) + (k0 + k_lo)[None, :],
-                           mask=x_ok[:, None] & (k0 + k_lo < K)[None, :], other=0.0)
-            x_hi = tl.load(tl.trans(x_cols) + (k0 + k_lo + 32)[None, :],
-                           mask=x_ok[:, None] & (k0 + k_lo + 32 < K)[None, :], other=0.0)
-        acc = dot_x(w_lo, x_lo, acc, X_SPLIT, SWAP)
-        acc = dot_x(w_hi, x_hi, acc, X_SPLIT, SWAP)
-    return acc
+    packed = tl.load(w_rows + (k0 // 2 + jb)[None, :])
+    sc = tl.load(s_cols + (k0 // 32 + kb).to(tl.int64)[:, None] * NP)
+    if FUSED:
+        sc = e8m0_times_2p126_bf16(sc)
+    else:
+        sc = e8m0_to_bf16(sc)
+    s_lo, s_hi = tl.split(tl.trans(sc).reshape(BN, BK // 64, 2))
+    s_lo = tl.broadcast_to(s_lo[:, :, None], (BN, BK // 64, 32)).reshape(BN, BK // 2)
+    s_hi = tl.broadcast_to(s_hi[:, :, None], (BN, BK // 64, 32)).reshape(BN, BK // 2)
+    if FUSED:
+        w_lo, w_hi = unpack_hopper_fused_bf16(packed, s_lo, s_hi)
+    else:
+        w_lo, w_hi = unpack_hopper_bf16(packed, s_lo, s_hi)
+    if SWAP:
+        x_lo = tl.load(x_cols + (k0 + k_lo)[:, None],
+                       mask=x_ok[None, :] & (k0 + k_lo < K)[:, None], other=0.0)
+        x_hi = tl.load(x_cols + (k0 + k_lo + 32)[:, None],
+                       mask=x_ok[None, :] & (k0 + k_lo + 32 < K)[:, None], other=0.0)
+    else:
+        x_lo = tl.load(tl.trans(x_cols) + (k0 + k_lo)[None, :],
+                       mask=x_ok[:, None] & (k0 + k_lo < K)[None, :], other=0.0)
+        x_hi = tl.load(tl.trans(x_cols) + (k0 + k_lo + 32)[None, :],
+                       mask=x_ok[:, None] & (k0 + k_lo + 32 < K)[None, :], other=0.0)
+    acc = dot_x(w_lo, x_lo, acc, X_SPLIT, SWAP)
+    return dot_x(w_hi, x_hi, acc, X_SPLIT, SWAP)
