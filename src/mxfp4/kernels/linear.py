@@ -135,30 +135,23 @@ def _locks(device: torch.device) -> torch.Tensor:
 def pick_config(m: int, n: int, kp: int, sm_count: int) -> dict:
     """Tile sizes, warps, pipeline depth and split-K for an [m, k] x [n, k] product.
 
-    kp is K padded to the weight layout's granularity; BK always divides it, so that every
-    tile is whole and the weight loads need no masks (masks would stop the pipelining).
+    kp is K padded to the weight layout's granularity (64 for a HopperWeight, whose K loop
+    ends with 64-wide steps when BK does not divide it, so no weight load needs a mask).
     """
-    def fit_bk(bk):  # HopperWeight pads K to 64; a plain MXTensor is refitted in linear()
-        while bk > 64 and kp % bk:
-            bk //= 2
-        return bk
-
     if m <= 64:
-        # decode: every SM streams weights. Split K until the CTAs fill one wave; with short
-        # tiles (K not a multiple of 256) each CTA is latency-bound, so allow three waves.
+        # decode: every SM streams weights, BK = 256 (K = 2880 ends in 64-wide steps). Split K
+        # while the CTAs fit in ~1.4 waves and each split keeps >= 640 elements of K (measured
+        # on an H100, benchmarks/linear_bk_probe.py: 2880 -> 2880 and 14336 -> 4096 split 4,
+        # 2880 -> 5760 split 4, 4096 -> 14336 no split).
         bm = max(16, triton.next_power_of_2(m))
-        cfg = dict(BN=128, BM=bm, BK=fit_bk(256), SPLIT_K=1, GROUP_N=1, SWAP=True, num_warps=8,
+        cfg = dict(BN=128, BM=bm, BK=256, SPLIT_K=1, GROUP_N=1, SWAP=True, num_warps=8,
                    num_stages=4)
-        waves = 1 if cfg["BK"] == 256 else 3
-    else:
-        cfg = dict(BN=128, BM=128, BK=fit_bk(64), SPLIT_K=1, GROUP_N=8, SWAP=True, num_warps=8,
-                   num_stages=4)
-        waves = 1
-    tiles = triton.cdiv(n, cfg["BN"]) * triton.cdiv(m, cfg["BM"])
-    steps = kp // cfg["BK"]
-    while tiles * cfg["SPLIT_K"] * 2 <= waves * sm_count and steps // (cfg["SPLIT_K"] * 2) >= 4:
-        cfg["SPLIT_K"] *= 2
-    return cfg
+        tiles = triton.cdiv(n, cfg["BN"])
+        while tiles * cfg["SPLIT_K"] * 2 <= 1.4 * sm_count and kp // (cfg["SPLIT_K"] * 2) >= 640:
+            cfg["SPLIT_K"] *= 2
+        return cfg
+    # prefill: 128 x 128 tiles, BK = 64 (a plain MXTensor's BK is refitted in linear())
+    return dict(BN=128, BM=128, BK=64, SPLIT_K=1, GROUP_N=8, SWAP=True, num_warps=8, num_stages=4)
 
 
 def linear(x: torch.Tensor, w, bias: torch.Tensor | None = None, config: dict | None = None) -> torch.Tensor:

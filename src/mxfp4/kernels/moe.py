@@ -56,20 +56,21 @@ def default_config(tokens: int, k: int, experts: int) -> MoEConfig:
     """Tile shapes by the number of (token, expert) pairs per expert, from `mxfp4 bench moe
     --sweep` on an H100 (docs/benchmarks/moe-sweep.md).
 
-    Few pairs per expert: weight streaming dominates; 16-token tiles (the smallest MMA
-    operand) and narrow weight tiles so that many CTAs stream at once. Many pairs: 128 x 128
-    tiles, as in mxfp4.linear's prefill kernel.
+    Every size runs best with one warpgroup per CTA (4 warps), so that several CTAs share an
+    SM and one's decode overlaps another's synchronous MMAs. Few pairs per expert: weight
+    streaming dominates; 16-token tiles (the smallest MMA operand). Many pairs: 64-128 tokens
+    per tile against 64 weight rows.
     """
     if tokens * k <= DECODE_MAX_PAIRS:
-        g = GemmConfig(16, 64, 256, 4, 4)
+        g = GemmConfig(16, 64, 256, 4, 3)
         return MoEConfig(True, g, g)
     per_expert = tokens * k / experts
     if per_expert <= 12:
-        g = GemmConfig(16, 128, 256, 8, 4)
+        g = GemmConfig(16, 128, 128, 4, 4)
     elif per_expert <= 48:
-        g = GemmConfig(64, 128, 128, 8, 4)
+        g = GemmConfig(64, 64, 128, 4, 4)
     else:
-        g = GemmConfig(128, 128, 64, 8, 4)
+        g = GemmConfig(128, 64, 64, 4, 4)
     return MoEConfig(False, g, g)
 
 
