@@ -57,20 +57,20 @@ def default_config(tokens: int, k: int, experts: int) -> MoEConfig:
     --sweep` on an H100 (docs/benchmarks/moe-sweep.md).
 
     Every size runs best with one warpgroup per CTA (4 warps), so that several CTAs share an
-    SM and one's decode overlaps another's synchronous MMAs. Few pairs per expert: weight
-    streaming dominates; 16-token tiles (the smallest MMA operand). Many pairs: 64-128 tokens
-    per tile against 64 weight rows.
+    SM and one's decode overlaps another's synchronous MMAs, and 64 weight rows per tile (one
+    m64 MMA). Few pairs per expert: weight streaming dominates; 16-token tiles (the smallest
+    MMA operand) and K steps of 256. Many pairs: 32-128 tokens per tile.
     """
     if tokens * k <= DECODE_MAX_PAIRS:
         g = GemmConfig(16, 64, 256, 4, 3)
         return MoEConfig(True, g, g)
     per_expert = tokens * k / experts
     if per_expert <= 12:
-        g = GemmConfig(16, 128, 128, 4, 4)
+        g = GemmConfig(16, 64, 256, 4, 3)
     elif per_expert <= 48:
-        g = GemmConfig(64, 64, 128, 4, 4)
+        g = GemmConfig(32, 64, 128, 4, 4)
     else:
-        g = GemmConfig(128, 64, 64, 4, 4)
+        g = GemmConfig(128, 64, 64, 4, 3)
     return MoEConfig(False, g, g)
 
 
