@@ -1,5 +1,5 @@
-"""On a GPU: mxfp4.linear decode (HopperWeight, M = 1, 16, 64) with K steps of 64 against wider
-steps that end in 64-wide ones (kernels/unpack.hopper_dot), on the issue's shapes. Prints a table.
+"""On a GPU: mxfp4.linear decode (HopperWeight, M = 1, 16, 64), the default tiles against
+4-warp tiles with several split-K factors, on the issue's shapes. Prints a table.
 Run: PYTHONPATH=src python3 benchmarks/linear_bk_probe.py
 """
 
@@ -17,9 +17,10 @@ SHAPES = [(2880, 5760), (2880, 2880), (4096, 14336), (14336, 4096)]
 def variants(m, n, kp):
     base = kl.pick_config(m, n, kp, 132)
     out = [("default", None)]
-    for bk in (128, 256):
-        for split in sorted({base["SPLIT_K"], max(1, base["SPLIT_K"] // 2), base["SPLIT_K"] * 2}):
-            out.append((f"bk{bk}/s{split}", dict(base, BK=bk, SPLIT_K=split)))
+    for split in (1, 2, 4, 8):  # one warpgroup per CTA, 64 weight rows (the MoE's best tiles)
+        out.append((f"bn64w4s3/s{split}", dict(base, BN=64, BK=256, SPLIT_K=split, num_warps=4,
+                                                num_stages=3)))
+    out.append(("bn128w4s3", dict(base, num_warps=4, num_stages=3)))
     return out
 
 

@@ -139,15 +139,18 @@ def pick_config(m: int, n: int, kp: int, sm_count: int) -> dict:
     ends with 64-wide steps when BK does not divide it, so no weight load needs a mask).
     """
     if m <= 64:
-        # decode: every SM streams weights, BK = 256 (K = 2880 ends in 64-wide steps). Split K
-        # while the CTAs fit in ~1.4 waves and each split keeps >= 640 elements of K (measured
-        # on an H100, benchmarks/linear_bk_probe.py: 2880 -> 2880 and 14336 -> 4096 split 4,
-        # 2880 -> 5760 split 4, 4096 -> 14336 no split).
+        # decode: every SM streams weights, BK = 256 (K = 2880 ends in 64-wide steps). Short K
+        # (< 4096) runs one warpgroup per 64-row tile, so that several CTAs share an SM. Split
+        # K while the CTAs fit in ~1.4 waves of 8-warp CTAs and each split keeps >= 640
+        # elements of K. Measured on an H100 (benchmarks/linear_bk_probe.py): split 4 for
+        # 2880 -> 2880, 2880 -> 5760 and 14336 -> 4096, none for 4096 -> 14336.
         bm = max(16, triton.next_power_of_2(m))
-        cfg = dict(BN=128, BM=bm, BK=256, SPLIT_K=1, GROUP_N=1, SWAP=True, num_warps=8,
-                   num_stages=4)
+        short = kp < 4096
+        cfg = dict(BN=64 if short else 128, BM=bm, BK=256, SPLIT_K=1, GROUP_N=1, SWAP=True,
+                   num_warps=4 if short else 8, num_stages=3 if short else 4)
         tiles = triton.cdiv(n, cfg["BN"])
-        while tiles * cfg["SPLIT_K"] * 2 <= 1.4 * sm_count and kp // (cfg["SPLIT_K"] * 2) >= 640:
+        ctas = 1.4 * sm_count * 8 // cfg["num_warps"]
+        while tiles * cfg["SPLIT_K"] * 2 <= ctas and kp // (cfg["SPLIT_K"] * 2) >= 640:
             cfg["SPLIT_K"] *= 2
         return cfg
     # prefill: 128 x 128 tiles, BK = 64 (a plain MXTensor's BK is refitted in linear())
