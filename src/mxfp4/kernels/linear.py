@@ -148,13 +148,16 @@ def pick_config(m: int, n: int, kp: int, sm_count: int) -> dict:
         short = kp < 4096
         cfg = dict(BN=64 if short else 128, BM=bm, BK=256, SPLIT_K=1, GROUP_N=1, SWAP=True,
                    num_warps=4 if short else 8, num_stages=3 if short else 4)
-        tiles = triton.cdiv(n, cfg["BN"])
-        ctas = 1.4 * sm_count * 8 // cfg["num_warps"]
-        while tiles * cfg["SPLIT_K"] * 2 <= ctas and kp // (cfg["SPLIT_K"] * 2) >= 640:
-            cfg["SPLIT_K"] *= 2
-        return cfg
-    # prefill: 128 x 128 tiles, BK = 64 (a plain MXTensor's BK is refitted in linear())
-    return dict(BN=128, BM=128, BK=64, SPLIT_K=1, GROUP_N=8, SWAP=True, num_warps=8, num_stages=4)
+    else:
+        # larger M: 128 x 128 tiles, BK = 64 (a plain MXTensor's BK is refitted in linear()),
+        # split K too while the tiles are fewer than the SMs (M = 256 on a 4096-row weight)
+        cfg = dict(BN=128, BM=128, BK=64, SPLIT_K=1, GROUP_N=8, SWAP=True, num_warps=8,
+                   num_stages=4)
+    tiles = triton.cdiv(n, cfg["BN"]) * triton.cdiv(m, cfg["BM"])
+    ctas = 1.4 * sm_count * 8 // cfg["num_warps"]
+    while tiles * cfg["SPLIT_K"] * 2 <= ctas and kp // (cfg["SPLIT_K"] * 2) >= 640:
+        cfg["SPLIT_K"] *= 2
+    return cfg
 
 
 def linear(x: torch.Tensor, w, bias: torch.Tensor | None = None, config: dict | None = None) -> torch.Tensor:
