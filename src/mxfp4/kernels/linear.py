@@ -27,7 +27,7 @@ from triton import knobs
 from ..layouts import HopperWeight
 from . import prefill
 from .gemv import _gemv_kernel, gemv_config
-from .unpack import dot_x, hopper_dot, load_mx_tile
+from .unpack import dot_x, grouped_tile, hopper_dot, load_mx_tile
 
 
 @triton.jit(do_not_specialize=["M"])
@@ -42,11 +42,7 @@ def _linear_kernel(x_ptr, w_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr,
     pid_k = tl.program_id(1)
     tiles_n = tl.cdiv(N, BN)
     tiles_m = tl.cdiv(M, BM)
-    per_group = GROUP_N * tiles_m
-    first_n = (pid // per_group) * GROUP_N
-    group_n = tl.minimum(tiles_n - first_n, GROUP_N)
-    pid_n = first_n + (pid % per_group) % group_n
-    pid_m = (pid % per_group) // group_n
+    pid_n, pid_m = grouped_tile(pid, tiles_n, tiles_m, GROUP_N)
 
     rn = pid_n * BN + tl.arange(0, BN)
     rm = pid_m * BM + tl.arange(0, BM)

@@ -21,7 +21,7 @@ import triton
 import triton.language as tl
 
 from .moe_routing import round_to, route_slot, swiglu
-from .unpack import hopper_dot
+from .unpack import grouped_tile, hopper_dot
 
 
 @triton.jit
@@ -32,10 +32,7 @@ def _block_coords(NB, NP, BN: tl.constexpr, GROUP_M: tl.constexpr, DECODE: tl.co
     pid = tl.program_id(0)
     if DECODE:
         return pid % NB, pid // NB
-    width = GROUP_M * (NP // BN)
-    first = (pid // width) * GROUP_M
-    size = tl.minimum(NB - first, GROUP_M)
-    return first + (pid % width) % size, (pid % width) // size
+    return grouped_tile(pid, NB, NP // BN, GROUP_M)
 
 
 @triton.jit

@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .unpack import dot_bf16, load_mx_tile
+from .unpack import dot_bf16, grouped_tile, load_mx_tile
 
 
 @triton.jit
@@ -22,11 +22,7 @@ def _mx_matmul_kernel(a_codes, a_scales, b_codes, b_scales, out_ptr, M, N, KP,
     pid = tl.program_id(0)
     tiles_m = tl.cdiv(M, BM)
     tiles_n = tl.cdiv(N, BN)
-    per_group = GROUP_M * tiles_n
-    first_m = (pid // per_group) * GROUP_M
-    group_m = tl.minimum(tiles_m - first_m, GROUP_M)
-    pid_m = first_m + (pid % per_group) % group_m
-    pid_n = (pid % per_group) // group_m
+    pid_m, pid_n = grouped_tile(pid, tiles_m, tiles_n, GROUP_M)
 
     rm = pid_m * BM + tl.arange(0, BM)
     rn = pid_n * BN + tl.arange(0, BN)

@@ -267,6 +267,16 @@ def load_mx_tile(code_rows, scale_rows, k0, KP, R: tl.constexpr, BK: tl.constexp
 
 
 @triton.jit
+def grouped_tile(pid, tiles_a, tiles_b, GROUP: tl.constexpr):
+    """(a, b) tile indices of program pid when groups of GROUP a-tiles sweep all b-tiles, so
+    that the group's a operand stays in L2 while the b tiles stream past it."""
+    per_group = GROUP * tiles_b
+    first = (pid // per_group) * GROUP
+    size = tl.minimum(tiles_a - first, GROUP)
+    return first + (pid % per_group) % size, (pid % per_group) // size
+
+
+@triton.jit
 def dot_x(w, x, acc, X_SPLIT: tl.constexpr, SWAP: tl.constexpr = True):
     """acc + w @ x (SWAP: w [BN, k], x [k, BM]) or acc + x @ w.T (x [BM, k]) on bf16 tensor
     cores; fp16/fp32 x is split into two bf16 terms (x = hi + lo) so no mantissa bit is lost."""
