@@ -9,6 +9,7 @@ without a usable Triton, "auto" raises instead of running the slow reference.
 
 from __future__ import annotations
 
+import importlib
 import os
 
 import torch
@@ -47,6 +48,15 @@ def _use_triton(backend: str, device: torch.device) -> bool:
 
 
 _TRITON: list = []  # [True] or [False] once looked up (a per-call import costs microseconds)
+_KERNELS: dict = {}
+
+
+def _kernel_module(name: str):
+    """mxfp4.kernels.<name>, imported on first use (Triton loads only when a kernel runs)."""
+    mod = _KERNELS.get(name)
+    if mod is None:
+        mod = _KERNELS[name] = importlib.import_module(f"mxfp4.kernels.{name}")
+    return mod
 
 
 def _have_triton() -> bool:
@@ -136,9 +146,7 @@ def linear(x: torch.Tensor, w: MXTensor | HopperWeight, bias: torch.Tensor | Non
         if w.device != x.device or (bias is not None and bias.device != x.device):
             raise ValueError(f"input, weight and bias must be on one device, got {x.device}, "
                              f"{w.device} and {bias.device if bias is not None else x.device}")
-        from .kernels import linear as kl
-
-        return kl.linear(x, w, bias)
+        return _kernel_module("linear").linear(x, w, bias)
     if isinstance(w, HopperWeight):
         w = w.to_mx()
     y = x.float() @ w.dequantize(torch.float32, backend="reference").to(x.device).T

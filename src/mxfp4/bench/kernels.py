@@ -34,36 +34,50 @@ def floor_us(nbytes: float, flops: float = 0.0) -> float:
 
 def graph_time_us(calls: list, min_us: float = 3000.0, trials: int = 7) -> float:
     """Median time of one call, from CUDA-graph replays of the calls run in turn."""
-    for c in calls:
-        c()
-    torch.cuda.synchronize()
+    return graph_times_us([calls], min_us, trials)[0]
+
+
+def graph_times_us(call_lists: list, min_us: float = 3000.0, trials: int = 7) -> list:
+    """Median time of one call of each list, from CUDA-graph replays (one graph per list).
+
+    The graphs are replayed in turn, trial after trial, so that every list sees the same
+    clock and power state: compute-bound GEMMs slow down by up to 10 % as the GPU warms, which
+    would otherwise favour whichever was timed first.
+    """
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for c in calls:
-        c()
-    end.record()
-    end.synchronize()
-    est = max(start.elapsed_time(end) * 1e3 / len(calls), 1.0)
-    reps = max(len(calls), int(min_us / est) // len(calls) * len(calls))
-    graph = torch.cuda.CUDAGraph()
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        with torch.cuda.graph(graph, stream=stream):
-            for i in range(reps):
-                calls[i % len(calls)]()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph.replay()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(trials):
+    graphs = []
+    for calls in call_lists:
+        for c in calls:
+            c()
+        torch.cuda.synchronize()
         start.record()
-        graph.replay()
+        for c in calls:
+            c()
         end.record()
         end.synchronize()
-        times.append(start.elapsed_time(end) * 1e3 / reps)
-    del graph
-    return statistics.median(times)
+        est = max(start.elapsed_time(end) * 1e3 / len(calls), 1.0)
+        reps = max(len(calls), int(min_us / est) // len(calls) * len(calls))
+        graph = torch.cuda.CUDAGraph()
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            with torch.cuda.graph(graph, stream=stream):
+                for i in range(reps):
+                    calls[i % len(calls)]()
+        torch.cuda.current_stream().wait_stream(stream)
+        graph.replay()
+        torch.cuda.synchronize()
+        graphs.append((graph, reps))
+    times = [[] for _ in graphs]
+    for _ in range(trials):
+        for (graph, reps), t in zip(graphs, times):
+            start.record()
+            graph.replay()
+            end.record()
+            end.synchronize()
+            t.append(start.elapsed_time(end) * 1e3 / reps)
+    del graphs
+    return [statistics.median(t) for t in times]
 
 
 def _copies(make, nbytes: int) -> list:
@@ -129,23 +143,28 @@ def bench_linear(dev, rows: list, log, ms, shapes, sweep: bool) -> None:
             assert err < 1e-2, f"linear {k}->{n} M={m}: rel err {err}"
             # the second call takes the cached direct launch: same bits as the first
             assert torch.equal(linear(xs[0], packs[0], bias), y), "direct launch differs"
-            cub = graph_time_us([lambda i=i: F.linear(xs[i % len(xs)], dense[i], bias)
-                                 for i in range(len(dense))])
             fl = floor_us(n * k * 4.25 / 8 + m * k * 2 + m * n * 2, 2.0 * m * n * k)
             target = {1: {(4096, 14336): 13.0, (14336, 4096): 13.0, (2880, 5760): 6.0}.get((k, n))}.get(m)
-            if m >= 4096:
-                target = 1.15 * cub
             variants = _variants(m, n, packs[0].codes.shape[1] * 2, sweep)
             cfg = variants[0][1]
-            best = None
+            timed = []  # (name, config, calls) of the variants that compile
             for name, c in variants:
                 ws = packs if name.startswith("hopper") else plains
                 try:
-                    us = graph_time_us([lambda i=i: kl.linear(xs[i % len(xs)], ws[i], bias, c)
-                                        for i in range(len(ws))])
+                    kl.linear(xs[0], ws[0], bias, c)
                 except Exception as err:  # a sweep config the compiler rejects (e.g. smem)
                     log(f"  {name} {c}: failed: {type(err).__name__}: {str(err)[:120]}")
                     continue
+                calls = [lambda i=i, ws=ws, c=c: kl.linear(xs[i % len(xs)], ws[i], bias, c)
+                         for i in range(len(ws))]
+                timed.append((name, c, calls))
+            # cuBLAS and every variant in one interleaved timing (same clocks for all)
+            cub, *times = graph_times_us([[lambda i=i: F.linear(xs[i % len(xs)], dense[i], bias)
+                                           for i in range(len(dense))]] + [t[2] for t in timed])
+            if m >= 4096:
+                target = 1.15 * cub
+            best = None
+            for (name, c, _), us in zip(timed, times):
                 row = dict(op="linear", shape=f"{k}->{n}", M=m, variant=name, us=us,
                            cublas_us=cub, floor_us=fl, floor_frac=fl / us, vs_cublas=us / cub,
                            target_us=target if target is not None else "",

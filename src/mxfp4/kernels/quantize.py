@@ -20,7 +20,7 @@ import triton
 import triton.language as tl
 
 from ..codec import SCALE_RULES
-from .unpack import e2m1_to_f32, e8m0_to_f32
+from .unpack import e2m1_to_f32, e8m0_to_bf16, e8m0_to_f32, unpack_scaled_bf16
 
 FLT_MAX = tl.constexpr(3.4028234663852886e38)
 MAGIC_RNE = tl.constexpr(12582912.0)  # 1.5 * 2^23: adding it rounds [0, 2^22) to integers, ties to even
@@ -172,10 +172,17 @@ def _dequantize_tile(pr, pb, codes_ptr, scales_ptr, out_ptr, R, K, NB, INNER,
         c_off = ((r3 // INNER) * (NB * BS // 2) + b3 * (BS // 2) + j) * INNER + r3 % INNER
         s_off = ((r2 // INNER) * NB + b[None, :]) * INNER + r2 % INNER
     packed = tl.load(codes_ptr + c_off, mask=bmask[:, :, None], other=0)
-    scale = e8m0_to_f32(tl.load(scales_ptr + s_off, mask=bmask, other=127))
-    lo = e2m1_to_f32(packed)
-    hi = e2m1_to_f32(packed.to(tl.int32) >> 4)
-    vals = tl.join(lo, hi).reshape(ROWS, BLOCKS, BS) * scale[:, :, None]
+    s_bytes = tl.load(scales_ptr + s_off, mask=bmask, other=127)
+    if out_ptr.dtype.element_ty == tl.bfloat16:
+        # bf16 out: the packed PTX decode, code times scale in bf16 (exact, like float32
+        # then RNE: every E2M1 value times 2^e is a bf16, or overflows to inf either way)
+        s = tl.broadcast_to(e8m0_to_bf16(s_bytes)[:, :, None], (ROWS, BLOCKS, BS // 2))
+        lo, hi = unpack_scaled_bf16(packed, s, s)
+        vals = tl.join(lo, hi).reshape(ROWS, BLOCKS, BS)
+    else:
+        lo = e2m1_to_f32(packed)
+        hi = e2m1_to_f32(packed.to(tl.int32) >> 4)
+        vals = tl.join(lo, hi).reshape(ROWS, BLOCKS, BS) * e8m0_to_f32(s_bytes)[:, :, None]
 
     k3 = b3 * BS + tl.arange(0, BS)[None, None, :]
     if INNER_ONE:
