@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 import mxfp4
-from mxfp4.bench.kernels import _copies, graph_time_us
+from mxfp4.bench.kernels import _copies, graph_time_us, graph_times_us
 from mxfp4.bench.moe import make_layer
 from mxfp4.kernels import linear as kl
 from mxfp4.kernels import prefill
@@ -43,6 +43,33 @@ def moe_breakdown(dev) -> None:
         parts = " | ".join(f"{n} {t:.1f}" for n, t in sorted(per.items(), key=lambda p: -p[1]))
         whole = graph_time_us([lambda x=x: layer(x) for x in xs])
         print(f"MoE T={T}: graph {whole:.1f} us, kernels {total:.1f} us: {parts}", flush=True)
+
+
+def moe_configs(dev) -> None:
+    """The MoE layer under several tile configurations per T, timed interleaved."""
+    from mxfp4.kernels.moe import GemmConfig as G, MoEConfig, default_config
+
+    layer = make_layer(device=dev)
+    g = torch.Generator(device=dev).manual_seed(2)
+    for T in (1, 4, 16, 64, 256):
+        xs = [torch.randn(T, 2880, generator=g, device=dev).bfloat16() for _ in range(8)]
+        d = default_config(T, 4, 128)
+        if d.decode:
+            cands = [d] + [MoEConfig(True, d.w1, G(16, 64, 256, 4, 3, split=s)) for s in (1, 2, 5)]
+            cands += [MoEConfig(True, G(16, 64, 256, 4, 2), d.w2),
+                      MoEConfig(True, G(16, 64, 128, 4, 3), G(16, 64, 128, 4, 3, split=3))]
+        else:
+            w = d.w1
+            cands = [d, MoEConfig(False, w, G(w.bm, w.bn, w.bk, w.warps, w.stages, split=2)),
+                     MoEConfig(False, G(w.bm, w.bn, w.bk, 4, 2, maxnreg=96),
+                               G(w.bm, w.bn, w.bk, 4, 2, maxnreg=96)),
+                     MoEConfig(False, G(w.bm, w.bn, 128, 4, 3, maxnreg=96),
+                               G(w.bm, w.bn, 128, 4, 3, maxnreg=96))]
+        lists = [[lambda x=x, c=c: layer(x, config=c) for x in xs] for c in cands]
+        times = graph_times_us(lists)
+        print(f"MoE configs T={T}: " + " | ".join(
+            f"{c.w1.bm}x{c.w1.bn}x{c.w1.bk}s{c.w1.stages}r{c.w1.maxnreg}/w2k{c.w2.bk}s{c.w2.split} {t:.1f}"
+            for c, t in zip(cands, times)), flush=True)
 
 
 def chunked(x, w, chunk):
@@ -163,6 +190,8 @@ def main() -> None:
     parts = sys.argv[1:] or ["moe", "prefill", "tiles"]
     if "moe" in parts:
         moe_breakdown(dev)
+    if "moeconfigs" in parts:
+        moe_configs(dev)
     if "prefill" in parts:
         prefill_breakdown(dev)
     if "interference" in parts:

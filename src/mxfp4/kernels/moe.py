@@ -5,11 +5,12 @@ No host synchronisation: buffer sizes depend only on T, k and E (worst-case bloc
 so the forward can be captured in a CUDA graph. Two paths, chosen from T alone:
 
 decode (T * k <= DECODE_MAX_PAIRS), 4 launches, one (token, slot) pair per row block:
-    router logits -> W1 with top-k in its prologue (+bias, SwiGLU) -> W2 (+bias, x routing
-    weight, by pair) -> sum of each token's k rows.
-batch, 5 launches + one memset:
-    router + top-k + softmax + rank -> align (sorted pairs, block table) -> W1 (+bias, SwiGLU)
-    -> W2 (+bias, x routing weight, scattered back to token order) -> sum of each token's k rows.
+    router logits -> W1 with top-k in its prologue (+bias, SwiGLU) -> W2 split along K (+bias,
+    x routing weight, by pair) -> sum of each token's k rows and the W2 splits.
+batch, 6 launches + one memset:
+    router GEMM in tiles -> top-k + softmax + rank -> align (sorted pairs, block table) -> W1
+    (+bias, SwiGLU) -> W2 (+bias, x routing weight, scattered back to token order) -> sum of
+    each token's k rows.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import torch
 import triton
 
 from .moe_gemm import _combine_kernel, _w1_kernel, _w2_kernel
-from .moe_routing import _align_kernel, _logits_kernel, _route_kernel, num_blocks_max, pad_pow2
+from .moe_routing import (_align_kernel, _logits_kernel, _logits_part_kernel, _route_kernel,
+                          num_blocks_max, pad_pow2)
 
 DECODE_MAX_PAIRS = 16  # T <= 4 at k = 4: beyond, re-reading shared experts costs more
 
@@ -37,6 +39,7 @@ class GemmConfig:
     stages: int = 3
     group_m: int = 8
     maxnreg: int | None = None  # register cap: 128 lets two 8-warp (or four 4-warp) CTAs share an SM
+    split: int = 1  # W2 only: K splits (fp32 shares summed by the combine kernel)
 
     def launch(self) -> dict:
         opts = dict(num_warps=self.warps, num_stages=self.stages)
@@ -63,7 +66,7 @@ def default_config(tokens: int, k: int, experts: int) -> MoEConfig:
     """
     if tokens * k <= DECODE_MAX_PAIRS:
         g = GemmConfig(16, 64, 256, 4, 3)
-        return MoEConfig(True, g, g)
+        return MoEConfig(True, g, GemmConfig(16, 64, 256, 4, 3, split=3))
     per_expert = tokens * k / experts
     if per_expert <= 12:
         g = GemmConfig(16, 64, 256, 4, 3)
@@ -125,15 +128,20 @@ def moe_forward(x: torch.Tensor, router_w, router_b, w1_codes, w1_scales, b1, w2
     interp = _interpreting()
     ids = torch.empty(P, dtype=torch.int32, device=dev)
     wts = torch.empty(P, dtype=torch.float32, device=dev)
-    a = torch.empty(P, I, dtype=torch.bfloat16, device=dev)
-    y = torch.empty(P, H, dtype=torch.bfloat16, device=dev)
     g1, g2 = cfg.w1, cfg.w2
+    kp2 = w2_codes.shape[2] * 2
+    k_chunk2 = triton.cdiv(kp2 // 64, g2.split) * 64  # W2 splits: whole 64-groups each
+    split2 = triton.cdiv(kp2, k_chunk2)
+    a = torch.empty(P, I, dtype=torch.bfloat16, device=dev)
+    y = torch.empty(split2 * P, H, dtype=torch.bfloat16 if split2 == 1 else torch.float32,
+                    device=dev)
     if cfg.decode:  # one row block per pair; no grouping
         nb = P
         logits = torch.empty(T, e_pad, dtype=torch.float32, device=dev)
-        _logits_kernel[(T, triton.cdiv(E, 4))](x, router_w, router_b, logits, H, E, x.stride(0),
-                                               router_w.stride(0), E_PAD=e_pad, BE=4, BK=512,
-                                               INTERPRET=interp)
+        be, bk = 2, min(pad_pow2(H), 4096)  # a whole router row per load: one round trip
+        _logits_kernel[(T, triton.cdiv(E, be))](x, router_w, router_b, logits, H, E, x.stride(0),
+                                                router_w.stride(0), E_PAD=e_pad, BE=be, BK=bk,
+                                                INTERPRET=interp)
         tables = (ids, ids, ids, ids)  # unused placeholders
     else:
         if g1.bm != g2.bm:
@@ -143,17 +151,28 @@ def moe_forward(x: torch.Tensor, router_w, router_b, w1_codes, w1_scales, b1, w2
         counts = torch.zeros(e_pad, dtype=torch.int32, device=dev)
         rank = torch.empty(P, dtype=torch.int32, device=dev)
         tables = tuple(torch.empty(n, dtype=torch.int32, device=dev) for n in (P, nb, nb, nb))
-        bt = 16 if T <= 256 else 64
-        _route_kernel[(triton.cdiv(T, bt),)](x, router_w, router_b, ids, wts, rank, counts, T, H, E,
-                                             x.stride(0), router_w.stride(0), K=k, K_PAD=k_pad,
-                                             E_PAD=e_pad, BT=bt, BK=64, INTERPRET=interp,
+        # router GEMM tiles: enough programs (token tiles x expert tiles x K splits) that the
+        # router weight streams from many SMs; few tokens split K more
+        bt, be = (16, 32) if T <= 256 else (64, 64)
+        be = min(be, e_pad)
+        tiles = triton.cdiv(T, bt) * (e_pad // be)
+        split = max(1, min(8, 128 // tiles, triton.cdiv(H, 256)))
+        k_chunk = triton.cdiv(triton.cdiv(H, split), 64) * 64
+        split = triton.cdiv(H, k_chunk)
+        part = torch.empty(split, T, e_pad, dtype=torch.float32, device=dev)
+        _logits_part_kernel[(triton.cdiv(T, bt), e_pad // be, split)](
+            x, router_w, part, T, H, E, x.stride(0), router_w.stride(0), k_chunk, E_PAD=e_pad,
+            BT=bt, BE=be, BK=64, INTERPRET=interp, num_warps=4)
+        rt = 16
+        _route_kernel[(triton.cdiv(T, rt),)](part, router_b, ids, wts, rank, counts, T, E, K=k,
+                                             K_PAD=k_pad, E_PAD=e_pad, SPLIT=split, BT=rt,
                                              num_warps=4)
         chunk = 64  # the [chunk, E] selection matrices stay in registers
         _align_kernel[(triton.cdiv(max(P, nb), chunk),)](ids, rank, counts, *tables, P, nb, E,
                                                          E_PAD=e_pad, BM=g1.bm, CHUNK=chunk,
                                                          num_warps=4)
     np1, np2 = w1_codes.shape[1], w2_codes.shape[1]
-    kp1, kp2 = w1_codes.shape[2] * 2, w2_codes.shape[2] * 2
+    kp1 = w1_codes.shape[2] * 2
     bn1, bn2 = _fit(g1.bn, np1), _fit(g2.bn, np2)
     if g1.bk % 64 or g2.bk % 64:
         raise ValueError(f"bk must be a multiple of 64, got {g1.bk} and {g2.bk}")
@@ -162,11 +181,11 @@ def moe_forward(x: torch.Tensor, router_w, router_b, w1_codes, w1_scales, b1, w2
         H, kp1, 2 * I, np1, E, nb, x.stride(0), alpha, limit, K=k, K_PAD=k_pad, E_PAD=e_pad,
         DECODE=cfg.decode, BM=g1.bm, BN=bn1, BK=g1.bk, GROUP_M=g1.group_m,
         FUSED=fused, X_SPLIT=x.dtype != torch.bfloat16, INTERPRET=interp, **g1.launch())
-    _w2_kernel[(nb * (np2 // bn2),)](
-        a, w2_codes, w2_scales, b2, ids, wts, y, *tables, I, kp2, H, np2, nb, DECODE=cfg.decode,
-        BM=g2.bm, BN=bn2, BK=g2.bk, GROUP_M=g2.group_m, FUSED=fused,
-        INTERPRET=interp, **g2.launch())
+    _w2_kernel[(nb * (np2 // bn2), split2)](
+        a, w2_codes, w2_scales, b2, ids, wts, y, *tables, I, kp2, H, np2, nb, P, k_chunk2,
+        DECODE=cfg.decode, BM=g2.bm, BN=bn2, BK=g2.bk, GROUP_M=g2.group_m, SPLIT=split2,
+        FUSED=fused, INTERPRET=interp, **g2.launch())
     bh = 1024
-    _combine_kernel[(T, triton.cdiv(H, bh))](y, out, H, out.stride(0), K=k, BH=bh,
-                                             INTERPRET=interp, num_warps=4)
+    _combine_kernel[(T, triton.cdiv(H, bh))](y, out, H, P, out.stride(0), K=k, SPLIT=split2,
+                                             BH=bh, INTERPRET=interp, num_warps=4)
     return out

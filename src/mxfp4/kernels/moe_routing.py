@@ -6,8 +6,9 @@ of two equal logits the lower expert index is chosen first; softmax over the k s
 Two routes through these kernels, neither with a host synchronisation:
 - decode (few tokens): `_logits_kernel` spreads the router GEMV over many programs; top-k then
   runs in the prologue of the first expert GEMM (see moe_gemm.py).
-- batch: `_route_kernel` computes logits, top-k, softmax and, with one atomic per pair, the
-  pair's rank inside its expert; `_align_kernel` turns the per-expert counts into the tables
+- batch: `_logits_part_kernel` computes the router GEMM in tiles and K splits, `_route_kernel`
+  sums them and does top-k, softmax and, with one atomic per pair, the pair's rank inside its
+  expert; `_align_kernel` turns the per-expert counts into the tables
   the grouped GEMMs read: pairs sorted by expert and one row block per (expert, BM rows).
 """
 
@@ -90,22 +91,43 @@ def _logits_kernel(x_ptr, wr_ptr, br_ptr, logits_ptr, H, E, stride_x, stride_w,
 
 
 @triton.jit
-def _route_kernel(x_ptr, wr_ptr, br_ptr, ids_ptr, wts_ptr, rank_ptr, counts_ptr,
-                  T, H, E, stride_x, stride_w,
-                  K: tl.constexpr, K_PAD: tl.constexpr, E_PAD: tl.constexpr,
-                  BT: tl.constexpr, BK: tl.constexpr, INTERPRET: tl.constexpr):
-    """Router linear + top-k + softmax for BT tokens; rank of each pair inside its expert."""
+def _logits_part_kernel(x_ptr, wr_ptr, part_ptr, T, H, E, stride_x, stride_w, k_chunk,
+                        E_PAD: tl.constexpr, BT: tl.constexpr, BE: tl.constexpr,
+                        BK: tl.constexpr, INTERPRET: tl.constexpr):
+    """part[s, t, e] = x[t, chunk s] . Wr[e, chunk s] in fp32, for BT tokens x BE experts.
+
+    The router is a small GEMM ([T, H] x [E, H]); splitting it over tokens, experts and K
+    lets every SM read a slice of Wr instead of one program per token tile reading all of it.
+    """
     offs_t = tl.program_id(0) * BT + tl.arange(0, BT)
-    col = tl.arange(0, E_PAD)
+    offs_e = tl.program_id(1) * BE + tl.arange(0, BE)
+    split = tl.program_id(2)
     offs_k = tl.arange(0, BK)
-    acc = tl.zeros((BT, E_PAD), dtype=tl.float32)
-    for k0 in range(0, H, BK):
+    k_stop = tl.minimum(split * k_chunk + k_chunk, H)
+    acc = tl.zeros((BT, BE), dtype=tl.float32)
+    for k0 in range(split * k_chunk, k_stop, BK):
         kk = k0 + offs_k
         xt = tl.load(x_ptr + offs_t[:, None] * stride_x + kk[None, :],
-                     mask=(offs_t[:, None] < T) & (kk[None, :] < H), other=0.0)
-        w = tl.load(wr_ptr + col[:, None] * stride_w + kk[None, :],
-                    mask=(col[:, None] < E) & (kk[None, :] < H), other=0.0)
+                     mask=(offs_t[:, None] < T) & (kk[None, :] < k_stop), other=0.0)
+        w = tl.load(wr_ptr + offs_e[:, None] * stride_w + kk[None, :],
+                    mask=(offs_e[:, None] < E) & (kk[None, :] < k_stop), other=0.0)
         acc = bf16_dot(as_bf16(xt, INTERPRET), tl.trans(as_bf16(w, INTERPRET)), acc, INTERPRET)
+    tl.store(part_ptr + (split * T + offs_t)[:, None] * E_PAD + offs_e[None, :], acc,
+             mask=(offs_t[:, None] < T) & (offs_e[None, :] < E_PAD))
+
+
+@triton.jit
+def _route_kernel(part_ptr, br_ptr, ids_ptr, wts_ptr, rank_ptr, counts_ptr, T, E,
+                  K: tl.constexpr, K_PAD: tl.constexpr, E_PAD: tl.constexpr,
+                  SPLIT: tl.constexpr, BT: tl.constexpr):
+    """Router logits (the K splits of _logits_part_kernel summed in order, plus the bias),
+    top-k + softmax for BT tokens, and the rank of each pair inside its expert."""
+    offs_t = tl.program_id(0) * BT + tl.arange(0, BT)
+    col = tl.arange(0, E_PAD)
+    acc = tl.zeros((BT, E_PAD), dtype=tl.float32)
+    for s in tl.static_range(SPLIT):
+        acc += tl.load(part_ptr + (s * T + offs_t)[:, None] * E_PAD + col[None, :],
+                       mask=offs_t[:, None] < T, other=0.0)
     bias = tl.load(br_ptr + col, mask=col < E, other=0.0).to(tl.float32)
     logits = tl.where(col[None, :] < E, acc + bias[None, :], float("-inf"))
     ids, weights = select_topk(logits, col, K, K_PAD)
