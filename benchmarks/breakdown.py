@@ -55,20 +55,18 @@ def moe_configs(dev) -> None:
         xs = [torch.randn(T, 2880, generator=g, device=dev).bfloat16() for _ in range(8)]
         d = default_config(T, 4, 128)
         if d.decode:
-            cands = [d] + [MoEConfig(True, d.w1, G(16, 64, 256, 4, 3, split=s)) for s in (1, 2, 5)]
-            cands += [MoEConfig(True, G(16, 64, 256, 4, 2), d.w2),
+            cands = [d, MoEConfig(True, G(16, 64, 256, 4, 2), d.w2),
                       MoEConfig(True, G(16, 64, 128, 4, 3), G(16, 64, 128, 4, 3, split=3))]
         else:
             w = d.w1
-            cands = [d, MoEConfig(False, w, G(w.bm, w.bn, w.bk, w.warps, w.stages, split=2)),
-                     MoEConfig(False, G(w.bm, w.bn, w.bk, 4, 2, maxnreg=96),
+            cands = [d, MoEConfig(False, G(w.bm, w.bn, w.bk, 4, 2, maxnreg=96),
                                G(w.bm, w.bn, w.bk, 4, 2, maxnreg=96)),
                      MoEConfig(False, G(w.bm, w.bn, 128, 4, 3, maxnreg=96),
                                G(w.bm, w.bn, 128, 4, 3, maxnreg=96))]
         lists = [[lambda x=x, c=c: layer(x, config=c) for x in xs] for c in cands]
         times = graph_times_us(lists)
         print(f"MoE configs T={T}: " + " | ".join(
-            f"{c.w1.bm}x{c.w1.bn}x{c.w1.bk}s{c.w1.stages}r{c.w1.maxnreg}/w2k{c.w2.bk}s{c.w2.split} {t:.1f}"
+            f"{c.w1.bm}x{c.w1.bn}x{c.w1.bk}s{c.w1.stages}r{c.w1.maxnreg}/w2k{c.w2.bk} {t:.1f}"
             for c, t in zip(cands, times)), flush=True)
 
 

@@ -60,18 +60,6 @@ def test_k_steps_wider_than_64_end_with_64_wide_ones():
         _check(m, _x(9, 320, 7), _batch(16, bk=96))
 
 
-@pytest.mark.parametrize("decode", [True, False])
-def test_w2_split_along_k(decode):
-    # I = 320 is 5 groups of 64: three splits of 128, 128 and 64; fp32 shares summed in order
-    m = random_moe(E=8, H=64, I=320, k=2, seed=23)
-    cfg = MoEConfig(decode, GemmConfig(16, 64, 64), GemmConfig(16, 64, 64, split=3))
-    x = _x(2 if decode else 9, 64, 8)
-    _check(m, x, cfg)
-    one = MoEConfig(decode, GemmConfig(16, 64, 64), GemmConfig(16, 64, 64))
-    assert rel_err(m.to(DEV)(x, backend="triton", config=cfg).cpu(),
-                   m.to(DEV)(x, backend="triton", config=one).cpu()) < 1e-2
-
-
 def test_float32_and_float16_inputs():
     m = random_moe(E=8, H=64, I=32, seed=21)
     _check(m, _x(3, 64, 4, torch.float32), _decode())

@@ -5,8 +5,8 @@ No host synchronisation: buffer sizes depend only on T, k and E (worst-case bloc
 so the forward can be captured in a CUDA graph. Two paths, chosen from T alone:
 
 decode (T * k <= DECODE_MAX_PAIRS), 4 launches, one (token, slot) pair per row block:
-    router logits -> W1 with top-k in its prologue (+bias, SwiGLU) -> W2 split along K (+bias,
-    x routing weight, by pair) -> sum of each token's k rows and the W2 splits.
+    router logits -> W1 with top-k in its prologue (+bias, SwiGLU) -> W2 (+bias, x routing
+    weight, by pair) -> sum of each token's k rows.
 batch, 6 launches + one memset:
     router GEMM in tiles -> top-k + softmax + rank -> align (sorted pairs, block table) -> W1
     (+bias, SwiGLU) -> W2 (+bias, x routing weight, scattered back to token order) -> sum of
@@ -39,7 +39,6 @@ class GemmConfig:
     stages: int = 3
     group_m: int = 8
     maxnreg: int | None = None  # register cap: 128 lets two 8-warp (or four 4-warp) CTAs share an SM
-    split: int = 1  # W2 only: K splits (fp32 shares summed by the combine kernel)
 
     def launch(self) -> dict:
         opts = dict(num_warps=self.warps, num_stages=self.stages)
@@ -66,7 +65,7 @@ def default_config(tokens: int, k: int, experts: int) -> MoEConfig:
     """
     if tokens * k <= DECODE_MAX_PAIRS:
         g = GemmConfig(16, 64, 256, 4, 3)
-        return MoEConfig(True, g, GemmConfig(16, 64, 256, 4, 3, split=3))
+        return MoEConfig(True, g, g)
     per_expert = tokens * k / experts
     if per_expert <= 12:
         g = GemmConfig(16, 64, 256, 4, 3)
@@ -129,12 +128,8 @@ def moe_forward(x: torch.Tensor, router_w, router_b, w1_codes, w1_scales, b1, w2
     ids = torch.empty(P, dtype=torch.int32, device=dev)
     wts = torch.empty(P, dtype=torch.float32, device=dev)
     g1, g2 = cfg.w1, cfg.w2
-    kp2 = w2_codes.shape[2] * 2
-    k_chunk2 = triton.cdiv(kp2 // 64, g2.split) * 64  # W2 splits: whole 64-groups each
-    split2 = triton.cdiv(kp2, k_chunk2)
     a = torch.empty(P, I, dtype=torch.bfloat16, device=dev)
-    y = torch.empty(split2 * P, H, dtype=torch.bfloat16 if split2 == 1 else torch.float32,
-                    device=dev)
+    y = torch.empty(P, H, dtype=torch.bfloat16, device=dev)
     if cfg.decode:  # one row block per pair; no grouping
         nb = P
         logits = torch.empty(T, e_pad, dtype=torch.float32, device=dev)
@@ -172,7 +167,7 @@ def moe_forward(x: torch.Tensor, router_w, router_b, w1_codes, w1_scales, b1, w2
                                                          E_PAD=e_pad, BM=g1.bm, CHUNK=chunk,
                                                          num_warps=4)
     np1, np2 = w1_codes.shape[1], w2_codes.shape[1]
-    kp1 = w1_codes.shape[2] * 2
+    kp1, kp2 = w1_codes.shape[2] * 2, w2_codes.shape[2] * 2
     bn1, bn2 = _fit(g1.bn, np1), _fit(g2.bn, np2)
     if g1.bk % 64 or g2.bk % 64:
         raise ValueError(f"bk must be a multiple of 64, got {g1.bk} and {g2.bk}")
@@ -181,11 +176,11 @@ def moe_forward(x: torch.Tensor, router_w, router_b, w1_codes, w1_scales, b1, w2
         H, kp1, 2 * I, np1, E, nb, x.stride(0), alpha, limit, K=k, K_PAD=k_pad, E_PAD=e_pad,
         DECODE=cfg.decode, BM=g1.bm, BN=bn1, BK=g1.bk, GROUP_M=g1.group_m,
         FUSED=fused, X_SPLIT=x.dtype != torch.bfloat16, INTERPRET=interp, **g1.launch())
-    _w2_kernel[(nb * (np2 // bn2), split2)](
-        a, w2_codes, w2_scales, b2, ids, wts, y, *tables, I, kp2, H, np2, nb, P, k_chunk2,
-        DECODE=cfg.decode, BM=g2.bm, BN=bn2, BK=g2.bk, GROUP_M=g2.group_m, SPLIT=split2,
-        FUSED=fused, INTERPRET=interp, **g2.launch())
+    _w2_kernel[(nb * (np2 // bn2),)](
+        a, w2_codes, w2_scales, b2, ids, wts, y, *tables, I, kp2, H, np2, nb, DECODE=cfg.decode,
+        BM=g2.bm, BN=bn2, BK=g2.bk, GROUP_M=g2.group_m, FUSED=fused,
+        INTERPRET=interp, **g2.launch())
     bh = 1024
-    _combine_kernel[(T, triton.cdiv(H, bh))](y, out, H, P, out.stride(0), K=k, SPLIT=split2,
-                                             BH=bh, INTERPRET=interp, num_warps=4)
+    _combine_kernel[(T, triton.cdiv(H, bh))](y, out, H, out.stride(0), K=k, BH=bh,
+                                             INTERPRET=interp, num_warps=4)
     return out

@@ -36,16 +36,15 @@ def _block_coords(NB, NP, BN: tl.constexpr, GROUP_M: tl.constexpr, DECODE: tl.co
 
 
 @triton.jit
-def _expert_dot(x_ptrs, rows_ok, codes_ptr, scales_ptr, e64, pid_n, K, KP, NP, k_start, k_end,
+def _expert_dot(x_ptrs, rows_ok, codes_ptr, scales_ptr, e64, pid_n, K, KP, NP, k_end,
                 BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
                 FUSED: tl.constexpr, X_SPLIT: tl.constexpr):
-    """acc [BN, BM] = W[e][tile rows] @ x rows.T over k_start <= k < k_end (multiples of 64;
-    k_end = k_start skips the block)."""
+    """acc [BN, BM] = W[e][tile rows] @ x rows.T over k < k_end (K, or 0 to skip the block)."""
     rn = pid_n * BN + tl.arange(0, BN)
     w_rows = codes_ptr + e64 * NP * (KP // 2) + rn.to(tl.int64)[:, None] * (KP // 2)
     s_cols = scales_ptr + e64 * (KP // 32) * NP + rn[None, :]
     acc = tl.zeros((BN, BM), dtype=tl.float32)
-    return hopper_dot(acc, w_rows, s_cols, x_ptrs[None, :], rows_ok, k_start, k_end, K, NP,
+    return hopper_dot(acc, w_rows, s_cols, x_ptrs[None, :], rows_ok, 0, k_end, K, NP,
                       FUSED, X_SPLIT, True, BN, BK), rn
 
 
@@ -80,7 +79,7 @@ def _w1_kernel(x_ptr, codes_ptr, scales_ptr, bias_ptr, a_ptr,
         e = tl.maximum(e, 0)
     e64 = e.to(tl.int64)
     acc, rn = _expert_dot(x_ptr + tok.to(tl.int64) * stride_x, rows_ok, codes_ptr, scales_ptr,
-                          e64, pid_n, H, KP, NP, 0, k_end, BM, BN, BK, FUSED, X_SPLIT)
+                          e64, pid_n, H, KP, NP, k_end, BM, BN, BK, FUSED, X_SPLIT)
     bias = tl.load(bias_ptr + e64 * N2 + rn, mask=rn < N2, other=0.0).to(tl.float32)
     h = tl.trans(acc + bias[:, None])  # [BM, BN]: rows 2i (gate) and 2i + 1 (linear) side by side
     gate, lin = tl.split(tl.reshape(h, (BM, BN // 2, 2)))
@@ -94,13 +93,9 @@ def _w1_kernel(x_ptr, codes_ptr, scales_ptr, bias_ptr, a_ptr,
 @triton.jit
 def _w2_kernel(a_ptr, codes_ptr, scales_ptr, bias_ptr, ids_ptr, wts_ptr, y_ptr,
                sorted_pair_ptr, block_expert_ptr, block_start_ptr, block_rows_ptr,
-               I, KP, H, NP, NB, P, k_chunk, DECODE: tl.constexpr,
+               I, KP, H, NP, NB, DECODE: tl.constexpr,
                BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr,
-               SPLIT: tl.constexpr, FUSED: tl.constexpr, INTERPRET: tl.constexpr):
-    """y[pair] = (a[pair] @ W2[e].T + b2[e]) * routing weight. SPLIT > 1: program axis 1 takes
-    one k_chunk of K and stores its fp32 share in y[split, pair] (the bias in split 0's),
-    which _combine_kernel adds up in split order; more programs keep the SMs streaming
-    weights when there are few pairs."""
+               FUSED: tl.constexpr, INTERPRET: tl.constexpr):
     pid_b, pid_n = _block_coords(NB, NP, BN, GROUP_M, DECODE)
     offs_m = tl.arange(0, BM)
     if DECODE:  # row block = one pair, whose expert the W1 prologue stored
@@ -113,34 +108,25 @@ def _w2_kernel(a_ptr, codes_ptr, scales_ptr, bias_ptr, ids_ptr, wts_ptr, y_ptr,
         start = tl.load(block_start_ptr + pid_b)
         rows_ok = offs_m < tl.load(block_rows_ptr + pid_b)
         pair = tl.load(sorted_pair_ptr + start + offs_m, mask=rows_ok, other=0)
-    split = tl.program_id(1)
-    k_start = split * k_chunk
-    k_end = tl.where(e >= 0, tl.minimum(k_start + k_chunk, KP), k_start)
+    k_end = tl.where(e >= 0, KP, 0)
     e64 = tl.maximum(e, 0).to(tl.int64)
     acc, rn = _expert_dot(a_ptr + (start + offs_m).to(tl.int64) * I, rows_ok, codes_ptr,
-                          scales_ptr, e64, pid_n, I, KP, NP, k_start, k_end, BM, BN, BK, FUSED,
-                          False)
-    bias = tl.load(bias_ptr + e64 * H + rn, mask=rn < tl.where(split == 0, H, 0), other=0.0)
+                          scales_ptr, e64, pid_n, I, KP, NP, k_end, BM, BN, BK, FUSED, False)
+    bias = tl.load(bias_ptr + e64 * H + rn, mask=rn < H, other=0.0).to(tl.float32)
     wt = tl.load(wts_ptr + pair, mask=rows_ok, other=0.0)
-    y = (acc + bias.to(tl.float32)[:, None]) * wt[None, :]
-    y_rows = y_ptr + (split * P + pair).to(tl.int64)[None, :] * H + rn[:, None]
-    mask = rows_ok[None, :] & (rn < H)[:, None]
-    if SPLIT == 1:
-        tl.store(y_rows, round_to(y, tl.bfloat16, INTERPRET), mask=mask)
-    else:
-        tl.store(y_rows, y, mask=mask)
+    y = (acc + bias[:, None]) * wt[None, :]
+    tl.store(y_ptr + pair.to(tl.int64)[None, :] * H + rn[:, None], round_to(y, tl.bfloat16, INTERPRET),
+             mask=rows_ok[None, :] & (rn < H)[:, None])
 
 
 @triton.jit
-def _combine_kernel(y_ptr, out_ptr, H, P, stride_out, K: tl.constexpr, SPLIT: tl.constexpr,
-                    BH: tl.constexpr, INTERPRET: tl.constexpr):
-    """out[t] = sum over the token's k rows of y (and over the W2 splits), in a fixed order."""
+def _combine_kernel(y_ptr, out_ptr, H, stride_out, K: tl.constexpr, BH: tl.constexpr,
+                    INTERPRET: tl.constexpr):
+    """out[t] = sum over the token's k rows of y, in slot order (deterministic)."""
     t = tl.program_id(0)
     offs = tl.program_id(1) * BH + tl.arange(0, BH)
     ok = offs < H
     total = tl.zeros((BH,), dtype=tl.float32)
     for j in tl.static_range(K):
-        for s in tl.static_range(SPLIT):
-            row = (s * P + t * K + j).to(tl.int64)
-            total += tl.load(y_ptr + row * H + offs, mask=ok, other=0.0).to(tl.float32)
+        total += tl.load(y_ptr + (t * K + j).to(tl.int64) * H + offs, mask=ok, other=0.0).to(tl.float32)
     tl.store(out_ptr + t.to(tl.int64) * stride_out + offs, round_to(total, out_ptr.dtype.element_ty, INTERPRET), mask=ok)
