@@ -67,6 +67,9 @@ def test_gemv_wide_scales_and_default_dispatch():
     d = mxfp4.linear(x.to(DEV), prepack(w).to(DEV), b.to(DEV), backend="triton")
     assert torch.equal(d, _gemv(x, w, b, **_default_tiles(1, 24, 128)))
     assert kl.GEMV_MAX_M == 1 and gemv_config(1, 5760, 2880, 132)["SPLIT_K"] == 8
+    # measured dispatch: 2880x2880 on the GEMV, 2880x5760 and larger on the tensor cores
+    assert kl.use_gemv(1, 2880, 2880) and not kl.use_gemv(1, 5760, 2880)
+    assert not kl.use_gemv(2, 2880, 2880)
 
 
 def _default_tiles(m, n, k):

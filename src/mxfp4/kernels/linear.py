@@ -135,13 +135,16 @@ def pick_config(m: int, n: int, kp: int, sm_count: int) -> dict:
     ends with 64-wide steps when BK does not divide it, so no weight load needs a mask).
     """
     if m <= 64:
-        # decode: every SM streams weights, BK = 256 (K = 2880 ends in 64-wide steps). Short K
-        # (< 4096) runs one warpgroup per 64-row tile, so that several CTAs share an SM. Split
-        # K while the CTAs fit in ~1.4 waves of 8-warp CTAs and each split keeps >= 640
-        # elements of K. Measured on an H100 (benchmarks/linear_bk_probe.py): split 4 for
-        # 2880 -> 2880, 2880 -> 5760 and 14336 -> 4096, none for 4096 -> 14336.
+        # decode: every SM streams weights, BK = 256 (K = 2880 ends in 64-wide steps). Up to
+        # 16 rows of x, or short K (< 4096), runs one warpgroup per 64-row tile, so that
+        # several CTAs share an SM. Split K while the CTAs fit in ~1.4 waves of 8-warp CTAs
+        # and each split keeps >= 640 elements of K. Measured on an H100
+        # (benchmarks/linear_bk_probe.py, benchmarks/breakdown.py tiles): split 4 for
+        # 2880 -> 2880, 2880 -> 5760 and 14336 -> 4096, none for 4096 -> 14336; at M = 1 the
+        # 4096-wide shapes 19.5 / 19.5 us with 64-row tiles vs 20.5 / 20.7 with 128-row ones,
+        # while M = 64 there wants 128-row tiles of 8 warps (29.2 vs 36.5 us).
         bm = max(16, triton.next_power_of_2(m))
-        short = kp < 4096
+        short = kp < 4096 or m <= 16
         cfg = dict(BN=64 if short else 128, BM=bm, BK=256, SPLIT_K=1, GROUP_N=1, SWAP=True,
                    num_warps=4 if short else 8, num_stages=3 if short else 4)
     else:
@@ -257,12 +260,12 @@ _GEMV_CONSTEXPRS = [p for p in _gemv_kernel.arg_names if p not in (
     "x_ptr", "w_ptr", "s_ptr", "bias_ptr", "out_ptr", "ws_ptr", "lock_ptr", "M", "N", "K", "KP",
     "NP", "stride_xm", "stride_om", "k_chunk", "ws_stride")]
 # Where a HopperWeight takes the CUDA-core GEMV (kernels/gemv.py) instead of the tensor-core
-# kernel, from `mxfp4 bench kernels --sweep` on an H100 (docs/kernels.md, "Decode GEMV"): one
-# row of x and weights up to ~20 M elements (2880x2880: 7.6-7.9 vs 10.2-10.4 us, 2880x5760:
-# 10.3-11.8 vs 12.5-12.8 us). At 4096x14336 it loses (25.6 vs 18.4 us: ~8 instructions per
-# weight), and every extra row of x costs a full FMA pass (M = 2 already loses everywhere).
+# kernel, from `mxfp4 bench kernels` on an H100 (docs/kernels.md, "Decode GEMV"): one row of x
+# and weights up to ~10 M elements (2880x2880: 7.7 vs 7.9 us). Since the tensor-core kernel's
+# 64-wide K tail steps it wins from 2880x5760 on (9.8 vs 10.3 us; 4096x14336: 19.1 vs 29.5),
+# and every extra row of x costs the GEMV a full FMA pass (M = 2 already loses everywhere).
 GEMV_MAX_M = 1
-GEMV_MAX_WEIGHTS = 20_000_000
+GEMV_MAX_WEIGHTS = 10_000_000
 
 
 def use_gemv(m: int, n: int, k: int) -> bool:
