@@ -335,7 +335,8 @@ def run(args) -> int:
     flags = (" --sweep" if args.sweep else "") + f" --jobs {args.jobs}"
     notes = (f"Command: `mxfp4 bench kernels{flags}`. Median of 7 CUDA-graph replays, each call on its "
              f"own weights (rotated over > 600 MB) and, for cuBLAS, F.linear on the dequantized "
-             f"bf16 weight. floor = max(bytes / {COPY_TBS} TB/s, FLOPs / {BF16_TFLOPS} TFLOP/s), "
+             f"bf16 weight; for each shape and M, cuBLAS and every variant are replayed in turn, "
+             f"trial after trial, so all see the same clocks. floor = max(bytes / {COPY_TBS} TB/s, FLOPs / {BF16_TFLOPS} TFLOP/s), "
              f"4.25 bits per weight. Host time per mxfp4.linear call: {host:.1f} us. Variants: "
              f"hopper = HopperWeight (prepacked) with the default tiles, mxtensor = plain "
              f"MXTensor, hopper-best = fastest of the swept tile configs (column config).")
