@@ -70,6 +70,33 @@ def moe_configs(dev) -> None:
             for c, t in zip(cands, times)), flush=True)
 
 
+def decode_depth(dev) -> None:
+    """Decode (MoE T = 1, 4; linear M = 1): K step width and pipeline depth, timed interleaved."""
+    from mxfp4.kernels.moe import GemmConfig as G, MoEConfig
+
+    depths = [(256, 3), (256, 4), (256, 5), (512, 2), (512, 3), (128, 5), (128, 6)]
+    layer = make_layer(device=dev)
+    g = torch.Generator(device=dev).manual_seed(3)
+    for T in (1, 4):
+        xs = [torch.randn(T, 2880, generator=g, device=dev).bfloat16() for _ in range(8)]
+        cands = [MoEConfig(True, G(16, 64, bk, 4, st), G(16, 64, bk, 4, st)) for bk, st in depths]
+        times = graph_times_us([[lambda x=x, c=c: layer(x, config=c) for x in xs] for c in cands])
+        print(f"MoE decode T={T}: " + " | ".join(f"bk{bk}s{st} {t:.1f}" for (bk, st), t in
+                                                 zip(depths, times)), flush=True)
+    del layer
+    for k, n in [(4096, 14336), (14336, 4096), (2880, 5760)]:
+        w = mxfp4.quantize(torch.randn(n, k, generator=g, device=dev) * 0.02)
+        packs = _copies(lambda: prepack(w), w.nbytes)
+        x = torch.randn(1, k, generator=g, device=dev).bfloat16()
+        base = kl.pick_config(1, n, packs[0].codes.shape[1] * 2, 132)
+        cfgs = [dict(base, BK=bk, num_stages=st) for bk, st in depths]
+        times = graph_times_us([[lambda i=i, c=c: kl.linear(x, packs[i], None, c)
+                                 for i in range(len(packs))] for c in cfgs])
+        print(f"linear M=1 {k}->{n} (BN={base['BN']} split {base['SPLIT_K']}): " + " | ".join(
+            f"bk{bk}s{st} {t:.1f}" for (bk, st), t in zip(depths, times)), flush=True)
+        del packs
+
+
 def chunked(x, w, chunk):
     """x @ W.T with W decoded chunk rows at a time, each GEMM into its slice of the output."""
     n, k = w.shape
@@ -190,6 +217,8 @@ def main() -> None:
         moe_breakdown(dev)
     if "moeconfigs" in parts:
         moe_configs(dev)
+    if "depth" in parts:
+        decode_depth(dev)
     if "prefill" in parts:
         prefill_breakdown(dev)
     if "interference" in parts:
