@@ -97,6 +97,27 @@ def decode_depth(dev) -> None:
         del packs
 
 
+def codec_tiles(dev) -> None:
+    """quantize / dequantize of a bf16 8192^2 tensor under several tile options, interleaved."""
+    from mxfp4.kernels import quantize as kq
+
+    g = torch.Generator(device=dev).manual_seed(0)
+    xs = _copies(lambda: torch.randn(8192, 8192, generator=g, device=dev).bfloat16(), 8192 ** 2 * 2)
+    qs = [mxfp4.quantize(x) for x in xs]
+    qt = [None, (8192, 8, False, 0, 1024), (8192, 4, False, 0, 1024), (4096, 4, False, 0, 2048),
+          (2048, 4, False, 0, 1024), (4096, 8, False, 0, 1024), (16384, 8, False, 0, 2048),
+          (8192, 8, False, 0, 2048)]
+    times = graph_times_us([[lambda x=x, t=t: kq.quantize(x, 1, 32, "floor", "nearest", None, t)
+                             for x in xs] for t in qt])
+    print("quantize: " + " | ".join(f"{t or 'default'} {u:.1f}" for t, u in zip(qt, times)))
+    dt = [None, (4096, 4, False, 0, 1024), (8192, 8, False, 0, 1024), (4096, 8), (1024, 4),
+          (2048, 4, False, 0, 512), (2048, 8), (8192, 8, False, 0, 2048)]
+    times = graph_times_us([[lambda q=q, t=t: kq.dequantize(q.codes, q.scales, q.shape, 1, 32,
+                                                            torch.bfloat16, t) for q in qs]
+                            for t in dt])
+    print("dequantize: " + " | ".join(f"{t or 'default'} {u:.1f}" for t, u in zip(dt, times)))
+
+
 def chunked(x, w, chunk):
     """x @ W.T with W decoded chunk rows at a time, each GEMM into its slice of the output."""
     n, k = w.shape
@@ -217,6 +238,8 @@ def main() -> None:
         moe_breakdown(dev)
     if "moeconfigs" in parts:
         moe_configs(dev)
+    if "codec" in parts:
+        codec_tiles(dev)
     if "depth" in parts:
         decode_depth(dev)
     if "prefill" in parts:
