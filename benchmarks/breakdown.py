@@ -4,7 +4,8 @@
 - Prefill (M = 4096, HopperWeight): the bf16 decode alone, cuBLAS alone, both in sequence, and
   the decode done in row chunks, each chunk's GEMM written into its columns of the output.
 - Decode tiles (M = 1 and 64): mxfp4.linear with several tile / split-K configurations.
-Run: PYTHONPATH=src python3 benchmarks/breakdown.py [moe] [prefill] [tiles]
+Run: PYTHONPATH=src python3 benchmarks/breakdown.py [part ...] (parts: the PARTS table below;
+moeconfigs, codec, depth and interference time variants interleaved, so they share clocks)
 """
 
 import sys
@@ -231,23 +232,15 @@ def tile_sweep(dev) -> None:
         del packs
 
 
+PARTS = {"moe": moe_breakdown, "moeconfigs": moe_configs, "codec": codec_tiles,
+         "depth": decode_depth, "prefill": prefill_breakdown,
+         "interference": prefill_interference, "tiles": tile_sweep}
+
+
 def main() -> None:
     dev = torch.device("cuda")
-    parts = sys.argv[1:] or ["moe", "prefill", "tiles"]
-    if "moe" in parts:
-        moe_breakdown(dev)
-    if "moeconfigs" in parts:
-        moe_configs(dev)
-    if "codec" in parts:
-        codec_tiles(dev)
-    if "depth" in parts:
-        decode_depth(dev)
-    if "prefill" in parts:
-        prefill_breakdown(dev)
-    if "interference" in parts:
-        prefill_interference(dev)
-    if "tiles" in parts:
-        tile_sweep(dev)
+    for part in sys.argv[1:] or ["moe", "prefill", "tiles"]:
+        PARTS[part](dev)
 
 
 if __name__ == "__main__":

@@ -139,7 +139,7 @@ def pick_config(m: int, n: int, kp: int, sm_count: int) -> dict:
         # 16 rows of x, or short K (< 4096), runs one warpgroup per 64-row tile, so that
         # several CTAs share an SM. Split K while the CTAs fit in ~1.4 waves of 8-warp CTAs
         # and each split keeps >= 640 elements of K. Measured on an H100
-        # (benchmarks/linear_bk_probe.py, benchmarks/breakdown.py tiles): split 4 for
+        # (benchmarks/breakdown.py tiles): split 4 for
         # 2880 -> 2880, 2880 -> 5760 and 14336 -> 4096, none for 4096 -> 14336; at M = 1 the
         # 4096-wide shapes 19.5 / 19.5 us with 64-row tiles vs 20.5 / 20.7 with 128-row ones,
         # while M = 64 there wants 128-row tiles of 8 warps (29.2 vs 36.5 us).
