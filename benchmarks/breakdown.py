@@ -22,6 +22,12 @@ from mxfp4.kernels import prefill
 from mxfp4.layouts import prepack
 
 
+def _weights(g, dev, k, n):
+    """An MXFP4 weight [n, k] and enough HopperWeight copies of it to rotate past the L2."""
+    w = mxfp4.quantize(torch.randn(n, k, generator=g, device=dev) * 0.02)
+    return w, _copies(lambda: prepack(w), w.nbytes)
+
+
 def moe_breakdown(dev) -> None:
     from torch.profiler import ProfilerActivity, profile
 
@@ -86,8 +92,7 @@ def decode_depth(dev) -> None:
                                                  zip(depths, times)), flush=True)
     del layer
     for k, n in [(4096, 14336), (14336, 4096), (2880, 5760)]:
-        w = mxfp4.quantize(torch.randn(n, k, generator=g, device=dev) * 0.02)
-        packs = _copies(lambda: prepack(w), w.nbytes)
+        w, packs = _weights(g, dev, k, n)
         x = torch.randn(1, k, generator=g, device=dev).bfloat16()
         base = kl.pick_config(1, n, packs[0].codes.shape[1] * 2, 132)
         cfgs = [dict(base, BK=bk, num_stages=st) for bk, st in depths]
@@ -138,8 +143,7 @@ def chunked(x, w, chunk):
 def prefill_breakdown(dev) -> None:
     g = torch.Generator(device=dev).manual_seed(0)
     for k, n in [(4096, 14336), (14336, 4096), (2880, 5760), (2880, 2880)]:
-        w = mxfp4.quantize(torch.randn(n, k, generator=g, device=dev) * 0.02)
-        packs = _copies(lambda: prepack(w), w.nbytes)
+        w, packs = _weights(g, dev, k, n)
         wb = w.dequantize(torch.bfloat16)
         bfs = _copies(lambda: wb.clone(), wb.nbytes)
         x = torch.randn(4096, k, generator=g, device=dev).bfloat16()
@@ -162,8 +166,7 @@ def prefill_interference(dev) -> None:
     """Is cuBLAS slower after the decode because it reads the fresh W, or just after it?"""
     g = torch.Generator(device=dev).manual_seed(0)
     for k, n in [(4096, 14336), (2880, 5760)]:
-        w = mxfp4.quantize(torch.randn(n, k, generator=g, device=dev) * 0.02)
-        packs = _copies(lambda: prepack(w), w.nbytes)
+        w, packs = _weights(g, dev, k, n)
         wb = w.dequantize(torch.bfloat16)
         bfs = _copies(lambda: wb.clone(), wb.nbytes)
         x = torch.randn(4096, k, generator=g, device=dev).bfloat16()
@@ -200,8 +203,7 @@ def prefill_interference(dev) -> None:
 def tile_sweep(dev) -> None:
     g = torch.Generator(device=dev).manual_seed(0)
     for k, n in [(4096, 14336), (14336, 4096), (2880, 5760), (2880, 2880)]:
-        w = mxfp4.quantize(torch.randn(n, k, generator=g, device=dev) * 0.02)
-        packs = _copies(lambda: prepack(w), w.nbytes)
+        w, packs = _weights(g, dev, k, n)
         ref_w = w.dequantize(torch.float32)
         kp = packs[0].codes.shape[1] * 2
         for m in (1, 64):
