@@ -75,7 +75,8 @@ def test_quantize_whole_blocks_special():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("shape,axis,block", [((7, 100), -1, 32), ((33, 5), 0, 32),
-                                              ((3, 40, 5), 1, 16)])
+                                              ((3, 40, 5), 1, 16), ((5, 96), -1, 8),
+                                              ((6, 36), -1, 4), ((1, 10), -1, 2)])
 def test_dequantize_bit_exact(dtype, shape, axis, block):
     q = mxfp4.quantize(_special(shape, torch.float32, seed=3), axis=axis, block_size=block)
     got = mxfp4.dequantize(q.to(DEV), dtype, backend="triton").cpu()

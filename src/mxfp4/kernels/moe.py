@@ -127,9 +127,9 @@ def moe_forward(x: torch.Tensor, router_w, router_b, w1_codes, w1_scales, b1, w2
     interp = _interpreting()
     ids = torch.empty(P, dtype=torch.int32, device=dev)
     wts = torch.empty(P, dtype=torch.float32, device=dev)
-    g1, g2 = cfg.w1, cfg.w2
     a = torch.empty(P, I, dtype=torch.bfloat16, device=dev)
     y = torch.empty(P, H, dtype=torch.bfloat16, device=dev)
+    g1, g2 = cfg.w1, cfg.w2
     if cfg.decode:  # one row block per pair; no grouping
         nb = P
         logits = torch.empty(T, e_pad, dtype=torch.float32, device=dev)

@@ -173,9 +173,10 @@ def _dequantize_tile(pr, pb, codes_ptr, scales_ptr, out_ptr, R, K, NB, INNER,
         s_off = ((r2 // INNER) * NB + b[None, :]) * INNER + r2 % INNER
     packed = tl.load(codes_ptr + c_off, mask=bmask[:, :, None], other=0)
     s_bytes = tl.load(scales_ptr + s_off, mask=bmask, other=127)
-    if out_ptr.dtype.element_ty == tl.bfloat16:
-        # bf16 out: the packed PTX decode, code times scale in bf16 (exact, like float32
-        # then RNE: every E2M1 value times 2^e is a bf16, or overflows to inf either way)
+    if out_ptr.dtype.element_ty == tl.bfloat16 and BS >= 8:
+        # bf16 out: the packed PTX decode (4 bytes per snippet, so blocks of >= 4 bytes), code
+        # times scale in bf16 (exact, like float32 then RNE: every E2M1 value times 2^e is a
+        # bf16, or overflows to inf either way)
         s = tl.broadcast_to(e8m0_to_bf16(s_bytes)[:, :, None], (ROWS, BLOCKS, BS // 2))
         lo, hi = unpack_scaled_bf16(packed, s, s)
         vals = tl.join(lo, hi).reshape(ROWS, BLOCKS, BS)
