@@ -19,6 +19,7 @@ from mxfp4.bench.kernels import _copies, graph_time_us, graph_times_us
 from mxfp4.bench.moe import make_layer
 from mxfp4.kernels import linear as kl
 from mxfp4.kernels import prefill
+from mxfp4.kernels.gemv import gemv_config
 from mxfp4.layouts import prepack
 
 
@@ -122,6 +123,24 @@ def codec_tiles(dev) -> None:
                                                             torch.bfloat16, t) for q in qs]
                             for t in dt])
     print("dequantize: " + " | ".join(f"{t or 'default'} {u:.1f}" for t, u in zip(dt, times)))
+
+
+def pdl_ab(dev) -> None:
+    """mxfp4.linear with and without programmatic dependent launch, back-to-back calls."""
+    g = torch.Generator(device=dev).manual_seed(5)
+    for k, n in [(4096, 14336), (14336, 4096), (2880, 5760), (2880, 2880)]:
+        w, packs = _weights(g, dev, k, n)
+        for m in (1, 16, 64):
+            x = torch.randn(m, k, generator=g, device=dev).bfloat16()
+            kp = packs[0].codes.shape[1] * 2
+            gemv = m == 1 and kl.use_gemv(m, n, k)
+            base = gemv_config(m, n, kp, 132) if gemv else kl.pick_config(m, n, kp, 132)
+            cfgs = [dict(base, launch_pdl=p) for p in (True, False)]
+            times = graph_times_us([[lambda i=i, c=c: kl.linear(x, packs[i], None, c)
+                                     for i in range(len(packs))] for c in cfgs])
+            print(f"pdl {k}->{n} M={m}{' gemv' if gemv else ''}: on {times[0]:.1f} off {times[1]:.1f}",
+                  flush=True)
+        del packs
 
 
 def chunked(x, w, chunk):
@@ -236,7 +255,7 @@ def tile_sweep(dev) -> None:
 
 PARTS = {"moe": moe_breakdown, "moeconfigs": moe_configs, "codec": codec_tiles,
          "depth": decode_depth, "prefill": prefill_breakdown,
-         "interference": prefill_interference, "tiles": tile_sweep}
+         "interference": prefill_interference, "tiles": tile_sweep, "pdl": pdl_ab}
 
 
 def main() -> None:

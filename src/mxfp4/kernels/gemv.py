@@ -17,6 +17,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from .pdl import release_dependents, wait_for_inputs
 from .unpack import INTERPRET, e2m1_to_f32, e8m0_to_f32, unrotate_nibble
 
 
@@ -95,6 +96,7 @@ def _gemv_kernel(x_ptr, w_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr,
     unscaled fp32 values (unpack_hopper_words_f32), each 32-run is summed and multiplied by
     its fp32 scale (one multiply per block, so the scales need no per-element broadcast)."""
     G: tl.constexpr = BK // 64
+    wait_for_inputs()  # launched early (PDL): nothing is read or written before this
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     rn = pid_n * BN + tl.arange(0, BN)  # < NP: BN divides the 128-row padding
@@ -162,6 +164,7 @@ def _gemv_kernel(x_ptr, w_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr,
         acc += p_lo * e8m0_to_f32(s_lo) + p_hi * e8m0_to_f32(s_hi)
         packed, s_lo, s_hi = packed_n, s_lo_n, s_hi_n
     total = tl.sum(acc, axis=G_AXIS)  # [BM, BN]
+    release_dependents()
 
     out_mask = (rm[:, None] < M) & (rn[None, :] < N)
     out_ptrs = out_ptr + rm[:, None].to(tl.int64) * stride_om + rn[None, :]

@@ -27,6 +27,7 @@ from triton import knobs
 from ..layouts import HopperWeight
 from . import prefill
 from .gemv import _gemv_kernel, gemv_config
+from .pdl import launch_options, release_dependents, wait_for_inputs
 from .unpack import dot_x, grouped_tile, hopper_dot, load_mx_tile
 
 
@@ -36,7 +37,9 @@ def _linear_kernel(x_ptr, w_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr,
                    HOPPER: tl.constexpr, FUSED: tl.constexpr, HAS_BIAS: tl.constexpr,
                    X_SPLIT: tl.constexpr, BS: tl.constexpr, SB: tl.constexpr,
                    MASK_K: tl.constexpr, SWAP: tl.constexpr, SPLIT_K: tl.constexpr,
-                   BN: tl.constexpr, BM: tl.constexpr, BK: tl.constexpr, GROUP_N: tl.constexpr):
+                   BN: tl.constexpr, BM: tl.constexpr, BK: tl.constexpr, GROUP_N: tl.constexpr,
+                   EARLY_RELEASE: tl.constexpr):
+    wait_for_inputs()  # launched early (PDL): nothing is read or written before this
     # tile order: groups of GROUP_N weight tiles sweep all x tiles, so weights stay in L2
     pid = tl.program_id(0)
     pid_k = tl.program_id(1)
@@ -73,6 +76,8 @@ def _linear_kernel(x_ptr, w_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr,
                 xt = tl.load(tl.trans(x_cols) + rk[None, :], mask=m_ok[:, None] & (rk < K)[None, :],
                              other=0.0)
             acc = dot_x(w, xt, acc, X_SPLIT, SWAP)
+    if EARLY_RELEASE:  # the next kernel's programs may be placed during the epilogue
+        release_dependents()
     if not SWAP:
         acc = tl.trans(acc)  # one shuffle per tile, then the epilogue is shared
 
@@ -225,9 +230,15 @@ def _plan(m, n, k, w, hopper, x2, bias, config):
     grid = (_cdiv(n, cfg["BN"]) * _cdiv(m, cfg["BM"]), split)
     if split > 1 and grid[0] > _LOCK_SIZE:
         raise ValueError(f"split-K needs {grid[0]} tile counters, more than {_LOCK_SIZE}")
-    meta = dict(HOPPER=hopper, FUSED=hopper and w.max_scale <= 128, HAS_BIAS=bias is not None,
-                X_SPLIT=x2.dtype != torch.bfloat16, BS=w.block_size, SB=min(w.block_size, bk),
-                MASK_K=not hopper and kp % bk != 0, **cfg)
+    meta = dict(launch_options(x2.device), HOPPER=hopper, FUSED=hopper and w.max_scale <= 128,
+                HAS_BIAS=bias is not None, X_SPLIT=x2.dtype != torch.bfloat16, BS=w.block_size,
+                SB=min(w.block_size, bk), MASK_K=not hopper and kp % bk != 0,
+                # PDL (kernels/pdl.py): let the next kernel in early only from 8-warp tiles;
+                # measured on an H100 (benchmarks/breakdown.py pdl): M=64 27.5 vs 28.0 and
+                # 29.6 vs 30.7 us, while 4-warp split-K tiles on long K lost (14336->4096
+                # M=1 20.8 vs 18.5 us releasing at exit)
+                EARLY_RELEASE=cfg["num_warps"] >= 8)
+    meta.update(cfg)  # a config may also set launch options (num_warps, launch_pdl, ...)
     tail = (m, n, k, kp, np_, x2.stride(0), n, k_chunk, m * n)
     return [grid, tail, meta, split, tuple(meta[c] for c in _CONSTEXPRS), None, _linear_kernel]
 
@@ -244,7 +255,8 @@ def _plan_gemv(m, n, k, w, hopper, x2, bias, config):
     grid = (_cdiv(n, bn), split)
     if split > 1 and grid[0] > _LOCK_SIZE:
         raise ValueError(f"split-K needs {grid[0]} tile counters, more than {_LOCK_SIZE}")
-    meta = dict(HAS_BIAS=bias is not None, MASK_K=k % 64 != 0, **cfg)
+    meta = dict(launch_options(x2.device), HAS_BIAS=bias is not None, MASK_K=k % 64 != 0)
+    meta.update(cfg)
     tail = (m, n, k, kp, np_, x2.stride(0), n, k_chunk, m * n)
     return [grid, tail, meta, split, tuple(meta[c] for c in _GEMV_CONSTEXPRS), None, _gemv_kernel]
 

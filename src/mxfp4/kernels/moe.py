@@ -24,6 +24,7 @@ import triton
 from .moe_gemm import _combine_kernel, _w1_kernel, _w2_kernel
 from .moe_routing import (_align_kernel, _logits_kernel, _logits_part_kernel, _route_kernel,
                           num_blocks_max, pad_pow2)
+from .pdl import launch_options
 
 DECODE_MAX_PAIRS = 16  # T <= 4 at k = 4: beyond, re-reading shared experts costs more
 
@@ -125,6 +126,7 @@ def moe_forward(x: torch.Tensor, router_w, router_b, w1_codes, w1_scales, b1, w2
     P = T * k
     k_pad, e_pad = pad_pow2(k), pad_pow2(E, 16)
     interp = _interpreting()
+    pdl = launch_options(dev)  # every kernel below waits for its predecessor in-kernel
     ids = torch.empty(P, dtype=torch.int32, device=dev)
     wts = torch.empty(P, dtype=torch.float32, device=dev)
     a = torch.empty(P, I, dtype=torch.bfloat16, device=dev)
@@ -136,7 +138,7 @@ def moe_forward(x: torch.Tensor, router_w, router_b, w1_codes, w1_scales, b1, w2
         be, bk = 2, min(pad_pow2(H), 4096)  # a whole router row per load: one round trip
         _logits_kernel[(T, triton.cdiv(E, be))](x, router_w, router_b, logits, H, E, x.stride(0),
                                                 router_w.stride(0), E_PAD=e_pad, BE=be, BK=bk,
-                                                INTERPRET=interp)
+                                                INTERPRET=interp, **pdl)
         tables = (ids, ids, ids, ids)  # unused placeholders
     else:
         if g1.bm != g2.bm:
@@ -157,15 +159,15 @@ def moe_forward(x: torch.Tensor, router_w, router_b, w1_codes, w1_scales, b1, w2
         part = torch.empty(split, T, e_pad, dtype=torch.float32, device=dev)
         _logits_part_kernel[(triton.cdiv(T, bt), e_pad // be, split)](
             x, router_w, part, T, H, E, x.stride(0), router_w.stride(0), k_chunk, E_PAD=e_pad,
-            BT=bt, BE=be, BK=64, INTERPRET=interp, num_warps=4)
+            BT=bt, BE=be, BK=64, INTERPRET=interp, num_warps=4, **pdl)
         rt = 16
         _route_kernel[(triton.cdiv(T, rt),)](part, router_b, ids, wts, rank, counts, T, E, K=k,
                                              K_PAD=k_pad, E_PAD=e_pad, SPLIT=split, BT=rt,
-                                             num_warps=4)
+                                             num_warps=4, **pdl)
         chunk = 64  # the [chunk, E] selection matrices stay in registers
         _align_kernel[(triton.cdiv(max(P, nb), chunk),)](ids, rank, counts, *tables, P, nb, E,
                                                          E_PAD=e_pad, BM=g1.bm, CHUNK=chunk,
-                                                         num_warps=4)
+                                                         num_warps=4, **pdl)
     np1, np2 = w1_codes.shape[1], w2_codes.shape[1]
     kp1, kp2 = w1_codes.shape[2] * 2, w2_codes.shape[2] * 2
     bn1, bn2 = _fit(g1.bn, np1), _fit(g2.bn, np2)
@@ -175,12 +177,12 @@ def moe_forward(x: torch.Tensor, router_w, router_b, w1_codes, w1_scales, b1, w2
         x, w1_codes, w1_scales, b1, a, *tables, logits, ids, wts,
         H, kp1, 2 * I, np1, E, nb, x.stride(0), alpha, limit, K=k, K_PAD=k_pad, E_PAD=e_pad,
         DECODE=cfg.decode, BM=g1.bm, BN=bn1, BK=g1.bk, GROUP_M=g1.group_m,
-        FUSED=fused, X_SPLIT=x.dtype != torch.bfloat16, INTERPRET=interp, **g1.launch())
+        FUSED=fused, X_SPLIT=x.dtype != torch.bfloat16, INTERPRET=interp, **g1.launch(), **pdl)
     _w2_kernel[(nb * (np2 // bn2),)](
         a, w2_codes, w2_scales, b2, ids, wts, y, *tables, I, kp2, H, np2, nb, DECODE=cfg.decode,
         BM=g2.bm, BN=bn2, BK=g2.bk, GROUP_M=g2.group_m, FUSED=fused,
-        INTERPRET=interp, **g2.launch())
+        INTERPRET=interp, **g2.launch(), **pdl)
     bh = 1024
     _combine_kernel[(T, triton.cdiv(H, bh))](y, out, H, out.stride(0), K=k, BH=bh,
-                                             INTERPRET=interp, num_warps=4)
+                                             INTERPRET=interp, num_warps=4, **pdl)
     return out

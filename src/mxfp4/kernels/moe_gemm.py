@@ -21,6 +21,7 @@ import triton
 import triton.language as tl
 
 from .moe_routing import round_to, route_slot, swiglu
+from .pdl import release_dependents, wait_for_inputs
 from .unpack import grouped_tile, hopper_dot
 
 
@@ -56,6 +57,7 @@ def _w1_kernel(x_ptr, codes_ptr, scales_ptr, bias_ptr, a_ptr,
                K: tl.constexpr, K_PAD: tl.constexpr, E_PAD: tl.constexpr, DECODE: tl.constexpr,
                BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr,
                FUSED: tl.constexpr, X_SPLIT: tl.constexpr, INTERPRET: tl.constexpr):
+    wait_for_inputs()  # launched early (PDL): nothing is read or written before this
     pid_b, pid_n = _block_coords(NB, NP, BN, GROUP_M, DECODE)
     offs_m = tl.arange(0, BM)
     if DECODE:  # row block = one (token, slot) pair; route it here from the router logits
@@ -80,6 +82,7 @@ def _w1_kernel(x_ptr, codes_ptr, scales_ptr, bias_ptr, a_ptr,
     e64 = e.to(tl.int64)
     acc, rn = _expert_dot(x_ptr + tok.to(tl.int64) * stride_x, rows_ok, codes_ptr, scales_ptr,
                           e64, pid_n, H, KP, NP, k_end, BM, BN, BK, FUSED, X_SPLIT)
+    release_dependents()  # the next kernel's programs may be placed during the epilogue
     bias = tl.load(bias_ptr + e64 * N2 + rn, mask=rn < N2, other=0.0).to(tl.float32)
     h = tl.trans(acc + bias[:, None])  # [BM, BN]: rows 2i (gate) and 2i + 1 (linear) side by side
     gate, lin = tl.split(tl.reshape(h, (BM, BN // 2, 2)))
@@ -96,6 +99,7 @@ def _w2_kernel(a_ptr, codes_ptr, scales_ptr, bias_ptr, ids_ptr, wts_ptr, y_ptr,
                I, KP, H, NP, NB, DECODE: tl.constexpr,
                BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr,
                FUSED: tl.constexpr, INTERPRET: tl.constexpr):
+    wait_for_inputs()  # launched early (PDL): nothing is read or written before this
     pid_b, pid_n = _block_coords(NB, NP, BN, GROUP_M, DECODE)
     offs_m = tl.arange(0, BM)
     if DECODE:  # row block = one pair, whose expert the W1 prologue stored
@@ -112,6 +116,7 @@ def _w2_kernel(a_ptr, codes_ptr, scales_ptr, bias_ptr, ids_ptr, wts_ptr, y_ptr,
     e64 = tl.maximum(e, 0).to(tl.int64)
     acc, rn = _expert_dot(a_ptr + (start + offs_m).to(tl.int64) * I, rows_ok, codes_ptr,
                           scales_ptr, e64, pid_n, I, KP, NP, k_end, BM, BN, BK, FUSED, False)
+    release_dependents()
     bias = tl.load(bias_ptr + e64 * H + rn, mask=rn < H, other=0.0).to(tl.float32)
     wt = tl.load(wts_ptr + pair, mask=rows_ok, other=0.0)
     y = (acc + bias[:, None]) * wt[None, :]
@@ -123,6 +128,8 @@ def _w2_kernel(a_ptr, codes_ptr, scales_ptr, bias_ptr, ids_ptr, wts_ptr, y_ptr,
 def _combine_kernel(y_ptr, out_ptr, H, stride_out, K: tl.constexpr, BH: tl.constexpr,
                     INTERPRET: tl.constexpr):
     """out[t] = sum over the token's k rows of y, in slot order (deterministic)."""
+    wait_for_inputs()  # launched early (PDL): nothing is read or written before this
+    release_dependents()  # a short kernel: let the next one be placed at once
     t = tl.program_id(0)
     offs = tl.program_id(1) * BH + tl.arange(0, BH)
     ok = offs < H

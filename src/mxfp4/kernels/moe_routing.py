@@ -17,6 +17,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from .pdl import release_dependents, wait_for_inputs
+
 
 @triton.jit
 def bf16_dot(a, b, acc, INTERPRET: tl.constexpr):
@@ -76,6 +78,8 @@ def _logits_kernel(x_ptr, wr_ptr, br_ptr, logits_ptr, H, E, stride_x, stride_w,
                    E_PAD: tl.constexpr, BE: tl.constexpr, BK: tl.constexpr,
                    INTERPRET: tl.constexpr):
     """logits[t, e-block] = x[t] . Wr[e-block] + br (fp32), one token and BE experts per program."""
+    wait_for_inputs()  # launched early (PDL): nothing is read or written before this
+    release_dependents()  # a short kernel: let the next one be placed at once
     t = tl.program_id(0)
     offs_e = tl.program_id(1) * BE + tl.arange(0, BE)
     offs_k = tl.arange(0, BK)
@@ -99,6 +103,8 @@ def _logits_part_kernel(x_ptr, wr_ptr, part_ptr, T, H, E, stride_x, stride_w, k_
     The router is a small GEMM ([T, H] x [E, H]); splitting it over tokens, experts and K
     lets every SM read a slice of Wr instead of one program per token tile reading all of it.
     """
+    wait_for_inputs()  # launched early (PDL): nothing is read or written before this
+    release_dependents()  # a short kernel: let the next one be placed at once
     offs_t = tl.program_id(0) * BT + tl.arange(0, BT)
     offs_e = tl.program_id(1) * BE + tl.arange(0, BE)
     split = tl.program_id(2)
@@ -122,6 +128,8 @@ def _route_kernel(part_ptr, br_ptr, ids_ptr, wts_ptr, rank_ptr, counts_ptr, T, E
                   SPLIT: tl.constexpr, BT: tl.constexpr):
     """Router logits (the K splits of _logits_part_kernel summed in order, plus the bias),
     top-k + softmax for BT tokens, and the rank of each pair inside its expert."""
+    wait_for_inputs()  # launched early (PDL): nothing is read or written before this
+    release_dependents()  # a short kernel: let the next one be placed at once
     offs_t = tl.program_id(0) * BT + tl.arange(0, BT)
     col = tl.arange(0, E_PAD)
     acc = tl.zeros((BT, E_PAD), dtype=tl.float32)
@@ -154,6 +162,8 @@ def _align_kernel(ids_ptr, rank_ptr, counts_ptr, sorted_pair_ptr,
     communication: program i places pairs [i*CHUNK, (i+1)*CHUNK) and block-table
     entries [i*CHUNK, (i+1)*CHUNK).
     """
+    wait_for_inputs()  # launched early (PDL): nothing is read or written before this
+    release_dependents()  # a short kernel: let the next one be placed at once
     col = tl.arange(0, E_PAD)
     counts = tl.load(counts_ptr + col, mask=col < E, other=0)
     offsets = tl.cumsum(counts, axis=0) - counts          # first sorted row of each expert
