@@ -130,3 +130,12 @@ def test_hopper_weight_checks():
         prepack(torch.zeros(8, 64))
     with pytest.raises(ValueError, match="last axis"):
         prepack(mxfp4.quantize(torch.randn(64, 8), axis=0))
+
+
+def test_split_k_counters_are_per_device_and_stream():
+    dev = torch.device(DEV)
+    a = kl._locks(dev)
+    assert a is kl._locks(dev) and a.dtype == torch.int32 and not a.any()
+    if dev.type == "cuda":  # a second stream gets its own counters
+        with torch.cuda.stream(torch.cuda.Stream()):
+            assert kl._locks(dev) is not a

@@ -122,8 +122,12 @@ def _sm_count(device: torch.device) -> int:
 
 
 def _locks(device: torch.device) -> torch.Tensor:
-    """Zeroed per-tile counters for split-K; every reducing program resets its counter."""
-    key = (device.type, device.index)
+    """Zeroed per-tile counters for split-K; every reducing program resets its counter.
+
+    One set per stream: kernels on one stream run in order, while two split-K calls on
+    concurrent streams sharing counters would each see the other's arrivals."""
+    stream = _raw_stream(device.index) if device.type == "cuda" else 0
+    key = (device.type, device.index, stream)
     locks = _LOCKS.get(key)
     if locks is None:
         locks = torch.zeros(_LOCK_SIZE, dtype=torch.int32, device=device)
