@@ -126,8 +126,10 @@ def _locks(device: torch.device) -> torch.Tensor:
 
     One set per stream: kernels on one stream run in order, while two split-K calls on
     concurrent streams sharing counters would each see the other's arrivals."""
-    stream = _raw_stream(device.index) if device.type == "cuda" else 0
-    key = (device.type, device.index, stream)
+    index = device.index
+    if device.type == "cuda" and index is None:
+        index = torch.cuda.current_device()
+    key = (device.type, index, _raw_stream(index) if device.type == "cuda" else 0)
     locks = _LOCKS.get(key)
     if locks is None:
         locks = torch.zeros(_LOCK_SIZE, dtype=torch.int32, device=device)
