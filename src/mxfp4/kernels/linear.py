@@ -27,6 +27,7 @@ from triton import knobs
 from ..layouts import HopperWeight
 from . import prefill
 from .gemv import _gemv_kernel, gemv_config
+from .mma_gemv import _mma_gemv_kernel
 from .pdl import launch_options, release_dependents, wait_for_inputs
 from .unpack import dot_x, grouped_tile, hopper_dot, load_mx_tile
 
@@ -223,6 +224,8 @@ def _plan(m, n, k, w, hopper, x2, bias, config):
         config = gemv_config(m, n, kp, _sm_count(x2.device))
     if config is not None and config.get("GEMV"):
         return _plan_gemv(m, n, k, w, hopper, x2, bias, config)
+    if config is not None and config.get("MMA_GEMV"):
+        return _plan_mma_gemv(m, n, k, w, hopper, x2, bias, config)
     cfg = dict(config or pick_config(m, n, kp, _sm_count(x2.device)))
     cfg.setdefault("SWAP", True)
     if not hopper:  # plain layout: any block size; a partial last tile is masked
@@ -267,6 +270,27 @@ def _plan_gemv(m, n, k, w, hopper, x2, bias, config):
     return [grid, tail, meta, split, tuple(meta[c] for c in _GEMV_CONSTEXPRS), None, _gemv_kernel]
 
 
+def _plan_mma_gemv(m, n, k, w, hopper, x2, bias, config):
+    """The plan of the tensor-core GEMV (kernels/mma_gemv.py): bf16 x with M <= 16 and a
+    HopperWeight whose scale bytes are all <= 128."""
+    kp, np_ = w.codes.shape[1] * 2, w.codes.shape[0]
+    cfg = {c: v for c, v in config.items() if c != "MMA_GEMV"}
+    split, rows = cfg["SPLIT_K"], 16 * cfg["ROW_TILES"]
+    if (not hopper or w.max_scale > 128 or x2.dtype != torch.bfloat16 or m > 16
+            or (m > 8 and not cfg["TWO_N"]) or np_ % rows or x2.stride(0) % 2):
+        raise ValueError("the MMA GEMV needs bf16 x with M <= 16 (TWO_N above 8), a HopperWeight "
+                         f"with scale bytes <= 128 and row tiles dividing {np_} rows")
+    k_chunk = _cdiv(_cdiv(kp, 128), split) * 128
+    grid = (np_ // rows, split)
+    if split > 1 and grid[0] > _LOCK_SIZE:
+        raise ValueError(f"split-K needs {grid[0]} tile counters, more than {_LOCK_SIZE}")
+    meta = dict(launch_options(x2.device), HAS_BIAS=bias is not None)
+    meta.update(cfg)
+    tail = (m, n, k, kp, np_, x2.stride(0), n, k_chunk, m * n)
+    return [grid, tail, meta, split, tuple(meta[c] for c in _MMA_GEMV_CONSTEXPRS), None,
+            _mma_gemv_kernel]
+
+
 # A plan keeps the compiled kernel of its first launch; later calls with 16-byte aligned
 # tensors (the specialization Triton compiled for) skip Triton's argument binding, tens of
 # microseconds of Python, and call the compiled launcher directly.
@@ -275,6 +299,9 @@ _CONSTEXPRS = [p for p in _linear_kernel.arg_names if p not in (
     "x_ptr", "w_ptr", "s_ptr", "bias_ptr", "out_ptr", "ws_ptr", "lock_ptr", "M", "N", "K", "KP",
     "NP", "stride_xm", "stride_om", "k_chunk", "ws_stride")]
 _GEMV_CONSTEXPRS = [p for p in _gemv_kernel.arg_names if p not in (
+    "x_ptr", "w_ptr", "s_ptr", "bias_ptr", "out_ptr", "ws_ptr", "lock_ptr", "M", "N", "K", "KP",
+    "NP", "stride_xm", "stride_om", "k_chunk", "ws_stride")]
+_MMA_GEMV_CONSTEXPRS = [p for p in _mma_gemv_kernel.arg_names if p not in (
     "x_ptr", "w_ptr", "s_ptr", "bias_ptr", "out_ptr", "ws_ptr", "lock_ptr", "M", "N", "K", "KP",
     "NP", "stride_xm", "stride_om", "k_chunk", "ws_stride")]
 # Where a HopperWeight takes the CUDA-core GEMV (kernels/gemv.py) instead of the tensor-core

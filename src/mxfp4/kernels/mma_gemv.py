@@ -1,0 +1,329 @@
+"""Decode GEMV on warp-level tensor cores: a HopperWeight times up to 16 rows of bf16 x.
+
+Reference twin: `mxfp4.ops.linear(..., backend="reference")`.
+
+Written lane by lane: every tensor here has one element per thread ([32 * num_warps], lane i
+of warp w at index 32w + i), so each thread decodes exactly the weight bytes that its part
+of an `mma.sync.m16n8k16` A fragment needs, loaded as 16-byte words straight from global
+memory: no shared-memory staging, no layout conversions, no tile padded up to 64 rows.
+
+A warp owns 16 weight rows (g and g + 8 for its lane group g = lane // 4). Per 128-element
+step a lane reads 16 bytes of each of its two rows: HopperWeight byte j of a 64-group holds
+elements j (low nibble) and 32 + j (high nibble), so a 4-byte word decodes (with its two
+blocks' scales folded in) to the bf16 pairs of elements (j, j + 1) and (32 + j, 33 + j) and of
+(j + 2, j + 3) and (34 + j, 35 + j): the A registers of two MMAs. An MMA sums over any 16
+elements as long as each lane's x registers (B) hold the same elements as its A registers,
+and x's pairs (j, j + 1) are contiguous, so x is read as 16-byte words too. x row m is the
+MMA's column m (up to 8 per MMA; 9..16 rows take a second MMA per A fragment).
+
+The warps of a program split its K range and are summed at the end; programs may also split
+K, combined deterministically by the last to finish (as in kernels/linear.py).
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from .pdl import release_dependents, wait_for_inputs
+from .unpack import INTERPRET, e2m1_to_f32, unrotate_nibble
+
+# One HopperWeight word (bytes b0..b3 of a row) and two scale factors (bf16x2 2^(s - 1),
+# the fused decode's factor, for the low- and high-nibble blocks) -> bf16x2 pairs
+# $0 = low codes of b0, b1; $1 = high codes of b0, b1; $2, $3 the same for b2, b3.
+# prmt moves two bytes to bits 8-15 / 24-31; the rest is unpack._HOPPER_FUSED_ASM.
+_WORD_ASM = tl.constexpr("""
+{
+.reg .b32 a, t, u, z;
+mov.b32 z, 0x80008000;
+prmt.b32 a, $4, 0, 0x1404;
+shr.b32 t, a, 2;
+shl.b32 u, a, 4;
+lop3.b32 t, t, u, 0x81C081C0, 0xA8;
+fma.rn.bf16x2 $0, t, $5, z;
+shr.b32 t, a, 7;
+shl.b32 u, a, 3;
+lop3.b32 t, t, u, 0x81C081C0, 0xA8;
+fma.rn.bf16x2 $1, t, $6, z;
+prmt.b32 a, $4, 0, 0x3424;
+shr.b32 t, a, 2;
+shl.b32 u, a, 4;
+lop3.b32 t, t, u, 0x81C081C0, 0xA8;
+fma.rn.bf16x2 $2, t, $5, z;
+shr.b32 t, a, 7;
+shl.b32 u, a, 3;
+lop3.b32 t, t, u, 0x81C081C0, 0xA8;
+fma.rn.bf16x2 $3, t, $6, z;
+}
+""")
+
+_MMA_ASM = tl.constexpr(
+    "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+    "{$0, $1, $2, $3}, {$4, $5, $6, $7}, {$8, $9}, {$10, $11, $12, $13};")
+
+
+@triton.jit
+def _bf16_bits(v):
+    """int32 bf16 bits of fp32 values that bf16 holds exactly."""
+    return (v.to(tl.int32, bitcast=True) >> 16) & 0xFFFF
+
+
+@triton.jit
+def _pair(lo, hi):
+    """bf16x2 register (int32) of two exact fp32 values: lo in bits 0-15, hi in 16-31."""
+    return _bf16_bits(lo) | (_bf16_bits(hi) << 16)
+
+
+@triton.jit
+def _half(r, HIGH: tl.constexpr):
+    """fp32 value of the low (or high) bf16 of a bf16x2 register."""
+    if HIGH:
+        return (r & -65536).to(tl.float32, bitcast=True)
+    return (r << 16).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def decode_word(word, f_lo, f_hi):
+    """int32 HopperWeight words -> four bf16x2 registers (see _WORD_ASM); f_lo / f_hi are
+    bf16x2 factors 2^(s - 1) (scale bytes s <= 128)."""
+    if INTERPRET:
+        unit = 1.1754943508222875e-38  # 2^-126: the factor times this is the scale
+        s_lo = _half(f_lo, False) * unit
+        s_hi = _half(f_hi, False) * unit
+        b0 = word & 255
+        b1 = (word >> 8) & 255
+        b2 = (word >> 16) & 255
+        b3 = (word >> 24) & 255
+        lo01 = _pair(e2m1_to_f32(b0) * s_lo, e2m1_to_f32(b1) * s_lo)
+        hi01 = _pair(e2m1_to_f32(unrotate_nibble(b0 >> 4)) * s_hi,
+                     e2m1_to_f32(unrotate_nibble(b1 >> 4)) * s_hi)
+        lo23 = _pair(e2m1_to_f32(b2) * s_lo, e2m1_to_f32(b3) * s_lo)
+        hi23 = _pair(e2m1_to_f32(unrotate_nibble(b2 >> 4)) * s_hi,
+                     e2m1_to_f32(unrotate_nibble(b3 >> 4)) * s_hi)
+    else:
+        lo01, hi01, lo23, hi23 = tl.inline_asm_elementwise(
+            _WORD_ASM, "=r,=r,=r,=r,r,r,r", [word, f_lo, f_hi],
+            dtype=(tl.int32, tl.int32, tl.int32, tl.int32), is_pure=True, pack=1)
+    return lo01, hi01, lo23, hi23
+
+
+@triton.jit
+def _slots(r0, r1, W: tl.constexpr):
+    """[W, 8, 4, 4] (warp, lane group, lane in group, k slot) fp32 from two bf16x2 registers."""
+    t = tl.join(tl.join(_half(r0, False), _half(r0, True)),
+                tl.join(_half(r1, False), _half(r1, True)))
+    return tl.reshape(t, (W, 8, 4, 4))
+
+
+@triton.jit
+def mma_16x8x16(a0, a1, a2, a3, b0, b1, c0, c1, c2, c3):
+    """One warp-level bf16 MMA per warp, D = A @ B + C with fp32 accumulation, on lane tensors.
+
+    Fragments as PTX's m16n8k16 (g = lane // 4, t = lane % 4): a0 / a2 hold row g at k slots
+    (2t, 2t + 1) / (2t + 8, 2t + 9), a1 / a3 the same for row g + 8; b0 / b1 hold those k
+    slots of column g; c0, c1 are row g, columns 2t, 2t + 1 and c2, c3 row g + 8."""
+    if INTERPRET:  # the same sums with whole-warp tensors
+        W: tl.constexpr = a0.shape[0] // 32
+        top = _slots(a0, a2, W)  # rows g
+        bot = _slots(a1, a3, W)  # rows g + 8
+        b = _slots(b0, b1, W)  # columns g
+        d_top = tl.sum(tl.sum(top[:, :, None, :, :] * b[:, None, :, :, :], axis=4), axis=3)
+        d_bot = tl.sum(tl.sum(bot[:, :, None, :, :] * b[:, None, :, :, :], axis=4), axis=3)
+        e0, e1 = tl.split(tl.reshape(d_top, (W, 8, 4, 2)))  # column 2t, 2t + 1
+        e2, e3 = tl.split(tl.reshape(d_bot, (W, 8, 4, 2)))
+        L: tl.constexpr = W * 32
+        c0 = c0 + tl.reshape(e0, (L,))
+        c1 = c1 + tl.reshape(e1, (L,))
+        c2 = c2 + tl.reshape(e2, (L,))
+        c3 = c3 + tl.reshape(e3, (L,))
+    else:
+        c0, c1, c2, c3 = tl.inline_asm_elementwise(
+            _MMA_ASM, "=f,=f,=f,=f,r,r,r,r,r,r,f,f,f,f", [a0, a1, a2, a3, b0, b1, c0, c1, c2, c3],
+            dtype=(tl.float32, tl.float32, tl.float32, tl.float32), is_pure=True, pack=1)
+    return c0, c1, c2, c3
+
+
+@triton.jit
+def _words(ptrs, mask):
+    """Four int32 words per lane (ptrs [L, 4], contiguous) as four lane tensors."""
+    v = tl.load(ptrs, mask=mask, other=0)
+    a, b = tl.split(tl.reshape(v, (v.shape[0], 2, 2)))  # words (0, 2), (1, 3)
+    w0, w2 = tl.split(a)
+    w1, w3 = tl.split(b)
+    return w0, w1, w2, w3
+
+
+@triton.jit
+def _factor(s_ptrs, mask):
+    """bf16x2 factor 2^(s - 1) in both halves from E8M0 bytes s <= 128 (one multiply-add)."""
+    s = tl.load(s_ptrs, mask=mask, other=0).to(tl.int32)
+    return (s + 126) * 0x00800080
+
+
+@triton.jit
+def _mma_word(wa, wb, fa_lo, fa_hi, fb_lo, fb_hi, xl0, xh0, xl1, xh1, c0, c1, c2, c3):
+    """Two MMAs for word q of rows g (wa) and g + 8 (wb) against x pairs q of the step."""
+    a_lo01, a_hi01, a_lo23, a_hi23 = decode_word(wa, fa_lo, fa_hi)
+    b_lo01, b_hi01, b_lo23, b_hi23 = decode_word(wb, fb_lo, fb_hi)
+    c0, c1, c2, c3 = mma_16x8x16(a_lo01, b_lo01, a_hi01, b_hi01, xl0, xh0, c0, c1, c2, c3)
+    return mma_16x8x16(a_lo23, b_lo23, a_hi23, b_hi23, xl1, xh1, c0, c1, c2, c3)
+
+
+@triton.jit
+def _x_words(x_row, kx, ok):
+    """Eight int32 words (bf16 pairs) of x from int32 index kx on, per lane, as two quads."""
+    q = tl.arange(0, 4)[None, :]
+    lo = _words(x_row[:, None] + kx[:, None] + q, ok[:, None])
+    hi = _words(x_row[:, None] + kx[:, None] + 4 + q, ok[:, None])
+    return lo, hi
+
+
+@triton.jit
+def _step(w_ptr, s_ptr, x_row, x_ok, row_a, sb, k_ok, K, KP, NP, lane_t, c0, c1, c2, c3):
+    """One 128-element step of one warp's 16 rows: C (c0..c3) += W @ x.T for x rows x_row."""
+    grp = 2 * sb + lane_t // 2  # the lane's 64-group: lanes t = 0, 1 -> first, 2, 3 -> second
+    ok = k_ok & (grp < KP // 64)
+    j0 = 16 * (lane_t % 2)  # first byte of the lane's 16 in the group
+    q = tl.arange(0, 4)[None, :]
+    wrow = w_ptr + row_a.to(tl.int64) * (KP // 8) + (grp * 32 + j0) // 4
+    wa = _words(wrow[:, None] + q, ok[:, None])
+    wb = _words(wrow[:, None] + 8 * (KP // 8) + q, ok[:, None])
+    s_lo = s_ptr + (2 * grp) * NP + row_a
+    fa_lo = _factor(s_lo, ok)
+    fa_hi = _factor(s_lo + NP, ok)
+    fb_lo = _factor(s_lo + 8, ok)
+    fb_hi = _factor(s_lo + NP + 8, ok)
+    # x elements 64 grp + j0 .. + 15 (the low nibbles' pairs) and 32 further (the high
+    # nibbles'); K is a multiple of 32, so each run of 16 is wholly inside K or wholly past it
+    kx = (grp * 64 + j0) // 2
+    xl_a, xl_b = _x_words(x_row, kx, ok & x_ok & (grp * 64 + j0 < K))
+    xh_a, xh_b = _x_words(x_row, kx + 16, ok & x_ok & (grp * 64 + 32 + j0 < K))
+    c0, c1, c2, c3 = _mma_word(wa[0], wb[0], fa_lo, fa_hi, fb_lo, fb_hi,
+                               xl_a[0], xh_a[0], xl_a[1], xh_a[1], c0, c1, c2, c3)
+    c0, c1, c2, c3 = _mma_word(wa[1], wb[1], fa_lo, fa_hi, fb_lo, fb_hi,
+                               xl_a[2], xh_a[2], xl_a[3], xh_a[3], c0, c1, c2, c3)
+    c0, c1, c2, c3 = _mma_word(wa[2], wb[2], fa_lo, fa_hi, fb_lo, fb_hi,
+                               xl_b[0], xh_b[0], xl_b[1], xh_b[1], c0, c1, c2, c3)
+    return _mma_word(wa[3], wb[3], fa_lo, fa_hi, fb_lo, fb_hi,
+                     xl_b[2], xh_b[2], xl_b[3], xh_b[3], c0, c1, c2, c3)
+
+
+@triton.jit(do_not_specialize=["M"])
+def _mma_gemv_kernel(x_ptr, w_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr,
+                     M, N, K, KP, NP, stride_xm, stride_om, k_chunk, ws_stride,
+                     HAS_BIAS: tl.constexpr, SPLIT_K: tl.constexpr, ROW_TILES: tl.constexpr,
+                     K_WARPS: tl.constexpr, TWO_N: tl.constexpr):
+    """y [M, N] = x [M, K] @ W.T (+ bias), x bf16 with M <= 16 (TWO_N: M > 8), W a
+    HopperWeight with every scale byte <= 128. A program owns 16 * ROW_TILES rows and
+    k_chunk elements of K (a multiple of 128), split over K_WARPS warps per row tile."""
+    L: tl.constexpr = 32 * ROW_TILES * K_WARPS
+    wait_for_inputs()  # launched early (PDL): nothing is read or written before this
+    pid_n = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    lane = tl.arange(0, L)
+    warp = lane // 32
+    g = (lane % 32) // 4
+    t = lane % 4
+    row_a = pid_n * (16 * ROW_TILES) + (warp % ROW_TILES) * 16 + g  # < NP (rows padded to 128)
+    k_warp = warp // ROW_TILES
+    x32 = x_ptr.to(tl.pointer_type(tl.int32))
+    w32 = w_ptr.to(tl.pointer_type(tl.int32))
+    x_row0 = x32 + g.to(tl.int64) * (stride_xm // 2)  # x row g is MMA column g
+    x_row1 = x32 + (g + 8).to(tl.int64) * (stride_xm // 2)
+    sb_start = pid_k * (k_chunk // 128)
+    sb_stop = tl.minimum(sb_start + k_chunk // 128, (KP + 127) // 128)
+    zero = tl.zeros([L], dtype=tl.float32)
+    c0, c1, c2, c3 = zero, zero, zero, zero
+    d0, d1, d2, d3 = zero, zero, zero, zero
+    for s0 in range(sb_start, sb_stop, K_WARPS):
+        sb = s0 + k_warp
+        k_ok = sb < sb_stop
+        c0, c1, c2, c3 = _step(w32, s_ptr, x_row0, g < M, row_a, sb, k_ok, K, KP, NP, t,
+                               c0, c1, c2, c3)
+        if TWO_N:
+            d0, d1, d2, d3 = _step(w32, s_ptr, x_row1, g + 8 < M, row_a, sb, k_ok, K, KP, NP, t,
+                                   d0, d1, d2, d3)
+    release_dependents()
+    # sum the K warps of each row tile: lane 32 (r + ROW_TILES * kw) + i -> [kw, 32 r + i]
+    R: tl.constexpr = 32 * ROW_TILES
+    c0 = tl.sum(tl.reshape(c0, (K_WARPS, R)), axis=0)
+    c1 = tl.sum(tl.reshape(c1, (K_WARPS, R)), axis=0)
+    c2 = tl.sum(tl.reshape(c2, (K_WARPS, R)), axis=0)
+    c3 = tl.sum(tl.reshape(c3, (K_WARPS, R)), axis=0)
+    if TWO_N:
+        d0 = tl.sum(tl.reshape(d0, (K_WARPS, R)), axis=0)
+        d1 = tl.sum(tl.reshape(d1, (K_WARPS, R)), axis=0)
+        d2 = tl.sum(tl.reshape(d2, (K_WARPS, R)), axis=0)
+        d3 = tl.sum(tl.reshape(d3, (K_WARPS, R)), axis=0)
+    li = tl.arange(0, R)
+    ra = pid_n * (16 * ROW_TILES) + (li // 32) * 16 + (li % 32) // 4
+    rb = ra + 8
+    col = 2 * (li % 4)  # c0: (ra, col), c1: (ra, col + 1), c2 / c3: rb; d.. 8 columns on
+    if SPLIT_K == 1:
+        _put(out_ptr, bias_ptr, c0, ra, col, M, N, stride_om, HAS_BIAS)
+        _put(out_ptr, bias_ptr, c1, ra, col + 1, M, N, stride_om, HAS_BIAS)
+        _put(out_ptr, bias_ptr, c2, rb, col, M, N, stride_om, HAS_BIAS)
+        _put(out_ptr, bias_ptr, c3, rb, col + 1, M, N, stride_om, HAS_BIAS)
+        if TWO_N:
+            _put(out_ptr, bias_ptr, d0, ra, col + 8, M, N, stride_om, HAS_BIAS)
+            _put(out_ptr, bias_ptr, d1, ra, col + 9, M, N, stride_om, HAS_BIAS)
+            _put(out_ptr, bias_ptr, d2, rb, col + 8, M, N, stride_om, HAS_BIAS)
+            _put(out_ptr, bias_ptr, d3, rb, col + 9, M, N, stride_om, HAS_BIAS)
+    else:
+        # deterministic split-K: fp32 partials [split, M, N], the last program sums in order
+        part = ws_ptr + pid_k * ws_stride
+        _put(part, bias_ptr, c0, ra, col, M, N, N, False)
+        _put(part, bias_ptr, c1, ra, col + 1, M, N, N, False)
+        _put(part, bias_ptr, c2, rb, col, M, N, N, False)
+        _put(part, bias_ptr, c3, rb, col + 1, M, N, N, False)
+        if TWO_N:
+            _put(part, bias_ptr, d0, ra, col + 8, M, N, N, False)
+            _put(part, bias_ptr, d1, ra, col + 9, M, N, N, False)
+            _put(part, bias_ptr, d2, rb, col + 8, M, N, N, False)
+            _put(part, bias_ptr, d3, rb, col + 9, M, N, N, False)
+        tl.debug_barrier()
+        arrived = tl.atomic_add(lock_ptr + pid_n, 1, sem="acq_rel", scope="gpu")
+        if arrived == SPLIT_K - 1:
+            _reduce(ws_ptr, out_ptr, bias_ptr, ra, col, M, N, stride_om, ws_stride, HAS_BIAS, SPLIT_K)
+            _reduce(ws_ptr, out_ptr, bias_ptr, ra, col + 1, M, N, stride_om, ws_stride, HAS_BIAS, SPLIT_K)
+            _reduce(ws_ptr, out_ptr, bias_ptr, rb, col, M, N, stride_om, ws_stride, HAS_BIAS, SPLIT_K)
+            _reduce(ws_ptr, out_ptr, bias_ptr, rb, col + 1, M, N, stride_om, ws_stride, HAS_BIAS, SPLIT_K)
+            if TWO_N:
+                _reduce(ws_ptr, out_ptr, bias_ptr, ra, col + 8, M, N, stride_om, ws_stride, HAS_BIAS, SPLIT_K)
+                _reduce(ws_ptr, out_ptr, bias_ptr, ra, col + 9, M, N, stride_om, ws_stride, HAS_BIAS, SPLIT_K)
+                _reduce(ws_ptr, out_ptr, bias_ptr, rb, col + 8, M, N, stride_om, ws_stride, HAS_BIAS, SPLIT_K)
+                _reduce(ws_ptr, out_ptr, bias_ptr, rb, col + 9, M, N, stride_om, ws_stride, HAS_BIAS, SPLIT_K)
+            tl.atomic_xchg(lock_ptr + pid_n, 0, sem="relaxed", scope="gpu")  # ready for the next call
+
+
+@triton.jit
+def _put(dst, bias_ptr, v, rows, cols, M, N, stride, HAS_BIAS: tl.constexpr):
+    """dst[col, row] = v (+ bias[row]) where col < M and row < N (cast to dst's type)."""
+    ok = (cols < M) & (rows < N)
+    if HAS_BIAS:
+        v += tl.load(bias_ptr + rows, mask=ok, other=0.0).to(tl.float32)
+    tl.store(dst + cols.to(tl.int64) * stride + rows, v.to(dst.dtype.element_ty), mask=ok)
+
+
+@triton.jit
+def _reduce(ws_ptr, out_ptr, bias_ptr, rows, cols, M, N, stride_om, ws_stride,
+            HAS_BIAS: tl.constexpr, SPLIT_K: tl.constexpr):
+    """out[col, row] = the split partials summed in split order (+ bias)."""
+    ok = (cols < M) & (rows < N)
+    at = ws_ptr + cols.to(tl.int64) * N + rows
+    v = tl.zeros(rows.shape, dtype=tl.float32)
+    for i in tl.static_range(SPLIT_K):
+        v += tl.load(at + i * ws_stride, mask=ok, other=0.0, cache_modifier=".cg")
+    _put(out_ptr, bias_ptr, v, rows, cols, M, N, stride_om, HAS_BIAS)
+
+
+def mma_gemv_config(m: int, n: int, kp: int, sm_count: int) -> dict:
+    """Row tiles and K warps per program and the K split for an M <= 16 product."""
+    row_tiles, k_warps = 1, 4
+    tiles = -(-n // (16 * row_tiles))
+    steps = -(-kp // 128)
+    split = 1
+    while tiles * split * k_warps * row_tiles < 24 * sm_count and steps // (split * 2) >= 2 * k_warps:
+        split *= 2
+    return dict(MMA_GEMV=True, ROW_TILES=row_tiles, K_WARPS=k_warps, SPLIT_K=split,
+                TWO_N=m > 8, num_warps=row_tiles * k_warps, num_stages=1)
