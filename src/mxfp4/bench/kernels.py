@@ -23,7 +23,7 @@ COPY_TBS, BF16_TFLOPS = 3.03, 723.0  # measured H100 ceilings (issue 3)
 ROTATE_BYTES = 600e6
 SHAPES = [(4096, 14336), (14336, 4096), (2880, 5760), (2880, 2880)]  # (K, N)
 MS = [1, 16, 64, 256, 4096]
-GEMV_TIMED_M = 8  # up to this M the bench times the CUDA-core GEMV next to the tensor-core kernel
+GEMV_TIMED_M = 16  # up to this M the bench times every decode kernel, not only the default
 COLUMNS = ["op", "shape", "M", "variant", "us", "cublas_us", "floor_us", "floor_frac",
            "vs_cublas", "target_us", "meets", "config"]
 
@@ -172,7 +172,7 @@ def bench_linear(dev, rows: list, log, ms, shapes, sweep: bool) -> None:
                            config=_cfg_str(c) if c else _default_str(m, cfg))
                 log(f"  {k}->{n} M={m} {name} {row['config']}: {us:.1f} us, cuBLAS {cub:.1f}, "
                     f"floor {fl:.1f}")
-                if c is None or c is cfg or name in ("hopper-mma", "hopper-gemv") or (
+                if c is None or c is cfg or name in _DECODE_KERNELS or (
                         name == "hopper-fused" and c is variants[2][1]):
                     rows.append(row)
                 if name.startswith("hopper") and (best is None or us < best["us"]):
@@ -184,22 +184,30 @@ def bench_linear(dev, rows: list, log, ms, shapes, sweep: bool) -> None:
         torch.cuda.empty_cache()
 
 
+_DECODE_KERNELS = ("hopper-tiled", "hopper-gemv", "hopper-mma-gemv")  # rows beside the default
+
+
 def _variants(m: int, n: int, kp: int, sweep: bool) -> list:
     """(weight layout, config) pairs timed for one case; None = the default for that layout."""
     from ..kernels import linear as kl
 
     from ..kernels.gemv import gemv_config
+    from ..kernels.mma_gemv import mma_gemv_config
 
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     mma = kl.pick_config(m, n, kp, sms)
     gemv = gemv_config(m, n, kp, sms)
-    cfg = gemv if kl.use_gemv(m, n, kp) else mma  # what mxfp4.linear dispatches to
+    # what mxfp4.linear dispatches to for bf16 x and real weights (scale bytes <= 128)
+    cfg = kl.decode_config(m, n, kp, kp, torch.bfloat16, 128, sms) or mma
     if _prefill(m):  # decode W + cuBLAS (config None = the dispatch)
         out = [("hopper", None), ("mxtensor", None), ("hopper-fused", mma)]
         return out + ([("hopper-fused", c) for c in _sweep_configs(m, mma)] if sweep else [])
     out = [("hopper", cfg), ("mxtensor", None)]
-    if m <= GEMV_TIMED_M:  # both decode kernels, whichever is the default
-        out += [("hopper-mma", mma) if cfg is gemv else ("hopper-gemv", gemv)]
+    if m <= GEMV_TIMED_M:  # the other decode kernels
+        others = [("hopper-tiled", mma), ("hopper-gemv", gemv)]
+        if m <= 16:
+            others.append(("hopper-mma-gemv", mma_gemv_config(m, n, kp, sms)))
+        out += [(name, c) for name, c in others if c != cfg]
     if sweep:
         out += [("hopper", c) for c in _sweep_configs(m, mma)]
         if m <= GEMV_TIMED_M:

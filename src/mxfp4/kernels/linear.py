@@ -27,7 +27,8 @@ from triton import knobs
 from ..layouts import HopperWeight
 from . import prefill
 from .gemv import _gemv_kernel, gemv_config
-from .mma_gemv import _mma_gemv_kernel
+from . import mma_gemv
+from .mma_gemv import _mma_gemv_kernel, mma_gemv_config
 from .pdl import launch_options, release_dependents, wait_for_inputs
 from .unpack import dot_x, grouped_tile, hopper_dot, load_mx_tile
 
@@ -220,8 +221,8 @@ def _cdiv(a: int, b: int) -> int:
 def _plan(m, n, k, w, hopper, x2, bias, config):
     """(grid, scalar args, constexprs + options, split) for one problem; cached per shape."""
     kp, np_ = w.codes.shape[1] * 2, w.codes.shape[0]
-    if config is None and hopper and use_gemv(m, n, k):
-        config = gemv_config(m, n, kp, _sm_count(x2.device))
+    if config is None and hopper:
+        config = decode_config(m, n, k, kp, x2.dtype, w.max_scale, _sm_count(x2.device))
     if config is not None and config.get("GEMV"):
         return _plan_gemv(m, n, k, w, hopper, x2, bias, config)
     if config is not None and config.get("MMA_GEMV"):
@@ -305,12 +306,31 @@ _MMA_GEMV_CONSTEXPRS = [p for p in _mma_gemv_kernel.arg_names if p not in (
     "x_ptr", "w_ptr", "s_ptr", "bias_ptr", "out_ptr", "ws_ptr", "lock_ptr", "M", "N", "K", "KP",
     "NP", "stride_xm", "stride_om", "k_chunk", "ws_stride")]
 # Where a HopperWeight takes the CUDA-core GEMV (kernels/gemv.py) instead of the tensor-core
-# kernel, from `mxfp4 bench kernels` on an H100 (docs/kernels.md, "Decode GEMV"): one row of x
+# kernel when the tensor-core GEMV does not apply (fp16 / fp32 x), from `mxfp4 bench kernels` on an H100 (docs/kernels.md, "Decode GEMV"): one row of x
 # and weights up to ~10 M elements (2880x2880: 7.7 vs 7.9 us). Since the tensor-core kernel's
 # 64-wide K tail steps it wins from 2880x5760 on (9.8 vs 10.3 us; 4096x14336: 19.1 vs 29.5),
 # and every extra row of x costs the GEMV a full FMA pass (M = 2 already loses everywhere).
 GEMV_MAX_M = 1
 GEMV_MAX_WEIGHTS = 10_000_000
+
+
+def decode_config(m: int, n: int, k: int, kp: int, dtype: torch.dtype, max_scale: int,
+                  sm_count: int) -> dict | None:
+    """The GEMV configuration mxfp4.linear uses for a HopperWeight product, or None for the
+    tiled tensor-core kernel (pick_config)."""
+    if use_mma_gemv(m, n, k, dtype, max_scale):
+        return mma_gemv_config(m, n, kp, sm_count)
+    if use_gemv(m, n, k):
+        return gemv_config(m, n, kp, sm_count)
+    return None
+
+
+def use_mma_gemv(m: int, n: int, k: int, dtype: torch.dtype, max_scale: int) -> bool:
+    """Whether mxfp4.linear runs an [m, k] x HopperWeight [n, k] product on the tensor-core
+    GEMV (kernels/mma_gemv.py): bf16 x, few rows, every scale byte <= 128."""
+    if dtype != torch.bfloat16 or max_scale > 128:
+        return False
+    return m <= mma_gemv.MAX_M or (m <= mma_gemv.MAX_M_TWO_N and n * k <= mma_gemv.MAX_WEIGHTS_TWO_N)
 
 
 def use_gemv(m: int, n: int, k: int) -> bool:

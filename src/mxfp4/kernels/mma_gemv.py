@@ -145,8 +145,12 @@ def mma_16x8x16(a0, a1, a2, a3, b0, b1, c0, c1, c2, c3):
 
 @triton.jit
 def _words(ptrs, mask):
-    """Four int32 words per lane (ptrs [L, 4], contiguous) as four lane tensors."""
-    v = tl.load(ptrs, mask=mask, other=0)
+    """Four int32 words per lane (ptrs [L, 4], contiguous) as a tuple of four lane tensors;
+    mask None: an unmasked load that is streamed once (evicted first, so x stays in L1)."""
+    if mask is None:
+        v = tl.load(ptrs, eviction_policy="evict_first")
+    else:
+        v = tl.load(ptrs, mask=mask, other=0)
     a, b = tl.split(tl.reshape(v, (v.shape[0], 2, 2)))  # words (0, 2), (1, 3)
     w0, w2 = tl.split(a)
     w1, w3 = tl.split(b)
@@ -154,58 +158,79 @@ def _words(ptrs, mask):
 
 
 @triton.jit
-def _factor(s_ptrs, mask):
+def _factor(s):
     """bf16x2 factor 2^(s - 1) in both halves from E8M0 bytes s <= 128 (one multiply-add)."""
-    s = tl.load(s_ptrs, mask=mask, other=0).to(tl.int32)
-    return (s + 126) * 0x00800080
+    return (s.to(tl.int32) + 126) * 0x00800080
 
 
 @triton.jit
-def _mma_word(wa, wb, fa_lo, fa_hi, fb_lo, fb_hi, xl0, xh0, xl1, xh1, c0, c1, c2, c3):
-    """Two MMAs for word q of rows g (wa) and g + 8 (wb) against x pairs q of the step."""
+def _mma_word(wa, wb, fa_lo, fa_hi, fb_lo, fb_hi, xl0, xl1, xh0, xh1, c0, c1, c2, c3):
+    """Two MMAs for word q of rows g (wa) and g + 8 (wb): the low nibbles of its four bytes
+    against x pairs (xl0, xl1), the high nibbles against (xh0, xh1) (adjacent x words, so
+    they sit in adjacent registers of one 16-byte load, as the MMA's B operand wants)."""
     a_lo01, a_hi01, a_lo23, a_hi23 = decode_word(wa, fa_lo, fa_hi)
     b_lo01, b_hi01, b_lo23, b_hi23 = decode_word(wb, fb_lo, fb_hi)
-    c0, c1, c2, c3 = mma_16x8x16(a_lo01, b_lo01, a_hi01, b_hi01, xl0, xh0, c0, c1, c2, c3)
-    return mma_16x8x16(a_lo23, b_lo23, a_hi23, b_hi23, xl1, xh1, c0, c1, c2, c3)
+    c0, c1, c2, c3 = mma_16x8x16(a_lo01, b_lo01, a_lo23, b_lo23, xl0, xl1, c0, c1, c2, c3)
+    return mma_16x8x16(a_hi01, b_hi01, a_hi23, b_hi23, xh0, xh1, c0, c1, c2, c3)
 
 
 @triton.jit
-def _x_words(x_row, kx, ok):
-    """Eight int32 words (bf16 pairs) of x from int32 index kx on, per lane, as two quads."""
-    q = tl.arange(0, 4)[None, :]
-    lo = _words(x_row[:, None] + kx[:, None] + q, ok[:, None])
-    hi = _words(x_row[:, None] + kx[:, None] + 4 + q, ok[:, None])
-    return lo, hi
+def _group(sb, k_ok, KP, lane_t):
+    """The lane's 64-group in step sb (lanes t = 0, 1 read the first, 2, 3 the second), its
+    first byte in the group and whether the group is inside this program's K range."""
+    grp = 2 * sb + lane_t // 2
+    return grp, 16 * (lane_t % 2), k_ok & (grp < KP // 64)
 
 
 @triton.jit
-def _step(w_ptr, s_ptr, x_row, x_ok, row_a, sb, k_ok, K, KP, NP, lane_t, c0, c1, c2, c3):
-    """One 128-element step of one warp's 16 rows: C (c0..c3) += W @ x.T for x rows x_row."""
-    grp = 2 * sb + lane_t // 2  # the lane's 64-group: lanes t = 0, 1 -> first, 2, 3 -> second
-    ok = k_ok & (grp < KP // 64)
-    j0 = 16 * (lane_t % 2)  # first byte of the lane's 16 in the group
+def _load_w(w32, s_ptr, row_a, sb, KP, NP, lane_t):
+    """Step sb's weight words (rows g, g + 8: 16 bytes each) and scale bytes of one lane.
+
+    Unmasked: a group past the weight's K (the second half of a last 128-step, or the
+    prefetch after the last step) reads the last group again, finite values that meet zeros
+    of x (_load_x) or are never used."""
+    grp = tl.minimum(2 * sb + lane_t // 2, KP // 64 - 1)
     q = tl.arange(0, 4)[None, :]
-    wrow = w_ptr + row_a.to(tl.int64) * (KP // 8) + (grp * 32 + j0) // 4
-    wa = _words(wrow[:, None] + q, ok[:, None])
-    wb = _words(wrow[:, None] + 8 * (KP // 8) + q, ok[:, None])
+    at = tl.multiple_of(row_a * (KP // 8) + grp * 8 + 4 * (lane_t % 2), 4)  # 16-byte aligned
+    wrow = w32 + at.to(tl.int64)
+    wa = _words(wrow[:, None] + q, None)
+    wb = _words(wrow[:, None] + 8 * (KP // 8) + q, None)
     s_lo = s_ptr + (2 * grp) * NP + row_a
-    fa_lo = _factor(s_lo, ok)
-    fa_hi = _factor(s_lo + NP, ok)
-    fb_lo = _factor(s_lo + 8, ok)
-    fb_hi = _factor(s_lo + NP + 8, ok)
-    # x elements 64 grp + j0 .. + 15 (the low nibbles' pairs) and 32 further (the high
-    # nibbles'); K is a multiple of 32, so each run of 16 is wholly inside K or wholly past it
-    kx = (grp * 64 + j0) // 2
-    xl_a, xl_b = _x_words(x_row, kx, ok & x_ok & (grp * 64 + j0 < K))
-    xh_a, xh_b = _x_words(x_row, kx + 16, ok & x_ok & (grp * 64 + 32 + j0 < K))
+    return wa, wb, (tl.load(s_lo), tl.load(s_lo + NP), tl.load(s_lo + 8), tl.load(s_lo + NP + 8))
+
+
+@triton.jit
+def _load_x(x_row, x_ok, sb, k_ok, K, KP, lane_t):
+    """Step sb's x words of one lane: elements 64 grp + j0 .. + 15 (the low nibbles' pairs)
+    and 32 further (the high nibbles'); K is a multiple of 32, so each run of 16 lies wholly
+    inside K or wholly past it."""
+    grp, j0, ok = _group(sb, k_ok, KP, lane_t)
+    q = tl.arange(0, 4)[None, :]
+    kx = tl.multiple_of((grp * 64 + j0) // 2, 8)
+    row = x_row + kx.to(tl.int64)
+    ok_lo = (ok & x_ok & (grp * 64 + j0 < K))[:, None]
+    ok_hi = (ok & x_ok & (grp * 64 + 32 + j0 < K))[:, None]
+    return (_words(row[:, None] + q, ok_lo), _words(row[:, None] + 4 + q, ok_lo),
+            _words(row[:, None] + 16 + q, ok_hi), _words(row[:, None] + 20 + q, ok_hi))
+
+
+@triton.jit
+def _mma_step(ws, xs, c0, c1, c2, c3):
+    """C (c0..c3) += the step's 16 rows x 128 elements (ws from _load_w) @ its x words."""
+    wa, wb, sc = ws
+    fa_lo = _factor(sc[0])
+    fa_hi = _factor(sc[1])
+    fb_lo = _factor(sc[2])
+    fb_hi = _factor(sc[3])
+    xl_a, xl_b, xh_a, xh_b = xs
     c0, c1, c2, c3 = _mma_word(wa[0], wb[0], fa_lo, fa_hi, fb_lo, fb_hi,
-                               xl_a[0], xh_a[0], xl_a[1], xh_a[1], c0, c1, c2, c3)
+                               xl_a[0], xl_a[1], xh_a[0], xh_a[1], c0, c1, c2, c3)
     c0, c1, c2, c3 = _mma_word(wa[1], wb[1], fa_lo, fa_hi, fb_lo, fb_hi,
-                               xl_a[2], xh_a[2], xl_a[3], xh_a[3], c0, c1, c2, c3)
+                               xl_a[2], xl_a[3], xh_a[2], xh_a[3], c0, c1, c2, c3)
     c0, c1, c2, c3 = _mma_word(wa[2], wb[2], fa_lo, fa_hi, fb_lo, fb_hi,
-                               xl_b[0], xh_b[0], xl_b[1], xh_b[1], c0, c1, c2, c3)
+                               xl_b[0], xl_b[1], xh_b[0], xh_b[1], c0, c1, c2, c3)
     return _mma_word(wa[3], wb[3], fa_lo, fa_hi, fb_lo, fb_hi,
-                     xl_b[2], xh_b[2], xl_b[3], xh_b[3], c0, c1, c2, c3)
+                     xl_b[2], xl_b[3], xh_b[2], xh_b[3], c0, c1, c2, c3)
 
 
 @triton.jit(do_not_specialize=["M"])
@@ -235,14 +260,28 @@ def _mma_gemv_kernel(x_ptr, w_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr,
     zero = tl.zeros([L], dtype=tl.float32)
     c0, c1, c2, c3 = zero, zero, zero, zero
     d0, d1, d2, d3 = zero, zero, zero, zero
+    # software pipeline (Triton pipelines only loads that feed tl.dot): the warp's next step
+    # is loaded while this one is decoded and multiplied. (Two steps ahead measured slower on
+    # an H100: the 12 more registers cost more occupancy than the extra loads in flight won.)
+    sb = sb_start + k_warp
+    ws = _load_w(w32, s_ptr, row_a, sb, KP, NP, t)
+    xs = _load_x(x_row0, g < M, sb, sb < sb_stop, K, KP, t)
+    if TWO_N:
+        ys = _load_x(x_row1, g + 8 < M, sb, sb < sb_stop, K, KP, t)
+    else:
+        ys = xs
     for s0 in range(sb_start, sb_stop, K_WARPS):
-        sb = s0 + k_warp
-        k_ok = sb < sb_stop
-        c0, c1, c2, c3 = _step(w32, s_ptr, x_row0, g < M, row_a, sb, k_ok, K, KP, NP, t,
-                               c0, c1, c2, c3)
+        nb = s0 + K_WARPS + k_warp
+        ws_n = _load_w(w32, s_ptr, row_a, nb, KP, NP, t)
+        xs_n = _load_x(x_row0, g < M, nb, nb < sb_stop, K, KP, t)
         if TWO_N:
-            d0, d1, d2, d3 = _step(w32, s_ptr, x_row1, g + 8 < M, row_a, sb, k_ok, K, KP, NP, t,
-                                   d0, d1, d2, d3)
+            ys_n = _load_x(x_row1, g + 8 < M, nb, nb < sb_stop, K, KP, t)
+        else:
+            ys_n = xs_n
+        c0, c1, c2, c3 = _mma_step(ws, xs, c0, c1, c2, c3)
+        if TWO_N:
+            d0, d1, d2, d3 = _mma_step(ws, ys, d0, d1, d2, d3)
+        ws, xs, ys = ws_n, xs_n, ys_n
     release_dependents()
     # sum the K warps of each row tile: lane 32 (r + ROW_TILES * kw) + i -> [kw, 32 r + i]
     R: tl.constexpr = 32 * ROW_TILES
@@ -317,13 +356,25 @@ def _reduce(ws_ptr, out_ptr, bias_ptr, rows, cols, M, N, stride_om, ws_stride,
     _put(out_ptr, bias_ptr, v, rows, cols, M, N, stride_om, HAS_BIAS)
 
 
+# Where mxfp4.linear takes this kernel (linear.use_mma_gemv), from an H100 sweep
+# (benchmarks/mma_gemv_sweep.py, docs/kernels.md "Tensor-core GEMV"): every bf16 product with
+# up to 8 rows of x, and 9-16 rows on weights up to ~20 M elements (2880 x 5760: 11.3 vs
+# 12.2 us; on 4096 x 14336 the second MMA per fragment makes it 24 vs 19 us).
+MAX_M = 8
+MAX_M_TWO_N = 16
+MAX_WEIGHTS_TWO_N = 20_000_000
+
+
 def mma_gemv_config(m: int, n: int, kp: int, sm_count: int) -> dict:
-    """Row tiles and K warps per program and the K split for an M <= 16 product."""
-    row_tiles, k_warps = 1, 4
-    tiles = -(-n // (16 * row_tiles))
+    """Warps per 16-row tile and K split for an M <= 16 product, from the same sweep: one wave
+    of ~4 K warps per tile when there are >= 4 tiles per SM (4096 -> 14336: 14.6 us), else 8
+    K warps (2880 -> 5760: 7.4 vs 7.6 us), and K split while the warps fit ~32 per SM."""
+    two_n = m > 8
+    tiles = -(-n // 16)
+    k_warps = 4 if tiles * (2 if two_n else 1) >= 4 * sm_count else 8
     steps = -(-kp // 128)
     split = 1
-    while tiles * split * k_warps * row_tiles < 24 * sm_count and steps // (split * 2) >= 2 * k_warps:
+    while tiles * k_warps * split * 2 <= 32 * sm_count and steps // (split * 2) >= 2 * k_warps:
         split *= 2
-    return dict(MMA_GEMV=True, ROW_TILES=row_tiles, K_WARPS=k_warps, SPLIT_K=split,
-                TWO_N=m > 8, num_warps=row_tiles * k_warps, num_stages=1)
+    return dict(MMA_GEMV=True, ROW_TILES=1, K_WARPS=k_warps, SPLIT_K=split, TWO_N=two_n,
+                num_warps=k_warps, num_stages=1)
