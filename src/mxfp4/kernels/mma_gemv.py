@@ -233,6 +233,58 @@ def _mma_step(ws, xs, c0, c1, c2, c3):
                      xl_b[2], xl_b[3], xh_b[2], xh_b[3], c0, c1, c2, c3)
 
 
+@triton.jit
+def k_loop(w_ptr, s_ptr, x_row0, x_ok0, x_row1, x_ok1, row_a, sb_start, sb_stop, K, KP, NP,
+           L: tl.constexpr, K_WARPS: tl.constexpr, ROW_TILES: tl.constexpr, TWO_N: tl.constexpr):
+    """The K loop of one program: lane tensors (c0..c3) = MMA columns 0-7 (x rows x_row0)
+    and (d0..d3) = columns 8-15 (x_row1, when TWO_N) for the 16 rows from row_a's tile, over
+    128-element steps sb_start .. sb_stop - 1 shared round-robin by the K_WARPS warps.
+    x_row0 / x_row1: per-lane int32 pointers to the lane's x row; x_ok0 / x_ok1: whether it
+    exists (rows past M read as zeros)."""
+    lane = tl.arange(0, L)
+    t = lane % 4
+    k_warp = lane // 32 // ROW_TILES
+    w32 = w_ptr.to(tl.pointer_type(tl.int32))
+    zero = tl.zeros([L], dtype=tl.float32)
+    c0, c1, c2, c3 = zero, zero, zero, zero
+    d0, d1, d2, d3 = zero, zero, zero, zero
+    # software pipeline (Triton pipelines only loads that feed tl.dot): the warp's next step
+    # is loaded while this one is decoded and multiplied. (Two steps ahead measured slower on
+    # an H100: the 12 more registers cost more occupancy than the extra loads in flight won.)
+    sb = sb_start + k_warp
+    ws = _load_w(w32, s_ptr, row_a, sb, KP, NP, t)
+    xs = _load_x(x_row0, x_ok0, sb, sb < sb_stop, K, KP, t)
+    if TWO_N:
+        ys = _load_x(x_row1, x_ok1, sb, sb < sb_stop, K, KP, t)
+    else:
+        ys = xs
+    for s0 in range(sb_start, sb_stop, K_WARPS):
+        nb = s0 + K_WARPS + k_warp
+        ws_n = _load_w(w32, s_ptr, row_a, nb, KP, NP, t)
+        xs_n = _load_x(x_row0, x_ok0, nb, nb < sb_stop, K, KP, t)
+        if TWO_N:
+            ys_n = _load_x(x_row1, x_ok1, nb, nb < sb_stop, K, KP, t)
+        else:
+            ys_n = xs_n
+        c0, c1, c2, c3 = _mma_step(ws, xs, c0, c1, c2, c3)
+        if TWO_N:
+            d0, d1, d2, d3 = _mma_step(ws, ys, d0, d1, d2, d3)
+        ws, xs, ys = ws_n, xs_n, ys_n
+    return c0, c1, c2, c3, d0, d1, d2, d3
+
+
+@triton.jit
+def column0_rows(c0, c2, K_WARPS: tl.constexpr):
+    """MMA column 0 of one warp's 16 rows, summed over K_WARPS warps (L = 32 K_WARPS lanes):
+    two [8] tensors, rows 0-7 (c0 of lanes t = 0) and rows 8-15 (c2)."""
+    lane = tl.arange(0, 32)
+    c0 = tl.sum(tl.reshape(c0, (K_WARPS, 32)), axis=0)
+    c2 = tl.sum(tl.reshape(c2, (K_WARPS, 32)), axis=0)
+    top = tl.sum(tl.reshape(tl.where(lane % 4 == 0, c0, 0.0), (8, 4)), axis=1)
+    bot = tl.sum(tl.reshape(tl.where(lane % 4 == 0, c2, 0.0), (8, 4)), axis=1)
+    return top, bot
+
+
 @triton.jit(do_not_specialize=["M"])
 def _mma_gemv_kernel(x_ptr, w_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr,
                      M, N, K, KP, NP, stride_xm, stride_om, k_chunk, ws_stride,
@@ -246,42 +298,16 @@ def _mma_gemv_kernel(x_ptr, w_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr,
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     lane = tl.arange(0, L)
-    warp = lane // 32
     g = (lane % 32) // 4
-    t = lane % 4
-    row_a = pid_n * (16 * ROW_TILES) + (warp % ROW_TILES) * 16 + g  # < NP (rows padded to 128)
-    k_warp = warp // ROW_TILES
+    row_a = pid_n * (16 * ROW_TILES) + (lane // 32 % ROW_TILES) * 16 + g  # < NP (padded rows)
     x32 = x_ptr.to(tl.pointer_type(tl.int32))
-    w32 = w_ptr.to(tl.pointer_type(tl.int32))
     x_row0 = x32 + g.to(tl.int64) * (stride_xm // 2)  # x row g is MMA column g
     x_row1 = x32 + (g + 8).to(tl.int64) * (stride_xm // 2)
     sb_start = pid_k * (k_chunk // 128)
     sb_stop = tl.minimum(sb_start + k_chunk // 128, (KP + 127) // 128)
-    zero = tl.zeros([L], dtype=tl.float32)
-    c0, c1, c2, c3 = zero, zero, zero, zero
-    d0, d1, d2, d3 = zero, zero, zero, zero
-    # software pipeline (Triton pipelines only loads that feed tl.dot): the warp's next step
-    # is loaded while this one is decoded and multiplied. (Two steps ahead measured slower on
-    # an H100: the 12 more registers cost more occupancy than the extra loads in flight won.)
-    sb = sb_start + k_warp
-    ws = _load_w(w32, s_ptr, row_a, sb, KP, NP, t)
-    xs = _load_x(x_row0, g < M, sb, sb < sb_stop, K, KP, t)
-    if TWO_N:
-        ys = _load_x(x_row1, g + 8 < M, sb, sb < sb_stop, K, KP, t)
-    else:
-        ys = xs
-    for s0 in range(sb_start, sb_stop, K_WARPS):
-        nb = s0 + K_WARPS + k_warp
-        ws_n = _load_w(w32, s_ptr, row_a, nb, KP, NP, t)
-        xs_n = _load_x(x_row0, g < M, nb, nb < sb_stop, K, KP, t)
-        if TWO_N:
-            ys_n = _load_x(x_row1, g + 8 < M, nb, nb < sb_stop, K, KP, t)
-        else:
-            ys_n = xs_n
-        c0, c1, c2, c3 = _mma_step(ws, xs, c0, c1, c2, c3)
-        if TWO_N:
-            d0, d1, d2, d3 = _mma_step(ws, ys, d0, d1, d2, d3)
-        ws, xs, ys = ws_n, xs_n, ys_n
+    c0, c1, c2, c3, d0, d1, d2, d3 = k_loop(w_ptr, s_ptr, x_row0, g < M, x_row1, g + 8 < M,
+                                            row_a, sb_start, sb_stop, K, KP, NP, L,
+                                            K_WARPS, ROW_TILES, TWO_N)
     release_dependents()
     # sum the K warps of each row tile: lane 32 (r + ROW_TILES * kw) + i -> [kw, 32 r + i]
     R: tl.constexpr = 32 * ROW_TILES
