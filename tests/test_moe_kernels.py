@@ -149,3 +149,13 @@ def test_batch_path_is_deterministic():
     x = _x(21, 64, 52)
     first = m(x, backend="triton", config=_batch(16))
     assert torch.equal(first, m(x, backend="triton", config=_batch(16)))
+
+
+@pytest.mark.parametrize("T,k,H,I,warps", [(1, 4, 64, 32, 2), (2, 2, 192, 64, 1)])
+def test_decode_on_the_tensor_core_gemv(T, k, H, I, warps):
+    # kernels/moe_gemv.py: 16 weight rows x one pair per program, K split over `warps` warps;
+    # K = 192 and 64 end in half 128-wide steps
+    m = random_moe(E=8, H=H, I=I, k=k, seed=40 + T)
+    g = GemmConfig(16, 64, 64)
+    _check(m, _x(T, H, T), MoEConfig(True, g, g, gemv=warps))
+    assert default_config(1, 4, 128).gemv == 8 and default_config(64, 4, 128).gemv == 0

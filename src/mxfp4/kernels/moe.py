@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 import triton
 
+from . import moe_gemv
 from .moe_gemm import _combine_kernel, _w1_kernel, _w2_kernel
 from .moe_routing import (_align_kernel, _logits_kernel, _logits_part_kernel, _route_kernel,
                           num_blocks_max, pad_pow2)
@@ -53,6 +54,7 @@ class MoEConfig:
     decode: bool
     w1: GemmConfig
     w2: GemmConfig
+    gemv: int = 0  # decode only: K warps of the tensor-core GEMV (kernels/moe_gemv.py), 0 = off
 
 
 def default_config(tokens: int, k: int, experts: int) -> MoEConfig:
@@ -66,7 +68,7 @@ def default_config(tokens: int, k: int, experts: int) -> MoEConfig:
     """
     if tokens * k <= DECODE_MAX_PAIRS:
         g = GemmConfig(16, 64, 256, 4, 3)
-        return MoEConfig(True, g, g)
+        return MoEConfig(True, g, g, gemv=8)
     per_expert = tokens * k / experts
     if per_expert <= 12:
         g = GemmConfig(16, 64, 256, 4, 3)
@@ -168,11 +170,28 @@ def moe_forward(x: torch.Tensor, router_w, router_b, w1_codes, w1_scales, b1, w2
         _align_kernel[(triton.cdiv(max(P, nb), chunk),)](ids, rank, counts, *tables, P, nb, E,
                                                          E_PAD=e_pad, BM=g1.bm, CHUNK=chunk,
                                                          num_warps=4, **pdl)
+    if g1.bk % 64 or g2.bk % 64:
+        raise ValueError(f"bk must be a multiple of 64, got {g1.bk} and {g2.bk}")
+    if cfg.decode and cfg.gemv and moe_gemv.usable(x, I, fused):
+        moe_gemv.launch(x, w1_codes, w1_scales, b1, a, logits, ids, wts, w2_codes, w2_scales, b2,
+                        y, k, k_pad, e_pad, E, alpha, limit, interp, pdl, cfg.gemv)
+    else:
+        _tiled_gemms(x, w1_codes, w1_scales, b1, a, tables, logits, ids, wts, w2_codes,
+                     w2_scales, b2, y, H, I, E, nb, k, k_pad, e_pad, alpha, limit, cfg, fused,
+                     interp, pdl)
+    bh = 1024
+    _combine_kernel[(T, triton.cdiv(H, bh))](y, out, H, out.stride(0), K=k, BH=bh,
+                                             INTERPRET=interp, num_warps=4, **pdl)
+    return out
+
+
+def _tiled_gemms(x, w1_codes, w1_scales, b1, a, tables, logits, ids, wts, w2_codes, w2_scales,
+                 b2, y, H, I, E, nb, k, k_pad, e_pad, alpha, limit, cfg, fused, interp, pdl):
+    """W1 and W2 on the tiled tensor-core kernels (kernels/moe_gemm.py), either path."""
+    g1, g2 = cfg.w1, cfg.w2
     np1, np2 = w1_codes.shape[1], w2_codes.shape[1]
     kp1, kp2 = w1_codes.shape[2] * 2, w2_codes.shape[2] * 2
     bn1, bn2 = _fit(g1.bn, np1), _fit(g2.bn, np2)
-    if g1.bk % 64 or g2.bk % 64:
-        raise ValueError(f"bk must be a multiple of 64, got {g1.bk} and {g2.bk}")
     _w1_kernel[(nb * (np1 // bn1),)](
         x, w1_codes, w1_scales, b1, a, *tables, logits, ids, wts,
         H, kp1, 2 * I, np1, E, nb, x.stride(0), alpha, limit, K=k, K_PAD=k_pad, E_PAD=e_pad,
@@ -182,7 +201,3 @@ def moe_forward(x: torch.Tensor, router_w, router_b, w1_codes, w1_scales, b1, w2
         a, w2_codes, w2_scales, b2, ids, wts, y, *tables, I, kp2, H, np2, nb, DECODE=cfg.decode,
         BM=g2.bm, BN=bn2, BK=g2.bk, GROUP_M=g2.group_m, FUSED=fused,
         INTERPRET=interp, **g2.launch(), **pdl)
-    bh = 1024
-    _combine_kernel[(T, triton.cdiv(H, bh))](y, out, H, out.stride(0), K=k, BH=bh,
-                                             INTERPRET=interp, num_warps=4, **pdl)
-    return out

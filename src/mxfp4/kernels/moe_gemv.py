@@ -1,0 +1,117 @@
+"""The MoE decode's two expert GEMMs on the tensor-core GEMV (kernels/mma_gemv.py).
+
+Reference twin: `mxfp4.nn.moe.moe_reference`. Same jobs as the DECODE paths of
+kernels/moe_gemm.py (top-k in W1's prologue, SwiGLU in its epilogue; bias and routing weight
+in W2's), for bf16 x and weights whose scale bytes are all <= 128: a program is one
+(token, slot) pair x 16 weight rows, its K_WARPS warps split K = 2880 into 128-wide steps,
+and only MMA column 0 (the pair's one x row) is used.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .mma_gemv import column0_rows, k_loop
+from .moe_routing import round_to, route_slot, swiglu
+from .pdl import release_dependents, wait_for_inputs
+
+
+@triton.jit
+def _expert_rows(x_row, codes_ptr, scales_ptr, e, pid_n, K, KP, NP, K_WARPS: tl.constexpr):
+    """Rows 16 pid_n .. + 7 and + 8 .. + 15 of W[e] @ x_row ([8] fp32 each)."""
+    L: tl.constexpr = 32 * K_WARPS
+    lane = tl.arange(0, L)
+    g = (lane % 32) // 4
+    e64 = e.to(tl.int64)
+    x32 = x_row.to(tl.pointer_type(tl.int32)) + lane * 0  # column 0 of the MMA: lanes g = 0
+    c0, c1, c2, c3, d0, d1, d2, d3 = k_loop(
+        codes_ptr + e64 * NP * (KP // 2), scales_ptr + e64 * (KP // 32) * NP, x32, g < 1, x32,
+        g < 1, pid_n * 16 + g, 0, (KP + 127) // 128, K, KP, NP, L, K_WARPS, 1, False)
+    return column0_rows(c0, c2, K_WARPS)
+
+
+@triton.jit
+def _w1_gemv_kernel(x_ptr, codes_ptr, scales_ptr, bias_ptr, a_ptr, logits_ptr, ids_ptr, wts_ptr,
+                    H, KP, N2, NP, E, NB, stride_x, alpha, limit,
+                    K: tl.constexpr, K_PAD: tl.constexpr, E_PAD: tl.constexpr,
+                    K_WARPS: tl.constexpr, INTERPRET: tl.constexpr):
+    """a[pair] = SwiGLU(x[token] @ W1[e].T + b1[e]) for 8 of its columns (16 W1 rows)."""
+    wait_for_inputs()  # launched early (PDL): nothing is read or written before this
+    pid = tl.program_id(0)
+    pid_b = pid % NB  # pairs innermost: a token's slots read their experts side by side
+    pid_n = pid // NB
+    tok = pid_b // K
+    e, w = route_slot(logits_ptr, tok, pid_b % K, E, K, K_PAD, E_PAD)
+    tl.store(ids_ptr + pid_b, e, mask=pid_n == 0)
+    tl.store(wts_ptr + pid_b, w, mask=pid_n == 0)
+    top, bot = _expert_rows(x_ptr + tok.to(tl.int64) * stride_x, codes_ptr, scales_ptr, e, pid_n,
+                            H, KP, NP, K_WARPS)
+    release_dependents()  # the next kernel's programs may be placed during the epilogue
+    a_row = a_ptr + pid_b.to(tl.int64) * (N2 // 2)
+    b_row = bias_ptr + e.to(tl.int64) * N2
+    _swiglu_out(top, pid_n * 16, b_row, a_row, N2, alpha, limit, INTERPRET)
+    _swiglu_out(bot, pid_n * 16 + 8, b_row, a_row, N2, alpha, limit, INTERPRET)
+
+
+@triton.jit
+def _swiglu_out(h, row0, b_row, a_row, N2, alpha, limit, INTERPRET: tl.constexpr):
+    """W1 rows row0 .. + 7 (+ bias): interleaved gate (2i) and linear (2i + 1) -> a columns."""
+    rows = row0 + tl.arange(0, 8)
+    h += tl.load(b_row + rows, mask=rows < N2, other=0.0).to(tl.float32)
+    gate, lin = tl.split(tl.reshape(h, (4, 2)))
+    c = row0 // 2 + tl.arange(0, 4)
+    tl.store(a_row + c, round_to(swiglu(gate, lin, alpha, limit), tl.bfloat16, INTERPRET),
+             mask=c < N2 // 2)
+
+
+@triton.jit
+def _w2_gemv_kernel(a_ptr, codes_ptr, scales_ptr, bias_ptr, ids_ptr, wts_ptr, y_ptr,
+                    I, KP, H, NP, NB, K_WARPS: tl.constexpr, INTERPRET: tl.constexpr):
+    """y[pair] = (a[pair] @ W2[e].T + b2[e]) x the pair's routing weight, for 16 rows."""
+    wait_for_inputs()  # launched early (PDL): nothing is read or written before this
+    pid = tl.program_id(0)
+    pid_b = pid % NB
+    pid_n = pid // NB
+    e = tl.maximum(tl.load(ids_ptr + pid_b), 0)
+    top, bot = _expert_rows(a_ptr + pid_b.to(tl.int64) * I, codes_ptr, scales_ptr, e, pid_n,
+                            I, KP, NP, K_WARPS)
+    release_dependents()
+    wt = tl.load(wts_ptr + pid_b)
+    b_row = bias_ptr + e.to(tl.int64) * H
+    y_row = y_ptr + pid_b.to(tl.int64) * H
+    _weighted_out(top, pid_n * 16, b_row, y_row, wt, H, INTERPRET)
+    _weighted_out(bot, pid_n * 16 + 8, b_row, y_row, wt, H, INTERPRET)
+
+
+@triton.jit
+def _weighted_out(v, row0, b_row, y_row, wt, H, INTERPRET: tl.constexpr):
+    """y rows row0 .. + 7 = (v + bias) x the routing weight, in bf16."""
+    rows = row0 + tl.arange(0, 8)
+    v += tl.load(b_row + rows, mask=rows < H, other=0.0).to(tl.float32)
+    tl.store(y_row + rows, round_to(v * wt, tl.bfloat16, INTERPRET), mask=rows < H)
+
+
+def launch(x, w1_codes, w1_scales, b1, a, logits, ids, wts, w2_codes, w2_scales, b2, y,
+           k: int, k_pad: int, e_pad: int, E: int, alpha: float, limit: float, interp: bool,
+           pdl: dict, k_warps: int = 8) -> None:
+    """W1 and W2 of the decode path (kernels/moe.py) for P = T * k pairs."""
+    P, I = a.shape
+    H = x.shape[1]
+    np1, np2 = w1_codes.shape[1], w2_codes.shape[1]
+    kp1, kp2 = w1_codes.shape[2] * 2, w2_codes.shape[2] * 2
+    _w1_gemv_kernel[(P * (np1 // 16),)](
+        x, w1_codes, w1_scales, b1, a, logits, ids, wts, H, kp1, 2 * I, np1, E, P, x.stride(0),
+        alpha, limit, K=k, K_PAD=k_pad, E_PAD=e_pad, K_WARPS=k_warps, INTERPRET=interp,
+        num_warps=k_warps, num_stages=1, **pdl)
+    _w2_gemv_kernel[(P * (np2 // 16),)](
+        a, w2_codes, w2_scales, b2, ids, wts, y, I, kp2, H, np2, P, K_WARPS=k_warps,
+        INTERPRET=interp, num_warps=k_warps, num_stages=1, **pdl)
+
+
+def usable(x: torch.Tensor, intermediate: int, fused: bool) -> bool:
+    """Whether the decode may take these kernels: every scale byte <= 128 and bf16 x and
+    activations, both read as 4-byte words."""
+    return (fused and x.dtype == torch.bfloat16 and x.stride(0) % 2 == 0
+            and x.data_ptr() % 4 == 0 and intermediate % 2 == 0)
