@@ -151,11 +151,11 @@ def test_batch_path_is_deterministic():
     assert torch.equal(first, m(x, backend="triton", config=_batch(16)))
 
 
-@pytest.mark.parametrize("T,k,H,I,warps", [(1, 4, 64, 32, 2), (2, 2, 192, 64, 1)])
+@pytest.mark.parametrize("T,k,H,I,warps", [(1, 4, 64, 32, (2, 4)), (2, 2, 192, 64, (1, 2))])
 def test_decode_on_the_tensor_core_gemv(T, k, H, I, warps):
     # kernels/moe_gemv.py: 16 weight rows x one pair per program, K split over `warps` warps;
     # K = 192 and 64 end in half 128-wide steps
     m = random_moe(E=8, H=H, I=I, k=k, seed=40 + T)
     g = GemmConfig(16, 64, 64)
     _check(m, _x(T, H, T), MoEConfig(True, g, g, gemv=warps))
-    assert default_config(1, 4, 128).gemv == 8 and default_config(64, 4, 128).gemv == 0
+    assert default_config(1, 4, 128).gemv == (2, 4) and not default_config(64, 4, 128).gemv

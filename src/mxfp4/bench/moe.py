@@ -217,6 +217,8 @@ def _cfg_str(cfg) -> str:
     def f(g):
         reg = f"r{g.maxnreg}" if g.maxnreg else ""
         return f"{g.bm}x{g.bn}x{g.bk}/w{g.warps}s{g.stages}{reg}"
+    if cfg.decode and cfg.gemv:
+        return f"w1 gemv/w{cfg.gemv[0]}, w2 gemv/w{cfg.gemv[1]} (bf16 x)"
     return f"w1 {f(g1)}, w2 {f(g2)}"
 
 

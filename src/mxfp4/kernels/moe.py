@@ -54,7 +54,9 @@ class MoEConfig:
     decode: bool
     w1: GemmConfig
     w2: GemmConfig
-    gemv: int = 0  # decode only: K warps of the tensor-core GEMV (kernels/moe_gemv.py), 0 = off
+    # decode only: K warps per program of W1 and W2 on the tensor-core GEMV
+    # (kernels/moe_gemv.py); () keeps the tiled kernels
+    gemv: tuple = ()
 
 
 def default_config(tokens: int, k: int, experts: int) -> MoEConfig:
@@ -68,7 +70,10 @@ def default_config(tokens: int, k: int, experts: int) -> MoEConfig:
     """
     if tokens * k <= DECODE_MAX_PAIRS:
         g = GemmConfig(16, 64, 256, 4, 3)
-        return MoEConfig(True, g, g, gemv=8)
+        # W1 / W2 on the tensor-core GEMV with 2 / 4 K warps per 16-row program: T = 1
+        # 47.5 -> ~40 us, T = 4 130 -> ~125 (W1 23.8 vs 29.4 us, W2 11.2 vs 15.5 at T = 1;
+        # 8 K warps: W1 29.7, 4: 41.8)
+        return MoEConfig(True, g, g, gemv=(2, 4))
     per_expert = tokens * k / experts
     if per_expert <= 12:
         g = GemmConfig(16, 64, 256, 4, 3)
@@ -174,7 +179,7 @@ def moe_forward(x: torch.Tensor, router_w, router_b, w1_codes, w1_scales, b1, w2
         raise ValueError(f"bk must be a multiple of 64, got {g1.bk} and {g2.bk}")
     if cfg.decode and cfg.gemv and moe_gemv.usable(x, I, fused):
         moe_gemv.launch(x, w1_codes, w1_scales, b1, a, logits, ids, wts, w2_codes, w2_scales, b2,
-                        y, k, k_pad, e_pad, E, alpha, limit, interp, pdl, cfg.gemv)
+                        y, k, k_pad, e_pad, E, alpha, limit, interp, pdl, *cfg.gemv)
     else:
         _tiled_gemms(x, w1_codes, w1_scales, b1, a, tables, logits, ids, wts, w2_codes,
                      w2_scales, b2, y, H, I, E, nb, k, k_pad, e_pad, alpha, limit, cfg, fused,

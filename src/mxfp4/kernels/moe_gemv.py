@@ -95,7 +95,7 @@ def _weighted_out(v, row0, b_row, y_row, wt, H, INTERPRET: tl.constexpr):
 
 def launch(x, w1_codes, w1_scales, b1, a, logits, ids, wts, w2_codes, w2_scales, b2, y,
            k: int, k_pad: int, e_pad: int, E: int, alpha: float, limit: float, interp: bool,
-           pdl: dict, k_warps: int = 8) -> None:
+           pdl: dict, w1_warps: int, w2_warps: int) -> None:
     """W1 and W2 of the decode path (kernels/moe.py) for P = T * k pairs."""
     P, I = a.shape
     H = x.shape[1]
@@ -103,11 +103,11 @@ def launch(x, w1_codes, w1_scales, b1, a, logits, ids, wts, w2_codes, w2_scales,
     kp1, kp2 = w1_codes.shape[2] * 2, w2_codes.shape[2] * 2
     _w1_gemv_kernel[(P * (np1 // 16),)](
         x, w1_codes, w1_scales, b1, a, logits, ids, wts, H, kp1, 2 * I, np1, E, P, x.stride(0),
-        alpha, limit, K=k, K_PAD=k_pad, E_PAD=e_pad, K_WARPS=k_warps, INTERPRET=interp,
-        num_warps=k_warps, num_stages=1, **pdl)
+        alpha, limit, K=k, K_PAD=k_pad, E_PAD=e_pad, K_WARPS=w1_warps, INTERPRET=interp,
+        num_warps=w1_warps, num_stages=1, **pdl)
     _w2_gemv_kernel[(P * (np2 // 16),)](
-        a, w2_codes, w2_scales, b2, ids, wts, y, I, kp2, H, np2, P, K_WARPS=k_warps,
-        INTERPRET=interp, num_warps=k_warps, num_stages=1, **pdl)
+        a, w2_codes, w2_scales, b2, ids, wts, y, I, kp2, H, np2, P, K_WARPS=w2_warps,
+        INTERPRET=interp, num_warps=w2_warps, num_stages=1, **pdl)
 
 
 def usable(x: torch.Tensor, intermediate: int, fused: bool) -> bool:
