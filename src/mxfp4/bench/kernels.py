@@ -169,7 +169,7 @@ def bench_linear(dev, rows: list, log, ms, shapes, sweep: bool) -> None:
                            cublas_us=cub, floor_us=fl, floor_frac=fl / us, vs_cublas=us / cub,
                            target_us=target if target is not None else "",
                            meets=(us <= target) if target is not None else "",
-                           config=_cfg_str(c) if c else _default_str(m, cfg))
+                           config=_cfg_str(c) if c else _default_str(m, cfg, name))
                 log(f"  {k}->{n} M={m} {name} {row['config']}: {us:.1f} us, cuBLAS {cub:.1f}, "
                     f"floor {fl:.1f}")
                 if c is None or c is cfg or name in _DECODE_KERNELS or (
@@ -292,9 +292,11 @@ def _prefill(m: int) -> bool:
     return use_prefill(m, torch.bfloat16)
 
 
-def _default_str(m: int, cfg) -> str:
+def _default_str(m: int, cfg, name: str = "hopper") -> str:
     if _prefill(m):
         return "prefill: one decode kernel to bf16 W, then cuBLAS"
+    if name == "mxtensor":
+        return "plain layout: the tiled kernel (linear.pick_config)"
     return _cfg_str(cfg) if cfg else ""
 
 
