@@ -26,36 +26,13 @@ import triton
 import triton.language as tl
 
 from .pdl import release_dependents, wait_for_inputs
-from .unpack import INTERPRET, e2m1_to_f32, unrotate_nibble
+from .unpack import INTERPRET, e2m1_to_f32, fused_decode_asm, fused_decode_ptx, unrotate_nibble
 
 # One HopperWeight word (bytes b0..b3 of a row) and two scale factors (bf16x2 2^(s - 1),
 # the fused decode's factor, for the low- and high-nibble blocks) -> bf16x2 pairs
 # $0 = low codes of b0, b1; $1 = high codes of b0, b1; $2, $3 the same for b2, b3.
-# prmt moves two bytes to bits 8-15 / 24-31; the rest is unpack._HOPPER_FUSED_ASM.
-_WORD_ASM = tl.constexpr("""
-{
-.reg .b32 a, t, u, z;
-mov.b32 z, 0x80008000;
-prmt.b32 a, $4, 0, 0x1404;
-shr.b32 t, a, 2;
-shl.b32 u, a, 4;
-lop3.b32 t, t, u, 0x81C081C0, 0xA8;
-fma.rn.bf16x2 $0, t, $5, z;
-shr.b32 t, a, 7;
-shl.b32 u, a, 3;
-lop3.b32 t, t, u, 0x81C081C0, 0xA8;
-fma.rn.bf16x2 $1, t, $6, z;
-prmt.b32 a, $4, 0, 0x3424;
-shr.b32 t, a, 2;
-shl.b32 u, a, 4;
-lop3.b32 t, t, u, 0x81C081C0, 0xA8;
-fma.rn.bf16x2 $2, t, $5, z;
-shr.b32 t, a, 7;
-shl.b32 u, a, 3;
-lop3.b32 t, t, u, 0x81C081C0, 0xA8;
-fma.rn.bf16x2 $3, t, $6, z;
-}
-""")
+_WORD_ASM = fused_decode_asm(fused_decode_ptx("$4", "0x1404", "$0", "$1", "$5", "$6"),
+                             fused_decode_ptx("$4", "0x3424", "$2", "$3", "$5", "$6"))
 
 _MMA_ASM = tl.constexpr(
     "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
@@ -278,8 +255,8 @@ def column0_rows(c0, c2, K_WARPS: tl.constexpr):
     """MMA column 0 of one warp's 16 rows, summed over K_WARPS warps (L = 32 K_WARPS lanes):
     two [8] tensors, rows 0-7 (c0 of lanes t = 0) and rows 8-15 (c2)."""
     lane = tl.arange(0, 32)
-    c0 = tl.sum(tl.reshape(c0, (K_WARPS, 32)), axis=0)
-    c2 = tl.sum(tl.reshape(c2, (K_WARPS, 32)), axis=0)
+    c0 = _warp_sum(c0, K_WARPS, 32)
+    c2 = _warp_sum(c2, K_WARPS, 32)
     top = tl.sum(tl.reshape(tl.where(lane % 4 == 0, c0, 0.0), (8, 4)), axis=1)
     bot = tl.sum(tl.reshape(tl.where(lane % 4 == 0, c2, 0.0), (8, 4)), axis=1)
     return top, bot
@@ -309,56 +286,54 @@ def _mma_gemv_kernel(x_ptr, w_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr,
                                             row_a, sb_start, sb_stop, K, KP, NP, L,
                                             K_WARPS, ROW_TILES, TWO_N)
     release_dependents()
-    # sum the K warps of each row tile: lane 32 (r + ROW_TILES * kw) + i -> [kw, 32 r + i]
     R: tl.constexpr = 32 * ROW_TILES
-    c0 = tl.sum(tl.reshape(c0, (K_WARPS, R)), axis=0)
-    c1 = tl.sum(tl.reshape(c1, (K_WARPS, R)), axis=0)
-    c2 = tl.sum(tl.reshape(c2, (K_WARPS, R)), axis=0)
-    c3 = tl.sum(tl.reshape(c3, (K_WARPS, R)), axis=0)
+    c0, c1, c2, c3 = _sum_warps(c0, c1, c2, c3, K_WARPS, R)
     if TWO_N:
-        d0 = tl.sum(tl.reshape(d0, (K_WARPS, R)), axis=0)
-        d1 = tl.sum(tl.reshape(d1, (K_WARPS, R)), axis=0)
-        d2 = tl.sum(tl.reshape(d2, (K_WARPS, R)), axis=0)
-        d3 = tl.sum(tl.reshape(d3, (K_WARPS, R)), axis=0)
+        d0, d1, d2, d3 = _sum_warps(d0, d1, d2, d3, K_WARPS, R)
     li = tl.arange(0, R)
     ra = pid_n * (16 * ROW_TILES) + (li // 32) * 16 + (li % 32) // 4
-    rb = ra + 8
-    col = 2 * (li % 4)  # c0: (ra, col), c1: (ra, col + 1), c2 / c3: rb; d.. 8 columns on
+    col = 2 * (li % 4)  # c0: (ra, col), c1: (ra, col + 1), c2 / c3: ra + 8; d.. 8 columns on
     if SPLIT_K == 1:
-        _put(out_ptr, bias_ptr, c0, ra, col, M, N, stride_om, HAS_BIAS)
-        _put(out_ptr, bias_ptr, c1, ra, col + 1, M, N, stride_om, HAS_BIAS)
-        _put(out_ptr, bias_ptr, c2, rb, col, M, N, stride_om, HAS_BIAS)
-        _put(out_ptr, bias_ptr, c3, rb, col + 1, M, N, stride_om, HAS_BIAS)
+        _put4(out_ptr, bias_ptr, c0, c1, c2, c3, ra, col, M, N, stride_om, HAS_BIAS)
         if TWO_N:
-            _put(out_ptr, bias_ptr, d0, ra, col + 8, M, N, stride_om, HAS_BIAS)
-            _put(out_ptr, bias_ptr, d1, ra, col + 9, M, N, stride_om, HAS_BIAS)
-            _put(out_ptr, bias_ptr, d2, rb, col + 8, M, N, stride_om, HAS_BIAS)
-            _put(out_ptr, bias_ptr, d3, rb, col + 9, M, N, stride_om, HAS_BIAS)
+            _put4(out_ptr, bias_ptr, d0, d1, d2, d3, ra, col + 8, M, N, stride_om, HAS_BIAS)
     else:
         # deterministic split-K: fp32 partials [split, M, N], the last program sums in order
         part = ws_ptr + pid_k * ws_stride
-        _put(part, bias_ptr, c0, ra, col, M, N, N, False)
-        _put(part, bias_ptr, c1, ra, col + 1, M, N, N, False)
-        _put(part, bias_ptr, c2, rb, col, M, N, N, False)
-        _put(part, bias_ptr, c3, rb, col + 1, M, N, N, False)
+        _put4(part, bias_ptr, c0, c1, c2, c3, ra, col, M, N, N, False)
         if TWO_N:
-            _put(part, bias_ptr, d0, ra, col + 8, M, N, N, False)
-            _put(part, bias_ptr, d1, ra, col + 9, M, N, N, False)
-            _put(part, bias_ptr, d2, rb, col + 8, M, N, N, False)
-            _put(part, bias_ptr, d3, rb, col + 9, M, N, N, False)
+            _put4(part, bias_ptr, d0, d1, d2, d3, ra, col + 8, M, N, N, False)
         tl.debug_barrier()
         arrived = tl.atomic_add(lock_ptr + pid_n, 1, sem="acq_rel", scope="gpu")
         if arrived == SPLIT_K - 1:
-            _reduce(ws_ptr, out_ptr, bias_ptr, ra, col, M, N, stride_om, ws_stride, HAS_BIAS, SPLIT_K)
-            _reduce(ws_ptr, out_ptr, bias_ptr, ra, col + 1, M, N, stride_om, ws_stride, HAS_BIAS, SPLIT_K)
-            _reduce(ws_ptr, out_ptr, bias_ptr, rb, col, M, N, stride_om, ws_stride, HAS_BIAS, SPLIT_K)
-            _reduce(ws_ptr, out_ptr, bias_ptr, rb, col + 1, M, N, stride_om, ws_stride, HAS_BIAS, SPLIT_K)
+            _reduce4(ws_ptr, out_ptr, bias_ptr, ra, col, M, N, stride_om, ws_stride, HAS_BIAS,
+                     SPLIT_K)
             if TWO_N:
-                _reduce(ws_ptr, out_ptr, bias_ptr, ra, col + 8, M, N, stride_om, ws_stride, HAS_BIAS, SPLIT_K)
-                _reduce(ws_ptr, out_ptr, bias_ptr, ra, col + 9, M, N, stride_om, ws_stride, HAS_BIAS, SPLIT_K)
-                _reduce(ws_ptr, out_ptr, bias_ptr, rb, col + 8, M, N, stride_om, ws_stride, HAS_BIAS, SPLIT_K)
-                _reduce(ws_ptr, out_ptr, bias_ptr, rb, col + 9, M, N, stride_om, ws_stride, HAS_BIAS, SPLIT_K)
-            tl.atomic_xchg(lock_ptr + pid_n, 0, sem="relaxed", scope="gpu")  # ready for the next call
+                _reduce4(ws_ptr, out_ptr, bias_ptr, ra, col + 8, M, N, stride_om, ws_stride,
+                         HAS_BIAS, SPLIT_K)
+            tl.atomic_xchg(lock_ptr + pid_n, 0, sem="relaxed", scope="gpu")  # ready for next call
+
+
+@triton.jit
+def _sum_warps(c0, c1, c2, c3, K_WARPS: tl.constexpr, R: tl.constexpr):
+    """Sum a fragment over the K warps (_warp_sum of each register)."""
+    return (_warp_sum(c0, K_WARPS, R), _warp_sum(c1, K_WARPS, R), _warp_sum(c2, K_WARPS, R),
+            _warp_sum(c3, K_WARPS, R))
+
+
+@triton.jit
+def _warp_sum(c, K_WARPS: tl.constexpr, R: tl.constexpr):
+    """[L] lane tensor summed over the K warps: lane 32 (r + ROW_TILES kw) + i -> [kw, 32 r + i]."""
+    return tl.sum(tl.reshape(c, (K_WARPS, R)), axis=0)
+
+
+@triton.jit
+def _put4(dst, bias_ptr, c0, c1, c2, c3, ra, col, M, N, stride, HAS_BIAS: tl.constexpr):
+    """One C fragment: c0 / c1 at rows ra, columns col / col + 1; c2 / c3 at rows ra + 8."""
+    _put(dst, bias_ptr, c0, ra, col, M, N, stride, HAS_BIAS)
+    _put(dst, bias_ptr, c1, ra, col + 1, M, N, stride, HAS_BIAS)
+    _put(dst, bias_ptr, c2, ra + 8, col, M, N, stride, HAS_BIAS)
+    _put(dst, bias_ptr, c3, ra + 8, col + 1, M, N, stride, HAS_BIAS)
 
 
 @triton.jit
@@ -368,6 +343,15 @@ def _put(dst, bias_ptr, v, rows, cols, M, N, stride, HAS_BIAS: tl.constexpr):
     if HAS_BIAS:
         v += tl.load(bias_ptr + rows, mask=ok, other=0.0).to(tl.float32)
     tl.store(dst + cols.to(tl.int64) * stride + rows, v.to(dst.dtype.element_ty), mask=ok)
+
+
+@triton.jit
+def _reduce4(ws_ptr, out_ptr, bias_ptr, ra, col, M, N, stride_om, ws_stride,
+             HAS_BIAS: tl.constexpr, SPLIT_K: tl.constexpr):
+    """_reduce for the four (row, column) places of one C fragment (as _put4)."""
+    for q in tl.static_range(4):
+        _reduce(ws_ptr, out_ptr, bias_ptr, ra + 8 * (q // 2), col + q % 2, M, N, stride_om,
+                ws_stride, HAS_BIAS, SPLIT_K)
 
 
 @triton.jit

@@ -197,21 +197,30 @@ def unpack_hopper_bf16(packed, s_lo, s_hi):
 # Same decode, one multiply: when every scale byte is <= 128 the factor 2^126 * 2^(s-127) =
 # 2^(s-1) is a normal bf16, so $3/$4 carry 2^(s-1) (bits (s + 126) << 7) and one fma per pair
 # both undoes the subnormal placement and applies the scale.
-_HOPPER_FUSED_ASM = tl.constexpr("""
-{
-.reg .b32 a, t, u, z;
-mov.b32 z, 0x80008000;
-prmt.b32 a, $2, 0, 0x1404;
+def fused_decode_ptx(src: str, selector: str, out_lo: str, out_hi: str, f_lo: str,
+                     f_hi: str) -> str:
+    """PTX lines of the fused decode of two HopperWeight bytes of register `src` (picked by the
+    prmt selector: 0x1404 for bytes 0, 1 and 0x3424 for bytes 2, 3) into the bf16x2 registers
+    out_lo (low codes times f_lo) and out_hi (high codes times f_hi); uses a, t, u, z."""
+    return f"""prmt.b32 a, {src}, 0, {selector};
 shr.b32 t, a, 2;
 shl.b32 u, a, 4;
 lop3.b32 t, t, u, 0x81C081C0, 0xA8;
-fma.rn.bf16x2 $0, t, $3, z;
+fma.rn.bf16x2 {out_lo}, t, {f_lo}, z;
 shr.b32 t, a, 7;
 shl.b32 u, a, 3;
 lop3.b32 t, t, u, 0x81C081C0, 0xA8;
-fma.rn.bf16x2 $1, t, $4, z;
-}
-""")
+fma.rn.bf16x2 {out_hi}, t, {f_hi}, z;
+"""
+
+
+def fused_decode_asm(*snippets: str) -> tl.constexpr:
+    """A PTX block around fused_decode_ptx snippets (declares their scratch registers)."""
+    return tl.constexpr("\n{\n.reg .b32 a, t, u, z;\nmov.b32 z, 0x80008000;\n"
+                        + "".join(snippets) + "}\n")
+
+
+_HOPPER_FUSED_ASM = fused_decode_asm(fused_decode_ptx("$2", "0x1404", "$0", "$1", "$3", "$4"))
 
 
 @triton.jit
