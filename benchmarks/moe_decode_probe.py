@@ -1,7 +1,7 @@
 """On a GPU: the MoE decode path (T * k <= 16) with each given W1 / W2 warp split on the
 tensor-core GEMV (MoEConfig.gemv), checked against the reference, then timed interleaved with
-CUDA graphs over 16 inputs per T (bench.kernels.graph_times_us; weights > 5 GB, so nothing
-stays in L2 between layers' experts).
+CUDA graphs over 16 inputs per T (bench.kernels.graph_times_us; the layer's experts are 1.7 GB
+and the 16 inputs route to different ones, so few weights are met in L2).
 Run: PYTHONPATH=src python3 benchmarks/moe_decode_probe.py [W1xW2 ...]   e.g. 2x4 2x2
 """
 
