@@ -192,6 +192,18 @@ def _load_x(x_row, x_ok, sb, k_ok, K, KP, lane_t):
 
 
 @triton.jit
+def _load_step(w32, s_ptr, x_row0, x_ok0, x_row1, x_ok1, row_a, sb, sb_stop, K, KP, NP, lane_t,
+               TWO_N: tl.constexpr):
+    """Step sb's weights (_load_w) and x words of columns 0-7 and, when TWO_N, 8-15."""
+    ws = _load_w(w32, s_ptr, row_a, sb, KP, NP, lane_t)
+    xs = _load_x(x_row0, x_ok0, sb, sb < sb_stop, K, KP, lane_t)
+    ys = xs
+    if TWO_N:
+        ys = _load_x(x_row1, x_ok1, sb, sb < sb_stop, K, KP, lane_t)
+    return ws, xs, ys
+
+
+@triton.jit
 def _mma_step(ws, xs, c0, c1, c2, c3):
     """C (c0..c3) += the step's 16 rows x 128 elements (ws from _load_w) @ its x words."""
     wa, wb, sc = ws
@@ -228,21 +240,11 @@ def k_loop(w_ptr, s_ptr, x_row0, x_ok0, x_row1, x_ok1, row_a, sb_start, sb_stop,
     # software pipeline (Triton pipelines only loads that feed tl.dot): the warp's next step
     # is loaded while this one is decoded and multiplied. (Two steps ahead measured slower on
     # an H100: the 12 more registers cost more occupancy than the extra loads in flight won.)
-    sb = sb_start + k_warp
-    ws = _load_w(w32, s_ptr, row_a, sb, KP, NP, t)
-    xs = _load_x(x_row0, x_ok0, sb, sb < sb_stop, K, KP, t)
-    if TWO_N:
-        ys = _load_x(x_row1, x_ok1, sb, sb < sb_stop, K, KP, t)
-    else:
-        ys = xs
+    ws, xs, ys = _load_step(w32, s_ptr, x_row0, x_ok0, x_row1, x_ok1, row_a, sb_start + k_warp,
+                            sb_stop, K, KP, NP, t, TWO_N)
     for s0 in range(sb_start, sb_stop, K_WARPS):
-        nb = s0 + K_WARPS + k_warp
-        ws_n = _load_w(w32, s_ptr, row_a, nb, KP, NP, t)
-        xs_n = _load_x(x_row0, x_ok0, nb, nb < sb_stop, K, KP, t)
-        if TWO_N:
-            ys_n = _load_x(x_row1, x_ok1, nb, nb < sb_stop, K, KP, t)
-        else:
-            ys_n = xs_n
+        ws_n, xs_n, ys_n = _load_step(w32, s_ptr, x_row0, x_ok0, x_row1, x_ok1, row_a,
+                                      s0 + K_WARPS + k_warp, sb_stop, K, KP, NP, t, TWO_N)
         c0, c1, c2, c3 = _mma_step(ws, xs, c0, c1, c2, c3)
         if TWO_N:
             d0, d1, d2, d3 = _mma_step(ws, ys, d0, d1, d2, d3)
