@@ -13,6 +13,7 @@ if not torch.cuda.is_available():  # before any kernel module is imported
 import pytest  # noqa: E402
 
 import mxfp4  # noqa: E402
+from linear_oracle import linear_rel_err  # noqa: E402
 from mxfp4.kernels import linear as kl  # noqa: E402
 from mxfp4.kernels.gemv import gemv_config  # noqa: E402
 from mxfp4.layouts import prepack  # noqa: E402
@@ -35,13 +36,6 @@ def _gemv(x, w, b, bn=16, bk=64, split=1, lanes_k=True):
     return kl.linear(x.to(DEV), prepack(w).to(DEV), None if b is None else b.to(DEV), cfg)
 
 
-def _err(y, x, w, b):
-    ref = x.double() @ w.dequantize().double().T
-    if b is not None:
-        ref = ref + b.double()
-    return ((y.cpu().double() - ref).norm() / ref.norm()).item()
-
-
 @pytest.mark.parametrize("m,n,k,dtype,bias,split,lanes_k", [
     (1, 37, 160, torch.bfloat16, True, 1, True),   # odd N, K not a multiple of the 64-element tile
     (3, 20, 96, torch.float16, False, 2, False),   # split-K with a ragged last chunk
@@ -54,7 +48,7 @@ def test_gemv_matches_float64(m, n, k, dtype, bias, split, lanes_k):
     w, x, b = _case(m, n, k, dtype, bias, seed=m * 100 + n)
     y = _gemv(x, w, b, bk=128 if k == 192 else 64, split=split, lanes_k=lanes_k)
     assert y.shape == (m, n) and y.dtype == dtype and torch.isfinite(y).all()
-    assert _err(y, x, w, b) <= 1e-2
+    assert linear_rel_err(y, x, w, b) <= 1e-2
     assert torch.equal(_gemv(x, w, b, bk=128 if k == 192 else 64, split=split, lanes_k=lanes_k), y)
 
 
@@ -63,7 +57,7 @@ def test_gemv_wide_scales_and_default_dispatch():
     w, x, b = _case(1, 24, 128, torch.bfloat16, True, seed=7, scale=300.0)
     assert prepack(w).max_scale > 128
     y = _gemv(x, w, b, bk=128)
-    assert _err(y, x, w, b) <= 1e-2
+    assert linear_rel_err(y, x, w, b) <= 1e-2
     d = mxfp4.linear(x.to(DEV), prepack(w).to(DEV), b.to(DEV), backend="triton")
     assert torch.equal(d, _gemv(x, w, b, **_default_tiles(1, 24, 128)))
     assert kl.GEMV_MAX_M == 1 and gemv_config(1, 5760, 2880, 132)["SPLIT_K"] == 8

@@ -14,6 +14,7 @@ if not torch.cuda.is_available():  # before any kernel module is imported
 import pytest  # noqa: E402
 
 import mxfp4  # noqa: E402
+from linear_oracle import linear_rel_err  # noqa: E402
 from mxfp4.kernels import linear as kl  # noqa: E402
 from mxfp4.kernels.mma_gemv import mma_gemv_config  # noqa: E402
 from mxfp4.layouts import prepack  # noqa: E402
@@ -35,13 +36,6 @@ def _run(x, w, b, k_warps=2, split=1, row_tiles=1):
     return kl.linear(x.to(DEV), prepack(w).to(DEV), None if b is None else b.to(DEV), cfg)
 
 
-def _err(y, x, w, b):
-    ref = x.double() @ w.dequantize().double().T
-    if b is not None:
-        ref = ref + b.double()
-    return ((y.cpu().double() - ref).norm() / ref.norm()).item()
-
-
 @pytest.mark.parametrize("m,n,k,bias,k_warps,split,row_tiles", [
     (1, 37, 160, True, 2, 1, 1),    # odd N; K = 160: a half last 128-step, x past K masked
     (3, 130, 320, False, 2, 2, 1),  # split-K with a ragged last chunk
@@ -53,7 +47,7 @@ def test_mma_gemv_matches_float64(m, n, k, bias, k_warps, split, row_tiles):
     w, x, b = _case(m, n, k, bias, seed=m * 100 + n)
     y = _run(x, w, b, k_warps, split, row_tiles)
     assert y.shape == (m, n) and y.dtype == torch.bfloat16 and torch.isfinite(y).all()
-    assert _err(y, x, w, b) <= 1e-2
+    assert linear_rel_err(y, x, w, b) <= 1e-2
     assert torch.equal(_run(x, w, b, k_warps, split, row_tiles), y)  # deterministic split-K
 
 
