@@ -151,10 +151,10 @@ def chunked(x, w, chunk):
         part = w.codes[n0:n0 + chunk], w.scales[:, n0:n0 + chunk]
         wc = torch.empty(min(chunk, n - n0), k, dtype=torch.bfloat16, device=x.device)
         rows, groups = wc.shape[0], w.codes.shape[1] * 2 // 64
-        br, bg, warps = prefill.HOPPER_TILE
+        br, bg, warps, _ = prefill.HOPPER_TILE
         prefill._hopper_to_bf16_kernel[(-(-rows // br), -(-groups // bg))](
             part[0], part[1], wc, rows, k, groups, w.codes.shape[1], w.scales.shape[1],
-            BR=br, BG=bg, num_warps=warps)
+            BR=br, BG=bg, ROW_MAJOR=False, num_warps=warps)
         torch.mm(x, wc.t(), out=out[:, n0:n0 + chunk])
     return out
 

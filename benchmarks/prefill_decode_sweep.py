@@ -10,8 +10,9 @@ from mxfp4.bench.kernels import _copies, graph_time_us
 from mxfp4.kernels import prefill
 from mxfp4.layouts import prepack
 
-TILES = [(16, 8, 4), (64, 1, 4), (8, 16, 4), (32, 4, 4), (16, 8, 8), (32, 8, 8), (4, 32, 4),
-         (16, 4, 4), (64, 2, 8), (128, 1, 8)]
+TILES = [t + (walk,) for walk in (False, True)
+         for t in [(16, 8, 4), (8, 16, 4), (32, 4, 4), (16, 8, 8), (4, 32, 4), (16, 4, 4),
+                   (64, 2, 8), (2, 32, 4)]]  # (rows, groups, warps, row-major walk)
 
 
 def main() -> None:

@@ -134,8 +134,15 @@ def test_hopper_weight_checks():
 
 def test_split_k_counters_are_per_device_and_stream():
     dev = torch.device(DEV)
-    a = kl._locks(dev)
-    assert a is kl._locks(dev) and a.dtype == torch.int32 and not a.any()
-    if dev.type == "cuda":  # a second stream gets its own counters
-        with torch.cuda.stream(torch.cuda.Stream()):
-            assert kl._locks(dev) is not a
+    a = kl.arrival_counters(dev)
+    assert a is kl.arrival_counters(dev) and a.dtype == torch.int32 and not a.any()
+    if dev.type == "cuda":  # a second stream gets its own counters, also while capturing
+        side = torch.cuda.Stream()
+        with torch.cuda.stream(side):
+            b = kl.arrival_counters(dev)
+            assert b is not a and b.data_ptr() != a.data_ptr() and not b.any()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            c = kl.arrival_counters(dev)  # a row of the arena: made before the capture
+        assert c.data_ptr() not in (a.data_ptr(), b.data_ptr())
+        assert c.untyped_storage().data_ptr() == a.untyped_storage().data_ptr()

@@ -62,9 +62,11 @@ def test_mma_gemv_dispatch():
     assert not kl.use_mma_gemv(16, 14336, 4096, torch.bfloat16, 120)
     assert not kl.use_mma_gemv(17, 2880, 2880, torch.bfloat16, 120)
     c = mma_gemv_config(1, 14336, 4096, 132)
-    assert (c["K_WARPS"], c["SPLIT_K"], c["TWO_N"]) == (4, 1, False)
-    c = mma_gemv_config(1, 4096, 14336, 132)
-    assert (c["K_WARPS"], c["SPLIT_K"]) == (8, 2)
+    assert (c["ROW_TILES"], c["K_WARPS"], c["SPLIT_K"], c["TWO_N"]) == (1, 4, 1, False)
+    c = mma_gemv_config(1, 4096, 14336, 132)  # long rows: two row tiles per program
+    assert (c["ROW_TILES"], c["K_WARPS"], c["SPLIT_K"], c["num_warps"]) == (2, 4, 4, 8)
+    c = mma_gemv_config(1, 5760, 2880, 132)
+    assert (c["ROW_TILES"], c["K_WARPS"], c["SPLIT_K"]) == (1, 8, 1)
     # the default dispatch gives the same bits as the explicit configuration
     w, x, b = _case(2, 40, 128, True, seed=5)
     c = mma_gemv_config(2, 40, 128, kl._sm_count(torch.device(DEV)))

@@ -22,9 +22,10 @@ def _weight(n, k, seed, scale=1.0):
 
 @pytest.mark.parametrize("n,k", [(40, 96), (130, 64), (7, 200)])
 @pytest.mark.parametrize("scale", [1.0, 1e4])  # 1e4: scale bytes above 128
-def test_hopper_weight_decodes_to_the_exact_bf16_matrix(n, k, scale):
+@pytest.mark.parametrize("tile", [prefill.HOPPER_TILE, (8, 2, 4, True), (16, 2, 4, False)])
+def test_hopper_weight_decodes_to_the_exact_bf16_matrix(n, k, scale, tile):
     w = _weight(n, k, seed=n + k, scale=scale)
-    got = prefill.weight_bf16(prepack(w).to(DEV)).cpu()
+    got = prefill.weight_bf16(prepack(w).to(DEV), tile).cpu()
     assert torch.equal(got, w.dequantize(torch.bfloat16))
     assert torch.equal(prefill.weight_bf16(w.to(DEV)).cpu(), w.dequantize(torch.bfloat16))
 

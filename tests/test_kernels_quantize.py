@@ -131,9 +131,10 @@ def test_stochastic_reproducible_and_unbiased():
 
 @pytest.mark.parametrize("tile", [(1024, 4, True), (8192, 8, True), (16384, 8, False),
                                   (1024, 4, True, 1), (512, 4, False, 2),
-                                  (1024, 4, False, 0, 128), (2048, 4, False, 1, 512)])
+                                  (1024, 4, False, 0, 128), (2048, 4, False, 1, 512),
+                                  (2048, 4, False, 0), (1024, 4, False, -1, 128)])
 def test_tile_options_bit_exact(tile):
-    # the tuning knobs (tile size, warps, evict-first hint) must not change a bit
+    # the tuning knobs (tile size, warps, evict-first hint, walk) must not change a bit
     from mxfp4.kernels import quantize as kq
 
     x = _special((9, 300), torch.bfloat16, seed=4)

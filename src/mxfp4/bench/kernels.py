@@ -112,7 +112,9 @@ def bench_codec(dev, rows: list, log, sweep: bool) -> None:
             t = tile or (kq.QUANTIZE_TILE if op == "quantize" else kq.DEQUANTIZE_TILE)
             row = dict(op=op, shape=f"{n}x{n} bf16", M="", variant="triton", us=us, cublas_us="",
                        floor_us=fl, floor_frac=fl / us, vs_cublas="", target_us=target,
-                       meets=us <= target, config=f"elements={t[0]} num_warps={t[1]}")
+                       meets=us <= target,
+                       config=f"elements={t[0]} num_warps={t[1]}"
+                       + (f" walk={t[3]}" if len(t) > 3 else ""))
             log(f"{op} {row['config']}: {us:.1f} us (floor {fl:.1f})")
             if tile is None:
                 rows.append(row)

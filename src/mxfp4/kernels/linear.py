@@ -110,8 +110,9 @@ def _linear_kernel(x_ptr, w_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr,
 # ---- host side ------------------------------------------------------------------------
 
 _SM_COUNT: dict[int, int] = {}
-_LOCKS: dict[tuple, torch.Tensor] = {}
-_LOCK_SIZE = 1 << 16
+_COUNTERS: dict[tuple, tuple[torch.Tensor, dict]] = {}  # device -> (arena, stream -> counters)
+_LOCK_SIZE = 1 << 16  # counters per stream
+_COUNTER_STREAMS = 16  # streams with counters of their own (4 MB per device)
 
 
 def _sm_count(device: torch.device) -> int:
@@ -123,22 +124,33 @@ def _sm_count(device: torch.device) -> int:
     return _SM_COUNT[idx]
 
 
-def _locks(device: torch.device) -> torch.Tensor:
-    """Zeroed per-tile counters for split-K; every reducing program resets its counter.
+def arrival_counters(device: torch.device) -> torch.Tensor:
+    """Zeroed counters for "last program to arrive" reductions (split-K here, the MoE decode's
+    routing); whoever reduces resets its counter, so they stay zero between kernels.
 
-    One set per stream: kernels on one stream run in order, while two split-K calls on
-    concurrent streams sharing counters would each see the other's arrivals."""
+    One set per stream: kernels on one stream run in order, while two calls on concurrent
+    streams sharing counters would each see the other's arrivals. The sets are rows of one
+    arena made outside any CUDA-graph capture, so a capture on a new stream (as
+    torch.cuda.graph does) needs no zero-fill of its own; a call with no arena yet, or on
+    more streams than the arena has rows, gets fresh zeroed counters (a memset each time)."""
     index = device.index
     if device.type == "cuda" and index is None:
         index = torch.cuda.current_device()
-    key = (device.type, index, _raw_stream(index) if device.type == "cuda" else 0)
-    locks = _LOCKS.get(key)
-    if locks is None:
-        locks = torch.zeros(_LOCK_SIZE, dtype=torch.int32, device=device)
-        capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
-        if not capturing:  # a buffer made during capture belongs to the graph's pool
-            _LOCKS[key] = locks
-    return locks
+    capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+    entry = _COUNTERS.get((device.type, index))
+    if entry is None and not capturing:  # memory made during a capture belongs to its graph
+        arena = torch.zeros(_COUNTER_STREAMS, _LOCK_SIZE, dtype=torch.int32, device=device)
+        entry = _COUNTERS[(device.type, index)] = (arena, {})
+    if entry is None:
+        return torch.zeros(_LOCK_SIZE, dtype=torch.int32, device=device)
+    arena, rows = entry
+    stream = _raw_stream(index) if device.type == "cuda" else 0
+    counters = rows.get(stream)
+    if counters is None:
+        if len(rows) == _COUNTER_STREAMS:
+            return torch.zeros(_LOCK_SIZE, dtype=torch.int32, device=device)
+        counters = rows[stream] = arena[len(rows)]
+    return counters
 
 
 def pick_config(m: int, n: int, kp: int, sm_count: int) -> dict:
@@ -208,7 +220,7 @@ def _run(x2, w, codes, scales, bias, out, m, n, k, hopper, dev, config) -> None:
     tail, split = plan[1], plan[3]
     if split > 1:
         ws = torch.empty(split, m, n, dtype=torch.float32, device=dev)
-        locks = _locks(dev)
+        locks = arrival_counters(dev)
     else:
         ws = locks = out
     _launch(plan, (x2, codes, scales, bias if bias is not None else out, out, ws, locks, *tail))

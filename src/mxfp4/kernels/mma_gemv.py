@@ -381,14 +381,18 @@ def mma_gemv_config(m: int, n: int, kp: int, sm_count: int) -> dict:
     """Warps per 16-row tile and K split for an M <= 16 product, from the same sweep: one wave
     of ~4 K warps per tile when there are >= 4 tiles per SM (4096 -> 14336: 14.6 us), else 8
     K warps (2880 -> 5760: 7.4 vs 7.6 us), and K split while the warps fit ~32 per SM (16
-    with the second MMA's registers: 2880 -> 5760 at M = 16 11.3 us unsplit, 15.5 split)."""
+    with the second MMA's registers: 2880 -> 5760 at M = 16 11.3 us unsplit, 15.5 split).
+    Rows at least twice as long as there are rows: two row tiles of 4 K warps per program
+    (14336 -> 4096: 17.4-17.9 us against 18.9-19.5 with one tile, sixth session; the two
+    tiles' warps read the same x words)."""
     two_n = m > 8
     tiles = -(-n // 16)
-    k_warps = 4 if tiles * (2 if two_n else 1) >= 4 * sm_count else 8
+    row_tiles = 2 if kp >= 2 * n and tiles % 2 == 0 and not two_n else 1
+    k_warps = 4 if tiles * (2 if two_n else 1) >= 4 * sm_count or row_tiles == 2 else 8
     steps = -(-kp // 128)
     budget = (16 if two_n else 32) * sm_count
     split = 1
     while tiles * k_warps * split * 2 <= budget and steps // (split * 2) >= 2 * k_warps:
         split *= 2
-    return dict(MMA_GEMV=True, ROW_TILES=1, K_WARPS=k_warps, SPLIT_K=split, TWO_N=two_n,
-                num_warps=k_warps, num_stages=1)
+    return dict(MMA_GEMV=True, ROW_TILES=row_tiles, K_WARPS=k_warps, SPLIT_K=split,
+                TWO_N=two_n, num_warps=row_tiles * k_warps, num_stages=1)

@@ -5,8 +5,8 @@ No host synchronisation: buffer sizes depend only on T, k and E (worst-case bloc
 so the forward can be captured in a CUDA graph. Two paths, chosen from T alone:
 
 decode (T * k <= DECODE_MAX_PAIRS), 4 launches, one (token, slot) pair per row block:
-    router logits -> W1 with top-k in its prologue (+bias, SwiGLU) -> W2 (+bias, x routing
-    weight, by pair) -> sum of each token's k rows.
+    router logits (the last of a token's programs does its top-k) -> W1 (+bias, SwiGLU) -> W2
+    (+bias, x routing weight, by pair) -> sum of each token's k rows.
 batch, 6 launches + one memset:
     router GEMM in tiles -> top-k + softmax + rank -> align (sorted pairs, block table) -> W1
     (+bias, SwiGLU) -> W2 (+bias, x routing weight, scattered back to token order) -> sum of
@@ -25,6 +25,7 @@ from . import moe_gemv
 from .moe_gemm import _combine_kernel, _w1_kernel, _w2_kernel
 from .moe_routing import (_align_kernel, _logits_kernel, _logits_part_kernel, _route_kernel,
                           num_blocks_max, pad_pow2)
+from .linear import arrival_counters
 from .pdl import launch_options
 
 DECODE_MAX_PAIRS = 16  # T <= 4 at k = 4: beyond, re-reading shared experts costs more
@@ -70,10 +71,11 @@ def default_config(tokens: int, k: int, experts: int) -> MoEConfig:
     """
     if tokens * k <= DECODE_MAX_PAIRS:
         g = GemmConfig(16, 64, 256, 4, 3)
-        # W1 / W2 on the tensor-core GEMV with 2 / 4 K warps per 16-row program: T = 1
-        # 47.5 -> ~40 us, T = 4 130 -> ~125 (W1 23.8 vs 29.4 us, W2 11.2 vs 15.5 at T = 1;
-        # 8 K warps: W1 29.7, 4: 41.8)
-        return MoEConfig(True, g, g, gemv=(2, 4))
+        # W1 / W2 on the tensor-core GEMV with 4 / 4 K warps per 16-row program
+        # (benchmarks/moe_decode_probe.py, H100, sixth session: T = 1 / 2 / 4 37.1 / 60.3 /
+        # 102.6 us; W1 with 2 warps 40.5 / 69.3 / 109.5). Until W1 stopped doing the top-k
+        # in its prologue (79 instead of 96 registers), 2 W1 warps were best.
+        return MoEConfig(True, g, g, gemv=(4, 4))
     per_expert = tokens * k / experts
     if per_expert <= 12:
         g = GemmConfig(16, 64, 256, 4, 3)
@@ -143,15 +145,16 @@ def moe_forward(x: torch.Tensor, router_w, router_b, w1_codes, w1_scales, b1, w2
         nb = P
         logits = torch.empty(T, e_pad, dtype=torch.float32, device=dev)
         be, bk = 2, min(pad_pow2(H), 4096)  # a whole router row per load: one round trip
-        _logits_kernel[(T, triton.cdiv(E, be))](x, router_w, router_b, logits, H, E, x.stride(0),
-                                                router_w.stride(0), E_PAD=e_pad, BE=be, BK=bk,
-                                                INTERPRET=interp, **pdl)
+        _logits_kernel[(T, triton.cdiv(E, be))](x, router_w, router_b, logits, ids, wts,
+                                                arrival_counters(dev), H, E, x.stride(0),
+                                                router_w.stride(0), K=k, K_PAD=k_pad,
+                                                E_PAD=e_pad, BE=be, BK=bk, INTERPRET=interp,
+                                                **pdl)
         tables = (ids, ids, ids, ids)  # unused placeholders
     else:
         if g1.bm != g2.bm:
             raise ValueError("the batch path shares one block table: w1 and w2 need the same bm")
         nb = num_blocks_max(P, E, g1.bm)
-        logits = wts  # unused placeholder
         counts = torch.zeros(e_pad, dtype=torch.int32, device=dev)
         rank = torch.empty(P, dtype=torch.int32, device=dev)
         tables = tuple(torch.empty(n, dtype=torch.int32, device=dev) for n in (P, nb, nb, nb))
@@ -178,29 +181,27 @@ def moe_forward(x: torch.Tensor, router_w, router_b, w1_codes, w1_scales, b1, w2
     if g1.bk % 64 or g2.bk % 64:
         raise ValueError(f"bk must be a multiple of 64, got {g1.bk} and {g2.bk}")
     if cfg.decode and cfg.gemv and moe_gemv.usable(x, I, fused):
-        moe_gemv.launch(x, w1_codes, w1_scales, b1, a, logits, ids, wts, w2_codes, w2_scales, b2,
-                        y, k, k_pad, e_pad, E, alpha, limit, interp, pdl, *cfg.gemv)
+        moe_gemv.launch(x, w1_codes, w1_scales, b1, a, ids, wts, w2_codes, w2_scales, b2,
+                        y, k, alpha, limit, interp, pdl, *cfg.gemv)
     else:
-        _tiled_gemms(x, w1_codes, w1_scales, b1, a, tables, logits, ids, wts, w2_codes,
-                     w2_scales, b2, y, H, I, E, nb, k, k_pad, e_pad, alpha, limit, cfg, fused,
-                     interp, pdl)
+        _tiled_gemms(x, w1_codes, w1_scales, b1, a, tables, ids, wts, w2_codes,
+                     w2_scales, b2, y, H, I, nb, k, alpha, limit, cfg, fused, interp, pdl)
     bh = 1024
     _combine_kernel[(T, triton.cdiv(H, bh))](y, out, H, out.stride(0), K=k, BH=bh,
                                              INTERPRET=interp, num_warps=4, **pdl)
     return out
 
 
-def _tiled_gemms(x, w1_codes, w1_scales, b1, a, tables, logits, ids, wts, w2_codes, w2_scales,
-                 b2, y, H, I, E, nb, k, k_pad, e_pad, alpha, limit, cfg, fused, interp, pdl):
+def _tiled_gemms(x, w1_codes, w1_scales, b1, a, tables, ids, wts, w2_codes, w2_scales,
+                 b2, y, H, I, nb, k, alpha, limit, cfg, fused, interp, pdl):
     """W1 and W2 on the tiled tensor-core kernels (kernels/moe_gemm.py), either path."""
     g1, g2 = cfg.w1, cfg.w2
     np1, np2 = w1_codes.shape[1], w2_codes.shape[1]
     kp1, kp2 = w1_codes.shape[2] * 2, w2_codes.shape[2] * 2
     bn1, bn2 = _fit(g1.bn, np1), _fit(g2.bn, np2)
     _w1_kernel[(nb * (np1 // bn1),)](
-        x, w1_codes, w1_scales, b1, a, *tables, logits, ids, wts,
-        H, kp1, 2 * I, np1, E, nb, x.stride(0), alpha, limit, K=k, K_PAD=k_pad, E_PAD=e_pad,
-        DECODE=cfg.decode, BM=g1.bm, BN=bn1, BK=g1.bk, GROUP_M=g1.group_m,
+        x, w1_codes, w1_scales, b1, a, *tables, ids,
+        H, kp1, 2 * I, np1, nb, x.stride(0), alpha, limit, K=k, DECODE=cfg.decode, BM=g1.bm, BN=bn1, BK=g1.bk, GROUP_M=g1.group_m,
         FUSED=fused, X_SPLIT=x.dtype != torch.bfloat16, INTERPRET=interp, **g1.launch(), **pdl)
     _w2_kernel[(nb * (np2 // bn2),)](
         a, w2_codes, w2_scales, b2, ids, wts, y, *tables, I, kp2, H, np2, nb, DECODE=cfg.decode,

@@ -20,7 +20,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .moe_routing import round_to, route_slot, swiglu
+from .moe_routing import round_to, swiglu
 from .pdl import release_dependents, wait_for_inputs
 from .unpack import grouped_tile, hopper_dot
 
@@ -52,22 +52,17 @@ def _expert_dot(x_ptrs, rows_ok, codes_ptr, scales_ptr, e64, pid_n, K, KP, NP, k
 @triton.jit
 def _w1_kernel(x_ptr, codes_ptr, scales_ptr, bias_ptr, a_ptr,
                sorted_pair_ptr, block_expert_ptr, block_start_ptr, block_rows_ptr,
-               logits_ptr, ids_ptr, wts_ptr,
-               H, KP, N2, NP, E, NB, stride_x, alpha, limit,
-               K: tl.constexpr, K_PAD: tl.constexpr, E_PAD: tl.constexpr, DECODE: tl.constexpr,
+               ids_ptr, H, KP, N2, NP, NB, stride_x, alpha, limit,
+               K: tl.constexpr, DECODE: tl.constexpr,
                BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr,
                FUSED: tl.constexpr, X_SPLIT: tl.constexpr, INTERPRET: tl.constexpr):
     wait_for_inputs()  # launched early (PDL): nothing is read or written before this
     pid_b, pid_n = _block_coords(NB, NP, BN, GROUP_M, DECODE)
     offs_m = tl.arange(0, BM)
-    if DECODE:  # row block = one (token, slot) pair; route it here from the router logits
-        t = pid_b // K
-        j = pid_b % K
-        e, w = route_slot(logits_ptr, t, j, E, K, K_PAD, E_PAD)
-        tl.store(ids_ptr + pid_b, e, mask=pid_n == 0)
-        tl.store(wts_ptr + pid_b, w, mask=pid_n == 0)
+    if DECODE:  # row block = one (token, slot) pair, routed by the logits kernel
+        e = tl.load(ids_ptr + pid_b)
         rows_ok = offs_m < 1
-        tok = t + offs_m * 0
+        tok = pid_b // K + offs_m * 0
         out_row = pid_b + offs_m * 0
         k_end = KP
     else:

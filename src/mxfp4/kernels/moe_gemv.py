@@ -1,8 +1,8 @@
 """The MoE decode's two expert GEMMs on the tensor-core GEMV (kernels/mma_gemv.py).
 
 Reference twin: `mxfp4.nn.moe.moe_reference`. Same jobs as the DECODE paths of
-kernels/moe_gemm.py (top-k in W1's prologue, SwiGLU in its epilogue; bias and routing weight
-in W2's), for bf16 x and weights whose scale bytes are all <= 128: a program is one
+kernels/moe_gemm.py (SwiGLU in W1's epilogue; bias and routing weight in W2's), for bf16 x
+and weights whose scale bytes are all <= 128: a program is one
 (token, slot) pair x 16 weight rows, its K_WARPS warps split K = 2880 into 128-wide steps,
 and only MMA column 0 (the pair's one x row) is used.
 """
@@ -14,7 +14,7 @@ import triton
 import triton.language as tl
 
 from .mma_gemv import column0_rows, k_loop
-from .moe_routing import round_to, route_slot, swiglu
+from .moe_routing import round_to, swiglu
 from .pdl import release_dependents, wait_for_inputs
 
 
@@ -33,19 +33,16 @@ def _expert_rows(x_row, codes_ptr, scales_ptr, e, pid_n, K, KP, NP, K_WARPS: tl.
 
 
 @triton.jit
-def _w1_gemv_kernel(x_ptr, codes_ptr, scales_ptr, bias_ptr, a_ptr, logits_ptr, ids_ptr, wts_ptr,
-                    H, KP, N2, NP, E, NB, stride_x, alpha, limit,
-                    K: tl.constexpr, K_PAD: tl.constexpr, E_PAD: tl.constexpr,
-                    K_WARPS: tl.constexpr, INTERPRET: tl.constexpr):
+def _w1_gemv_kernel(x_ptr, codes_ptr, scales_ptr, bias_ptr, a_ptr, ids_ptr,
+                    H, KP, N2, NP, NB, stride_x, alpha, limit,
+                    K: tl.constexpr, K_WARPS: tl.constexpr, INTERPRET: tl.constexpr):
     """a[pair] = SwiGLU(x[token] @ W1[e].T + b1[e]) for 8 of its columns (16 W1 rows)."""
     wait_for_inputs()  # launched early (PDL): nothing is read or written before this
     pid = tl.program_id(0)
     pid_b = pid % NB  # pairs innermost: a token's slots read their experts side by side
     pid_n = pid // NB
     tok = pid_b // K
-    e, w = route_slot(logits_ptr, tok, pid_b % K, E, K, K_PAD, E_PAD)
-    tl.store(ids_ptr + pid_b, e, mask=pid_n == 0)
-    tl.store(wts_ptr + pid_b, w, mask=pid_n == 0)
+    e = tl.load(ids_ptr + pid_b)  # routed by the logits kernel
     top, bot = _expert_rows(x_ptr + tok.to(tl.int64) * stride_x, codes_ptr, scales_ptr, e, pid_n,
                             H, KP, NP, K_WARPS)
     release_dependents()  # the next kernel's programs may be placed during the epilogue
@@ -93,8 +90,8 @@ def _weighted_out(v, row0, b_row, y_row, wt, H, INTERPRET: tl.constexpr):
     tl.store(y_row + rows, round_to(v * wt, tl.bfloat16, INTERPRET), mask=rows < H)
 
 
-def launch(x, w1_codes, w1_scales, b1, a, logits, ids, wts, w2_codes, w2_scales, b2, y,
-           k: int, k_pad: int, e_pad: int, E: int, alpha: float, limit: float, interp: bool,
+def launch(x, w1_codes, w1_scales, b1, a, ids, wts, w2_codes, w2_scales, b2, y,
+           k: int, alpha: float, limit: float, interp: bool,
            pdl: dict, w1_warps: int, w2_warps: int) -> None:
     """W1 and W2 of the decode path (kernels/moe.py) for P = T * k pairs."""
     P, I = a.shape
@@ -102,8 +99,8 @@ def launch(x, w1_codes, w1_scales, b1, a, logits, ids, wts, w2_codes, w2_scales,
     np1, np2 = w1_codes.shape[1], w2_codes.shape[1]
     kp1, kp2 = w1_codes.shape[2] * 2, w2_codes.shape[2] * 2
     _w1_gemv_kernel[(P * (np1 // 16),)](
-        x, w1_codes, w1_scales, b1, a, logits, ids, wts, H, kp1, 2 * I, np1, E, P, x.stride(0),
-        alpha, limit, K=k, K_PAD=k_pad, E_PAD=e_pad, K_WARPS=w1_warps, INTERPRET=interp,
+        x, w1_codes, w1_scales, b1, a, ids, H, kp1, 2 * I, np1, P, x.stride(0),
+        alpha, limit, K=k, K_WARPS=w1_warps, INTERPRET=interp,
         num_warps=w1_warps, num_stages=1, **pdl)
     _w2_gemv_kernel[(P * (np2 // 16),)](
         a, w2_codes, w2_scales, b2, ids, wts, y, I, kp2, H, np2, P, K_WARPS=w2_warps,

@@ -4,8 +4,8 @@ Reference twin: `mxfp4.nn.moe.route_reference` (fp32 logits, stable descending s
 of two equal logits the lower expert index is chosen first; softmax over the k selected).
 
 Two routes through these kernels, neither with a host synchronisation:
-- decode (few tokens): `_logits_kernel` spreads the router GEMV over many programs; top-k then
-  runs in the prologue of the first expert GEMM (see moe_gemm.py).
+- decode (few tokens): `_logits_kernel` spreads the router GEMV over many programs, and the
+  last of a token's programs to finish does its top-k + softmax.
 - batch: `_logits_part_kernel` computes the router GEMM in tiles and K splits, `_route_kernel`
   sums them and does top-k, softmax and, with one atomic per pair, the pair's rank inside its
   expert; `_align_kernel` turns the per-expert counts into the tables
@@ -74,10 +74,15 @@ def select_topk(logits, col, K: tl.constexpr, K_PAD: tl.constexpr):
 
 
 @triton.jit
-def _logits_kernel(x_ptr, wr_ptr, br_ptr, logits_ptr, H, E, stride_x, stride_w,
+def _logits_kernel(x_ptr, wr_ptr, br_ptr, logits_ptr, ids_ptr, wts_ptr, count_ptr, H, E,
+                   stride_x, stride_w, K: tl.constexpr, K_PAD: tl.constexpr,
                    E_PAD: tl.constexpr, BE: tl.constexpr, BK: tl.constexpr,
                    INTERPRET: tl.constexpr):
-    """logits[t, e-block] = x[t] . Wr[e-block] + br (fp32), one token and BE experts per program."""
+    """logits[t, e-block] = x[t] . Wr[e-block] + br (fp32), one token and BE experts per
+    program; the token's last program to finish routes it (top-k + softmax into ids / wts).
+
+    count_ptr: zeroed per-token counters (kernels.linear.arrival_counters); the router resets
+    its token's."""
     wait_for_inputs()  # launched early (PDL): nothing is read or written before this
     release_dependents()  # a short kernel: let the next one be placed at once
     t = tl.program_id(0)
@@ -92,6 +97,17 @@ def _logits_kernel(x_ptr, wr_ptr, br_ptr, logits_ptr, H, E, stride_x, stride_w,
         acc += w.to(tl.float32) * xv.to(tl.float32)[None, :]
     out = tl.sum(acc, axis=1) + tl.load(br_ptr + offs_e, mask=offs_e < E, other=0.0).to(tl.float32)
     tl.store(logits_ptr + t * E_PAD + offs_e, out, mask=offs_e < E)
+    tl.debug_barrier()  # every thread's logits are written before the program arrives
+    arrived = tl.atomic_add(count_ptr + t, 1, sem="acq_rel", scope="gpu")
+    if arrived == tl.num_programs(1) - 1:  # the others' logits are visible (acquire)
+        col = tl.arange(0, E_PAD)
+        lg = tl.load(logits_ptr + t * E_PAD + col, mask=col < E, other=float("-inf"),
+                     cache_modifier=".cg")
+        ids, wts = select_topk(lg[None, :], col, K, K_PAD)
+        kcol = tl.arange(0, K_PAD)[None, :]
+        tl.store(ids_ptr + t * K + kcol, tl.minimum(ids, E - 1), mask=kcol < K)
+        tl.store(wts_ptr + t * K + kcol, wts, mask=kcol < K)
+        tl.atomic_xchg(count_ptr + t, 0, sem="relaxed", scope="gpu")  # ready for the next call
 
 
 @triton.jit
@@ -201,17 +217,6 @@ def pad_pow2(n: int, lo: int = 1) -> int:
 def num_blocks_max(pairs: int, experts: int, bm: int) -> int:
     """Upper bound on row blocks: each non-empty expert wastes at most one partial block."""
     return -(-pairs // bm) + min(experts, pairs)
-
-
-@triton.jit
-def route_slot(logits_ptr, t, j, E, K: tl.constexpr, K_PAD: tl.constexpr, E_PAD: tl.constexpr):
-    """(expert id, routing weight) of slot j of token t, from its router logits [T, E_PAD]."""
-    col = tl.arange(0, E_PAD)
-    lg = tl.load(logits_ptr + t * E_PAD + col, mask=col < E, other=float("-inf"))
-    ids, wts = select_topk(lg[None, :], col, K, K_PAD)
-    kcol = tl.arange(0, K_PAD)[None, :]
-    e = tl.minimum(tl.sum(tl.where(kcol == j, ids, 0)), E - 1)
-    return e, tl.sum(tl.where(kcol == j, wts, 0.0))
 
 
 @triton.jit

@@ -60,7 +60,7 @@ def _quantize_kernel(x_ptr, codes_ptr, scales_ptr, R, K, NB, INNER, seed, N_BT, 
                      RULE: tl.constexpr, STOCHASTIC: tl.constexpr, BS: tl.constexpr,
                      ROWS: tl.constexpr, BLOCKS: tl.constexpr, INNER_ONE: tl.constexpr,
                      EVICT: tl.constexpr, PERSIST: tl.constexpr):
-    if PERSIST:  # a grid of a few programs per SM walks the tiles in row-major order
+    if PERSIST:  # a 1-D grid (one program per tile, or a few per SM) walks them row-major
         for t in range(tl.program_id(0), TILES, tl.num_programs(0)):
             _quantize_tile(t // N_BT, t % N_BT, x_ptr, codes_ptr, scales_ptr, R, K, NB, INNER,
                            seed, RULE, STOCHASTIC, BS, ROWS, BLOCKS, INNER_ONE, EVICT)
@@ -141,7 +141,7 @@ def _quantize_tile(pr, pb, x_ptr, codes_ptr, scales_ptr, R, K, NB, INNER, seed,
 def _dequantize_kernel(codes_ptr, scales_ptr, out_ptr, R, K, NB, INNER, N_BT, TILES,
                        BS: tl.constexpr, ROWS: tl.constexpr, BLOCKS: tl.constexpr,
                        INNER_ONE: tl.constexpr, EVICT: tl.constexpr, PERSIST: tl.constexpr):
-    if PERSIST:
+    if PERSIST:  # row-major walk (see _options)
         for t in range(tl.program_id(0), TILES, tl.num_programs(0)):
             _dequantize_tile(t // N_BT, t % N_BT, codes_ptr, scales_ptr, out_ptr, R, K, NB,
                              INNER, BS, ROWS, BLOCKS, INNER_ONE, EVICT)
@@ -209,8 +209,11 @@ def _tile(rows: int, n_blocks: int, bs: int, elements: int, cols: int = 256) -> 
 
 
 def _options(tile: tuple) -> tuple[int, int, bool, int, int]:
-    """(elements, warps, evict-first hint, persistent programs per SM (0: one per tile),
-    tile width in elements along the block axis)."""
+    """(elements, warps, evict-first hint, walk, tile width in elements along the block axis).
+
+    walk 0: a 2-D grid, one program per tile, row tiles fastest (neighbouring programs are a
+    tile of rows apart); -1: a 1-D grid, one program per tile in row-major order (neighbouring
+    programs touch neighbouring bytes); n > 0: n persistent programs per SM, row-major."""
     elements, warps, evict, persist, cols = tuple(tile) + (False, 0, 256)[len(tile) - 2:]
     return elements, warps, bool(evict), persist, cols
 
@@ -218,6 +221,8 @@ def _options(tile: tuple) -> tuple[int, int, bool, int, int]:
 def _grid(rows: int, nb: int, rt: int, bt: int, persist: int, device) -> tuple:
     """Launch grid, tiles per row of tiles, and tile count."""
     n_rt, n_bt = triton.cdiv(rows, rt), triton.cdiv(nb, bt)
+    if persist < 0:
+        return (n_rt * n_bt,), n_bt, n_rt * n_bt
     if not persist:
         return (n_rt, n_bt), n_bt, n_rt * n_bt
     return (min(n_rt * n_bt, _sm_count(device) * persist),), n_bt, n_rt * n_bt
@@ -230,11 +235,13 @@ def _sm_count(device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
-# (elements per program, warps[, evict-first hint[, persistent programs per SM[, width]]]):
-# tuned on the H100 (mxfp4 bench kernels --sweep, scripts/tune_quantize.py; docs/kernels.md
-# "Tuning"). Quantize: 4 rows x 1024 columns measured 65.4 us against 68.0 us for 16 x 256.
+# (elements per program, warps[, evict-first hint[, walk[, width]]]) (see _options): tuned on
+# the H100 (mxfp4 bench kernels --sweep, scripts/tune_quantize.py, benchmarks/order_probe.py;
+# docs/kernels.md "Tuning"). Quantize: 4 rows x 1024 columns measured 65.4 us against 68.0 us
+# for 16 x 256, and the row-major walk 71.9 against 69.8. Dequantize: the row-major walk
+# measured 60.3 us against 64.6 for the 2-D grid (neighbouring programs write one stream).
 QUANTIZE_TILE = (4096, 4, False, 0, 1024)
-DEQUANTIZE_TILE = (2048, 4)
+DEQUANTIZE_TILE = (2048, 4, False, -1)
 
 
 def quantize(x: torch.Tensor, axis: int, block_size: int, scale_rule: str, rounding: str,
@@ -261,7 +268,7 @@ def quantize(x: torch.Tensor, axis: int, block_size: int, scale_rule: str, round
                                tiles,
                                RULE=RULE_IDS[scale_rule], STOCHASTIC=rounding == "stochastic",
                                BS=block_size, ROWS=rt, BLOCKS=bt, INNER_ONE=inner == 1,
-                               EVICT=evict, PERSIST=persist > 0, num_warps=warps)
+                               EVICT=evict, PERSIST=persist != 0, num_warps=warps)
     cshape, sshape = list(x.shape), list(x.shape)
     cshape[axis], sshape[axis] = nb * block_size // 2, nb
     return codes.view(cshape), scales.view(sshape)
@@ -283,6 +290,6 @@ def dequantize(codes: torch.Tensor, scales: torch.Tensor, shape, axis: int, bloc
         _dequantize_kernel[grid](codes, scales, out, rows, k, nb, inner, n_bt, tiles,
                                  BS=block_size,
                                  ROWS=rt, BLOCKS=bt, INNER_ONE=inner == 1,
-                                 EVICT=evict, PERSIST=persist > 0, num_warps=warps)
+                                 EVICT=evict, PERSIST=persist != 0, num_warps=warps)
     return out
 
