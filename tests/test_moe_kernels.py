@@ -158,4 +158,4 @@ def test_decode_on_the_tensor_core_gemv(T, k, H, I, warps):
     m = random_moe(E=8, H=H, I=I, k=k, seed=40 + T)
     g = GemmConfig(16, 64, 64)
     _check(m, _x(T, H, T), MoEConfig(True, g, g, gemv=warps))
-    assert default_config(1, 4, 128).gemv == (2, 4) and not default_config(64, 4, 128).gemv
+    assert default_config(1, 4, 128).gemv == (4, 4) and not default_config(64, 4, 128).gemv

@@ -50,6 +50,9 @@ class GemmConfig:
         return opts
 
 
+LOGITS_WARPS = 4  # decode router: warps per program (its last program also does the top-k)
+
+
 @dataclass(frozen=True)
 class MoEConfig:
     decode: bool
@@ -149,7 +152,7 @@ def moe_forward(x: torch.Tensor, router_w, router_b, w1_codes, w1_scales, b1, w2
                                                 arrival_counters(dev), H, E, x.stride(0),
                                                 router_w.stride(0), K=k, K_PAD=k_pad,
                                                 E_PAD=e_pad, BE=be, BK=bk, INTERPRET=interp,
-                                                **pdl)
+                                                num_warps=LOGITS_WARPS, **pdl)
         tables = (ids, ids, ids, ids)  # unused placeholders
     else:
         if g1.bm != g2.bm:
