@@ -136,21 +136,19 @@ def arrival_counters(device: torch.device) -> torch.Tensor:
     index = device.index
     if device.type == "cuda" and index is None:
         index = torch.cuda.current_device()
-    capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
     entry = _COUNTERS.get((device.type, index))
-    if entry is None and not capturing:  # memory made during a capture belongs to its graph
+    if entry is None:
+        if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+            return torch.zeros(_LOCK_SIZE, dtype=torch.int32, device=device)  # the graph's own
         arena = torch.zeros(_COUNTER_STREAMS, _LOCK_SIZE, dtype=torch.int32, device=device)
         entry = _COUNTERS[(device.type, index)] = (arena, {})
-    if entry is None:
-        return torch.zeros(_LOCK_SIZE, dtype=torch.int32, device=device)
     arena, rows = entry
     stream = _raw_stream(index) if device.type == "cuda" else 0
-    counters = rows.get(stream)
-    if counters is None:
+    if stream not in rows:
         if len(rows) == _COUNTER_STREAMS:
             return torch.zeros(_LOCK_SIZE, dtype=torch.int32, device=device)
-        counters = rows[stream] = arena[len(rows)]
-    return counters
+        rows[stream] = arena[len(rows)]
+    return rows[stream]
 
 
 def pick_config(m: int, n: int, kp: int, sm_count: int) -> dict:
