@@ -110,7 +110,7 @@ def _sass(folder) -> None:
                 sass = k.asm["sass"]
                 n = sum(1 for line in sass.splitlines() if line.rstrip().endswith(";"))
                 meta = {a: k.constants.get(a) if hasattr(k, "constants") else None
-                        for a in ("ROWS", "BLOCKS", "RULE", "EVICT", "PERSIST")}
+                        for a in ("ROWS", "BLOCKS", "RULE", "EVICT", "WALK_1D")}
                 print(f"sass {fn.__name__} regs={k.n_regs} spills={k.n_spills} instr={n} {meta}")
                 if folder and fn is kq._quantize_kernel:
                     tag = abs(hash(str(key))) % 10**8

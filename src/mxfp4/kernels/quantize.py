@@ -59,8 +59,8 @@ def _sq_err(y):
 def _quantize_kernel(x_ptr, codes_ptr, scales_ptr, R, K, NB, INNER, seed, N_BT, TILES,
                      RULE: tl.constexpr, STOCHASTIC: tl.constexpr, BS: tl.constexpr,
                      ROWS: tl.constexpr, BLOCKS: tl.constexpr, INNER_ONE: tl.constexpr,
-                     EVICT: tl.constexpr, PERSIST: tl.constexpr):
-    if PERSIST:  # a 1-D grid (one program per tile, or a few per SM) walks them row-major
+                     EVICT: tl.constexpr, WALK_1D: tl.constexpr):
+    if WALK_1D:  # a 1-D grid (one program per tile, or a few per SM) walks them row-major
         for t in range(tl.program_id(0), TILES, tl.num_programs(0)):
             _quantize_tile(t // N_BT, t % N_BT, x_ptr, codes_ptr, scales_ptr, R, K, NB, INNER,
                            seed, RULE, STOCHASTIC, BS, ROWS, BLOCKS, INNER_ONE, EVICT)
@@ -140,8 +140,8 @@ def _quantize_tile(pr, pb, x_ptr, codes_ptr, scales_ptr, R, K, NB, INNER, seed,
 @triton.jit
 def _dequantize_kernel(codes_ptr, scales_ptr, out_ptr, R, K, NB, INNER, N_BT, TILES,
                        BS: tl.constexpr, ROWS: tl.constexpr, BLOCKS: tl.constexpr,
-                       INNER_ONE: tl.constexpr, EVICT: tl.constexpr, PERSIST: tl.constexpr):
-    if PERSIST:  # row-major walk (see _options)
+                       INNER_ONE: tl.constexpr, EVICT: tl.constexpr, WALK_1D: tl.constexpr):
+    if WALK_1D:  # row-major walk (see _options)
         for t in range(tl.program_id(0), TILES, tl.num_programs(0)):
             _dequantize_tile(t // N_BT, t % N_BT, codes_ptr, scales_ptr, out_ptr, R, K, NB,
                              INNER, BS, ROWS, BLOCKS, INNER_ONE, EVICT)
@@ -214,18 +214,18 @@ def _options(tile: tuple) -> tuple[int, int, bool, int, int]:
     walk 0: a 2-D grid, one program per tile, row tiles fastest (neighbouring programs are a
     tile of rows apart); -1: a 1-D grid, one program per tile in row-major order (neighbouring
     programs touch neighbouring bytes); n > 0: n persistent programs per SM, row-major."""
-    elements, warps, evict, persist, cols = tuple(tile) + (False, 0, 256)[len(tile) - 2:]
-    return elements, warps, bool(evict), persist, cols
+    elements, warps, evict, walk, cols = tuple(tile) + (False, 0, 256)[len(tile) - 2:]
+    return elements, warps, bool(evict), walk, cols
 
 
-def _grid(rows: int, nb: int, rt: int, bt: int, persist: int, device) -> tuple:
+def _grid(rows: int, nb: int, rt: int, bt: int, walk: int, device) -> tuple:
     """Launch grid, tiles per row of tiles, and tile count."""
     n_rt, n_bt = triton.cdiv(rows, rt), triton.cdiv(nb, bt)
-    if persist < 0:
+    if walk < 0:
         return (n_rt * n_bt,), n_bt, n_rt * n_bt
-    if not persist:
+    if not walk:
         return (n_rt, n_bt), n_bt, n_rt * n_bt
-    return (min(n_rt * n_bt, _sm_count(device) * persist),), n_bt, n_rt * n_bt
+    return (min(n_rt * n_bt, _sm_count(device) * walk),), n_bt, n_rt * n_bt
 
 
 @functools.lru_cache(maxsize=None)
@@ -257,18 +257,18 @@ def quantize(x: torch.Tensor, axis: int, block_size: int, scale_rule: str, round
     if seed is None:
         seed = int(torch.randint(0, 2**31 - 1, (1,)).item())  # host RNG: no device sync
     if rows and nb:
-        elements, warps, evict, persist, cols = _options(tile or QUANTIZE_TILE)
+        elements, warps, evict, walk, cols = _options(tile or QUANTIZE_TILE)
         if scale_rule == "mse":  # float64 error sums: smaller tiles keep registers in check
             elements = min(elements, 2048)
         if inner != 1 and tile is None:  # strided blocks: only last-axis tiles were measured
             cols = 256
         rt, bt = _tile(rows, nb, block_size, elements, cols)
-        grid, n_bt, tiles = _grid(rows, nb, rt, bt, persist, x.device)
+        grid, n_bt, tiles = _grid(rows, nb, rt, bt, walk, x.device)
         _quantize_kernel[grid](x, codes, scales, rows, k, nb, inner, seed & 0x7FFFFFFF, n_bt,
                                tiles,
                                RULE=RULE_IDS[scale_rule], STOCHASTIC=rounding == "stochastic",
                                BS=block_size, ROWS=rt, BLOCKS=bt, INNER_ONE=inner == 1,
-                               EVICT=evict, PERSIST=persist != 0, num_warps=warps)
+                               EVICT=evict, WALK_1D=walk != 0, num_warps=warps)
     cshape, sshape = list(x.shape), list(x.shape)
     cshape[axis], sshape[axis] = nb * block_size // 2, nb
     return codes.view(cshape), scales.view(sshape)
@@ -284,12 +284,12 @@ def dequantize(codes: torch.Tensor, scales: torch.Tensor, shape, axis: int, bloc
     out = torch.empty(tuple(shape), dtype=dtype, device=codes.device)
     rows = outer * inner
     if rows and nb:
-        elements, warps, evict, persist, cols = _options(tile or DEQUANTIZE_TILE)
+        elements, warps, evict, walk, cols = _options(tile or DEQUANTIZE_TILE)
         rt, bt = _tile(rows, nb, block_size, elements, cols)
-        grid, n_bt, tiles = _grid(rows, nb, rt, bt, persist, codes.device)
+        grid, n_bt, tiles = _grid(rows, nb, rt, bt, walk, codes.device)
         _dequantize_kernel[grid](codes, scales, out, rows, k, nb, inner, n_bt, tiles,
                                  BS=block_size,
                                  ROWS=rt, BLOCKS=bt, INNER_ONE=inner == 1,
-                                 EVICT=evict, PERSIST=persist != 0, num_warps=warps)
+                                 EVICT=evict, WALK_1D=walk != 0, num_warps=warps)
     return out
 
