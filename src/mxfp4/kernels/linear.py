@@ -248,8 +248,6 @@ def _plan(m, n, k, w, hopper, x2, bias, config):
     # HopperWeight: splits of whole 64-groups (hopper_dot ends a split with 64-wide steps)
     k_chunk = _cdiv(kp // 64, split) * 64 if hopper else _cdiv(_cdiv(kp, bk), split) * bk
     grid = (_cdiv(n, cfg["BN"]) * _cdiv(m, cfg["BM"]), split)
-    if split > 1 and grid[0] > _LOCK_SIZE:
-        raise ValueError(f"split-K needs {grid[0]} tile counters, more than {_LOCK_SIZE}")
     meta = dict(launch_options(x2.device), HOPPER=hopper, FUSED=hopper and w.max_scale <= 128,
                 HAS_BIAS=bias is not None, X_SPLIT=x2.dtype != torch.bfloat16, BS=w.block_size,
                 SB=min(w.block_size, bk), MASK_K=not hopper and kp % bk != 0,
@@ -258,9 +256,7 @@ def _plan(m, n, k, w, hopper, x2, bias, config):
                 # 29.6 vs 30.7 us, while 4-warp split-K tiles on long K lost (14336->4096
                 # M=1 20.8 vs 18.5 us releasing at exit)
                 EARLY_RELEASE=cfg["num_warps"] >= 8)
-    meta.update(cfg)  # a config may also set launch options (num_warps, launch_pdl, ...)
-    tail = (m, n, k, kp, np_, x2.stride(0), n, k_chunk, m * n)
-    return [grid, tail, meta, split, tuple(meta[c] for c in _CONSTEXPRS), None, _linear_kernel]
+    return _finish(_linear_kernel, grid, meta, cfg, (m, n, k, kp, np_, x2.stride(0), k_chunk))
 
 
 def _plan_gemv(m, n, k, w, hopper, x2, bias, config):
@@ -273,12 +269,8 @@ def _plan_gemv(m, n, k, w, hopper, x2, bias, config):
                          f"(M={m}, BM={cfg['BM']}, BK={bk}, BN={bn}, weight {np_} x {kp})")
     k_chunk = _cdiv(_cdiv(kp, bk), split) * bk
     grid = (_cdiv(n, bn), split)
-    if split > 1 and grid[0] > _LOCK_SIZE:
-        raise ValueError(f"split-K needs {grid[0]} tile counters, more than {_LOCK_SIZE}")
     meta = dict(launch_options(x2.device), HAS_BIAS=bias is not None, MASK_K=k % 64 != 0)
-    meta.update(cfg)
-    tail = (m, n, k, kp, np_, x2.stride(0), n, k_chunk, m * n)
-    return [grid, tail, meta, split, tuple(meta[c] for c in _GEMV_CONSTEXPRS), None, _gemv_kernel]
+    return _finish(_gemv_kernel, grid, meta, cfg, (m, n, k, kp, np_, x2.stride(0), k_chunk))
 
 
 def _plan_mma_gemv(m, n, k, w, hopper, x2, bias, config):
@@ -293,28 +285,32 @@ def _plan_mma_gemv(m, n, k, w, hopper, x2, bias, config):
                          f"with scale bytes <= 128 and row tiles dividing {np_} rows")
     k_chunk = _cdiv(_cdiv(kp, 128), split) * 128
     grid = (np_ // rows, split)
+    meta = dict(launch_options(x2.device), HAS_BIAS=bias is not None)
+    return _finish(_mma_gemv_kernel, grid, meta, cfg, (m, n, k, kp, np_, x2.stride(0), k_chunk))
+
+
+def _finish(kernel, grid, meta, cfg, sizes) -> list:
+    """The plan [grid, scalar args, constexprs + options, split, constexpr values, compiled
+    kernel (set at first launch), kernel] shared by the three kernels' planners. The config
+    may also set launch options (num_warps, launch_pdl, ...); a split-K grid needs one
+    arrival counter per output tile."""
+    split = grid[1]
     if split > 1 and grid[0] > _LOCK_SIZE:
         raise ValueError(f"split-K needs {grid[0]} tile counters, more than {_LOCK_SIZE}")
-    meta = dict(launch_options(x2.device), HAS_BIAS=bias is not None)
     meta.update(cfg)
-    tail = (m, n, k, kp, np_, x2.stride(0), n, k_chunk, m * n)
-    return [grid, tail, meta, split, tuple(meta[c] for c in _MMA_GEMV_CONSTEXPRS), None,
-            _mma_gemv_kernel]
+    m, n, k, kp, np_, stride_x, k_chunk = sizes
+    tail = (m, n, k, kp, np_, stride_x, n, k_chunk, m * n)
+    consts = tuple(meta[c] for c in kernel.arg_names if c not in _RUNTIME_ARGS)
+    return [grid, tail, meta, split, consts, None, kernel]
 
 
 # A plan keeps the compiled kernel of its first launch; later calls with 16-byte aligned
 # tensors (the specialization Triton compiled for) skip Triton's argument binding, tens of
 # microseconds of Python, and call the compiled launcher directly.
 _PLANS: dict = {}
-_CONSTEXPRS = [p for p in _linear_kernel.arg_names if p not in (
-    "x_ptr", "w_ptr", "s_ptr", "bias_ptr", "out_ptr", "ws_ptr", "lock_ptr", "M", "N", "K", "KP",
-    "NP", "stride_xm", "stride_om", "k_chunk", "ws_stride")]
-_GEMV_CONSTEXPRS = [p for p in _gemv_kernel.arg_names if p not in (
-    "x_ptr", "w_ptr", "s_ptr", "bias_ptr", "out_ptr", "ws_ptr", "lock_ptr", "M", "N", "K", "KP",
-    "NP", "stride_xm", "stride_om", "k_chunk", "ws_stride")]
-_MMA_GEMV_CONSTEXPRS = [p for p in _mma_gemv_kernel.arg_names if p not in (
-    "x_ptr", "w_ptr", "s_ptr", "bias_ptr", "out_ptr", "ws_ptr", "lock_ptr", "M", "N", "K", "KP",
-    "NP", "stride_xm", "stride_om", "k_chunk", "ws_stride")]
+# the arguments every kernel of a plan takes at run time (the rest are its constexprs)
+_RUNTIME_ARGS = ("x_ptr", "w_ptr", "s_ptr", "bias_ptr", "out_ptr", "ws_ptr", "lock_ptr", "M",
+                 "N", "K", "KP", "NP", "stride_xm", "stride_om", "k_chunk", "ws_stride")
 # Where a HopperWeight takes the CUDA-core GEMV (kernels/gemv.py) instead of the tensor-core
 # kernel when the tensor-core GEMV does not apply (fp16 / fp32 x), from `mxfp4 bench kernels` on an H100 (docs/kernels.md, "Decode GEMV"): one row of x
 # and weights up to ~10 M elements (2880x2880: 7.7 vs 7.9 us). Since the tensor-core kernel's
