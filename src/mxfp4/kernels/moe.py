@@ -51,6 +51,7 @@ class GemmConfig:
 
 
 LOGITS_WARPS = 4  # decode router: warps per program (its last program also does the top-k)
+LOGITS_ROWS = 2  # decode router: router rows (experts) per program
 
 
 @dataclass(frozen=True)
@@ -58,12 +59,12 @@ class MoEConfig:
     decode: bool
     w1: GemmConfig
     w2: GemmConfig
-    # decode only: K warps per program of W1 and W2 on the tensor-core GEMV
-    # (kernels/moe_gemv.py); () keeps the tiled kernels
+    # K warps per program of W1 and W2 on the tensor-core GEMV (kernels/moe_gemv.py; the
+    # batch path then needs w1.bm = w2.bm = 8 or 16); () keeps the tiled kernels
     gemv: tuple = ()
 
 
-def default_config(tokens: int, k: int, experts: int) -> MoEConfig:
+def default_config(tokens: int, k: int, experts: int, gemv: bool = True) -> MoEConfig:
     """Tile shapes by the number of (token, expert) pairs per expert, from `mxfp4 bench moe
     --sweep` on an H100 (docs/benchmarks/moe-sweep.md).
 
@@ -139,7 +140,10 @@ def moe_forward(x: torch.Tensor, router_w, router_b, w1_codes, w1_scales, b1, w2
         return out
     if x.stride(-1) != 1:
         x = x.contiguous()
-    cfg = config or default_config(T, k, E)
+    gemv = moe_gemv.usable(x, I, fused)
+    cfg = config or default_config(T, k, E, gemv)
+    if cfg.gemv and not cfg.decode and not gemv:  # the GEMV's row blocks suit no tiled kernel
+        cfg = default_config(T, k, E, gemv=False)
     P = T * k
     k_pad, e_pad = pad_pow2(k), pad_pow2(E, 16)
     interp = _interpreting()
@@ -152,7 +156,7 @@ def moe_forward(x: torch.Tensor, router_w, router_b, w1_codes, w1_scales, b1, w2
     if cfg.decode:  # one row block per pair; no grouping
         nb = P
         logits = torch.empty(T, e_pad, dtype=torch.float32, device=dev)
-        be, bk = 2, min(pad_pow2(H), 4096)  # a whole router row per load: one round trip
+        be, bk = LOGITS_ROWS, min(pad_pow2(H), 4096)  # a whole router row per load: one round trip
         _logits_kernel[(T, triton.cdiv(E, be))](x, router_w, router_b, logits, ids, wts,
                                                 arrival_counters(dev), H, E, x.stride(0),
                                                 router_w.stride(0), K=k, K_PAD=k_pad,
@@ -188,9 +192,12 @@ def moe_forward(x: torch.Tensor, router_w, router_b, w1_codes, w1_scales, b1, w2
                                                          num_warps=4, **pdl)
     if g1.bk % 64 or g2.bk % 64:
         raise ValueError(f"bk must be a multiple of 64, got {g1.bk} and {g2.bk}")
-    if cfg.decode and cfg.gemv and moe_gemv.usable(x, I, fused):
+    if cfg.decode and cfg.gemv and gemv:
         moe_gemv.launch(x, w1_codes, w1_scales, b1, a, ids, wts, w2_codes, w2_scales, b2,
                         y, k, alpha, limit, interp, pdl, *cfg.gemv)
+    elif cfg.gemv and gemv:
+        moe_gemv.launch_blocks(x, w1_codes, w1_scales, b1, a, tables, wts, w2_codes, w2_scales,
+                               b2, y, k, alpha, limit, interp, pdl, g1.bm, *cfg.gemv)
     else:
         _tiled_gemms(x, w1_codes, w1_scales, b1, a, tables, ids, wts, w2_codes,
                      w2_scales, b2, y, H, I, nb, k, alpha, limit, cfg, fused, interp, pdl)
