@@ -159,16 +159,3 @@ def test_decode_on_the_tensor_core_gemv(T, k, H, I, warps):
     g = GemmConfig(16, 64, 64)
     _check(m, _x(T, H, T), MoEConfig(True, g, g, gemv=warps))
     assert default_config(1, 4, 128).gemv == (4, 4) and not default_config(64, 4, 128).gemv
-
-
-@pytest.mark.parametrize("T,k,E,H,I,bm,warps", [(13, 4, 4, 64, 32, 8, (2, 1)),
-                                                (9, 2, 2, 192, 32, 16, (1, 2))])
-def test_batch_on_the_tensor_core_gemv(T, k, E, H, I, bm, warps):
-    # kernels/moe_gemv.py: 16 weight rows x a row block of 8 (or 16, two MMAs) sorted pairs
-    # per program. 13 tokens x 4 of 4 experts: 13 pairs per expert, a full and a partly
-    # filled block each, and unused blocks of the worst-case grid (and 9 x 2 of 2 experts, 9
-    # pairs in a 16-row block each); K = 192 and 32 end in
-    # part of a 128-wide step
-    m = random_moe(E=E, H=H, I=I, k=k, seed=60 + T)
-    g = GemmConfig(bm, 16, 128)
-    _check(m, _x(T, H, T), MoEConfig(False, g, g, gemv=warps))

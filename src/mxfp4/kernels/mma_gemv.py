@@ -289,9 +289,9 @@ def _mma_gemv_kernel(x_ptr, w_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr,
                                             K_WARPS, ROW_TILES, TWO_N)
     release_dependents()
     R: tl.constexpr = 32 * ROW_TILES
-    c0, c1, c2, c3 = sum_warps(c0, c1, c2, c3, K_WARPS, R)
+    c0, c1, c2, c3 = _sum_warps(c0, c1, c2, c3, K_WARPS, R)
     if TWO_N:
-        d0, d1, d2, d3 = sum_warps(d0, d1, d2, d3, K_WARPS, R)
+        d0, d1, d2, d3 = _sum_warps(d0, d1, d2, d3, K_WARPS, R)
     li = tl.arange(0, R)
     ra = pid_n * (16 * ROW_TILES) + (li // 32) * 16 + (li % 32) // 4
     col = 2 * (li % 4)  # c0: (ra, col), c1: (ra, col + 1), c2 / c3: ra + 8; d.. 8 columns on
@@ -317,7 +317,7 @@ def _mma_gemv_kernel(x_ptr, w_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr,
 
 
 @triton.jit
-def sum_warps(c0, c1, c2, c3, K_WARPS: tl.constexpr, R: tl.constexpr):
+def _sum_warps(c0, c1, c2, c3, K_WARPS: tl.constexpr, R: tl.constexpr):
     """Sum a fragment over the K warps (_warp_sum of each register)."""
     return (_warp_sum(c0, K_WARPS, R), _warp_sum(c1, K_WARPS, R), _warp_sum(c2, K_WARPS, R),
             _warp_sum(c3, K_WARPS, R))

@@ -51,7 +51,7 @@ class GemmConfig:
 
 
 LOGITS_WARPS = 4  # decode router: warps per program (its last program also does the top-k)
-LOGITS_ROWS = 2  # decode router: router rows (experts) per program
+LOGITS_ROWS = 2  # decode router: router rows per program (1 and 4 measured the same, 8 slower)
 
 
 @dataclass(frozen=True)
@@ -59,12 +59,12 @@ class MoEConfig:
     decode: bool
     w1: GemmConfig
     w2: GemmConfig
-    # K warps per program of W1 and W2 on the tensor-core GEMV (kernels/moe_gemv.py; the
-    # batch path then needs w1.bm = w2.bm = 8 or 16); () keeps the tiled kernels
+    # decode only: K warps per program of W1 and W2 on the tensor-core GEMV
+    # (kernels/moe_gemv.py); () keeps the tiled kernels
     gemv: tuple = ()
 
 
-def default_config(tokens: int, k: int, experts: int, gemv: bool = True) -> MoEConfig:
+def default_config(tokens: int, k: int, experts: int) -> MoEConfig:
     """Tile shapes by the number of (token, expert) pairs per expert, from `mxfp4 bench moe
     --sweep` on an H100 (docs/benchmarks/moe-sweep.md).
 
@@ -81,10 +81,13 @@ def default_config(tokens: int, k: int, experts: int, gemv: bool = True) -> MoEC
         # in its prologue (79 instead of 96 registers), 2 W1 warps were best.
         return MoEConfig(True, g, g, gemv=(4, 4))
     per_expert = tokens * k / experts
-    if per_expert <= 12:
+    if per_expert <= 16:
+        # up to 16 pairs per expert most experts fit one 16-token block (eighth session:
+        # T = 448 / 512, 14 / 16 pairs, 927 / 1102 us against 1124-1138 / 1141-1149 with
+        # 32-token blocks; at 20 pairs 32-token blocks win, 1164 against 1247)
         g = GemmConfig(16, 64, 256, 4, 3)
     elif per_expert <= 24:
-        g = GemmConfig(32, 64, 128, 4, 4)
+        g = GemmConfig(32, 64, 128, 4, 3)  # 3 stages 0.4-1.2 % faster than 4 at 14-24 pairs
     elif per_expert <= 48:
         # one 64-row block holds an expert's ~32 +- 6 pairs, so each weight tile is decoded
         # once per expert, not again for a second, nearly empty 32-row block (seventh session,
@@ -140,10 +143,7 @@ def moe_forward(x: torch.Tensor, router_w, router_b, w1_codes, w1_scales, b1, w2
         return out
     if x.stride(-1) != 1:
         x = x.contiguous()
-    gemv = moe_gemv.usable(x, I, fused)
-    cfg = config or default_config(T, k, E, gemv)
-    if cfg.gemv and not cfg.decode and not gemv:  # the GEMV's row blocks suit no tiled kernel
-        cfg = default_config(T, k, E, gemv=False)
+    cfg = config or default_config(T, k, E)
     P = T * k
     k_pad, e_pad = pad_pow2(k), pad_pow2(E, 16)
     interp = _interpreting()
@@ -192,12 +192,9 @@ def moe_forward(x: torch.Tensor, router_w, router_b, w1_codes, w1_scales, b1, w2
                                                          num_warps=4, **pdl)
     if g1.bk % 64 or g2.bk % 64:
         raise ValueError(f"bk must be a multiple of 64, got {g1.bk} and {g2.bk}")
-    if cfg.decode and cfg.gemv and gemv:
+    if cfg.decode and cfg.gemv and moe_gemv.usable(x, I, fused):
         moe_gemv.launch(x, w1_codes, w1_scales, b1, a, ids, wts, w2_codes, w2_scales, b2,
                         y, k, alpha, limit, interp, pdl, *cfg.gemv)
-    elif cfg.gemv and gemv:
-        moe_gemv.launch_blocks(x, w1_codes, w1_scales, b1, a, tables, wts, w2_codes, w2_scales,
-                               b2, y, k, alpha, limit, interp, pdl, g1.bm, *cfg.gemv)
     else:
         _tiled_gemms(x, w1_codes, w1_scales, b1, a, tables, ids, wts, w2_codes,
                      w2_scales, b2, y, H, I, nb, k, alpha, limit, cfg, fused, interp, pdl)
