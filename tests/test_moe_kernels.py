@@ -159,3 +159,14 @@ def test_decode_on_the_tensor_core_gemv(T, k, H, I, warps):
     g = GemmConfig(16, 64, 64)
     _check(m, _x(T, H, T), MoEConfig(True, g, g, gemv=warps))
     assert default_config(1, 4, 128).gemv == (4, 4) and not default_config(64, 4, 128).gemv
+
+
+@pytest.mark.parametrize("T", [37, 28])
+def test_batch_tail_blocks(T):
+    # k = E = 2: both experts get T pairs. 37 = 32 + 5: the last 5 rows run in the 16-row
+    # tail GEMMs; 28 is more than a tail holds, so it stays one 32-row block
+    m = random_moe(E=2, H=64, I=32, k=2, seed=70 + T)
+    g = GemmConfig(32, 64, 64)
+    _check(m, _x(T, 64, T), MoEConfig(False, g, g, tail=GemmConfig(16, 64, 64)))
+    with pytest.raises(ValueError, match="smaller than"):
+        _check(m, _x(T, 64, T), MoEConfig(False, g, g, tail=GemmConfig(32, 64, 64)))

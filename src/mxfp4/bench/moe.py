@@ -152,6 +152,9 @@ def candidates(T: int, k: int, E: int) -> list:
         gs = [G(128, 64, 64, 4, 4), G(128, 64, 64, 4, 2), G(64, 64, 64, 4, 3), G(128, 64, 128, 4, 2),
               G(256, 64, 64, 4, 3), G(128, 128, 64, 8, 3)]
         out += [MoEConfig(False, g, g) for g in gs]
+        big = G(128, 64, 64, 4, 3)
+        out += [MoEConfig(False, big, big, tail=t)
+                for t in (G(16, 64, 256, 4, 3), G(32, 64, 128, 4, 3), G(64, 64, 64, 4, 3), None)]
     seen, unique = set(), []
     for c in out:
         if c not in seen:
@@ -222,7 +225,7 @@ def _cfg_str(cfg) -> str:
         return f"{g.bm}x{g.bn}x{g.bk}/w{g.warps}s{g.stages}{reg}"
     if cfg.decode and cfg.gemv:
         return f"w1 gemv/w{cfg.gemv[0]}, w2 gemv/w{cfg.gemv[1]} (bf16 x)"
-    return f"w1 {f(g1)}, w2 {f(g2)}"
+    return f"w1 {f(g1)}, w2 {f(g2)}" + (f", tails {f(cfg.tail)}" if cfg.tail else "")
 
 
 def bench_stack(args) -> dict:

@@ -62,6 +62,9 @@ class MoEConfig:
     # decode only: K warps per program of W1 and W2 on the tensor-core GEMV
     # (kernels/moe_gemv.py); () keeps the tiled kernels
     gemv: tuple = ()
+    # batch only: tiles for each expert's last 1..tail.bm rows past a multiple of w1.bm, run
+    # as a second pair of GEMMs instead of a w1.bm-row block that is mostly padding
+    tail: GemmConfig | None = None
 
 
 def default_config(tokens: int, k: int, experts: int) -> MoEConfig:
@@ -170,6 +173,12 @@ def moe_forward(x: torch.Tensor, router_w, router_b, w1_codes, w1_scales, b1, w2
         counts = torch.zeros(e_pad, dtype=torch.int32, device=dev)
         rank = torch.empty(P, dtype=torch.int32, device=dev)
         tables = tuple(torch.empty(n, dtype=torch.int32, device=dev) for n in (P, nb, nb, nb))
+        tails = tables[1:]  # unused placeholders
+        if cfg.tail:
+            if cfg.tail.bm >= g1.bm:
+                raise ValueError(f"tail blocks ({cfg.tail.bm} rows) must be smaller than "
+                                 f"the main ones ({g1.bm})")
+            tails = tuple(torch.empty(e_pad, dtype=torch.int32, device=dev) for _ in range(3))
         # router GEMM tiles: enough programs (token tiles x expert tiles x K splits) that the
         # router weight streams from many SMs; few tokens split K more
         bt, be = (16, 32) if T <= 256 else (64, 64)
@@ -187,35 +196,45 @@ def moe_forward(x: torch.Tensor, router_w, router_b, w1_codes, w1_scales, b1, w2
                                              K_PAD=k_pad, E_PAD=e_pad, SPLIT=split, BT=rt,
                                              num_warps=4, **pdl)
         chunk = 64  # the [chunk, E] selection matrices stay in registers
-        _align_kernel[(triton.cdiv(max(P, nb), chunk),)](ids, rank, counts, *tables, P, nb, E,
-                                                         E_PAD=e_pad, BM=g1.bm, CHUNK=chunk,
-                                                         num_warps=4, **pdl)
-    if g1.bk % 64 or g2.bk % 64:
-        raise ValueError(f"bk must be a multiple of 64, got {g1.bk} and {g2.bk}")
+        _align_kernel[(triton.cdiv(max(P, nb), chunk),)](
+            ids, rank, counts, *tables, *tails, P, nb, E, E_PAD=e_pad, BM=g1.bm, CHUNK=chunk,
+            TAIL=cfg.tail.bm if cfg.tail else 0, num_warps=4, **pdl)
+        if cfg.tail:
+            tails = (tables[0], *tails)
+    if any(g.bk % 64 for g in (g1, g2, cfg.tail) if g):
+        raise ValueError(f"bk must be a multiple of 64, got {g1.bk} and {g2.bk}"
+                         + (f" ({cfg.tail.bk} in the tail)" if cfg.tail else ""))
     if cfg.decode and cfg.gemv and moe_gemv.usable(x, I, fused):
         moe_gemv.launch(x, w1_codes, w1_scales, b1, a, ids, wts, w2_codes, w2_scales, b2,
                         y, k, alpha, limit, interp, pdl, *cfg.gemv)
     else:
-        _tiled_gemms(x, w1_codes, w1_scales, b1, a, tables, ids, wts, w2_codes,
-                     w2_scales, b2, y, H, I, nb, k, alpha, limit, cfg, fused, interp, pdl)
+        parts = [(g1, g2, tables, nb)]
+        if cfg.tail and not cfg.decode:
+            parts.append((cfg.tail, cfg.tail, tails, e_pad))
+        _tiled_gemms(x, w1_codes, w1_scales, b1, a, parts, ids, wts, w2_codes,
+                     w2_scales, b2, y, H, I, k, alpha, limit, cfg.decode, fused, interp, pdl)
     bh = 1024
     _combine_kernel[(T, triton.cdiv(H, bh))](y, out, H, out.stride(0), K=k, BH=bh,
                                              INTERPRET=interp, num_warps=4, **pdl)
     return out
 
 
-def _tiled_gemms(x, w1_codes, w1_scales, b1, a, tables, ids, wts, w2_codes, w2_scales,
-                 b2, y, H, I, nb, k, alpha, limit, cfg, fused, interp, pdl):
-    """W1 and W2 on the tiled tensor-core kernels (kernels/moe_gemm.py), either path."""
-    g1, g2 = cfg.w1, cfg.w2
+def _tiled_gemms(x, w1_codes, w1_scales, b1, a, parts, ids, wts, w2_codes, w2_scales,
+                 b2, y, H, I, k, alpha, limit, decode, fused, interp, pdl):
+    """W1 and W2 on the tiled tensor-core kernels (kernels/moe_gemm.py), either path; parts:
+    (W1 tiles, W2 tiles, block tables, blocks) for the main blocks and any tail blocks."""
     np1, np2 = w1_codes.shape[1], w2_codes.shape[1]
     kp1, kp2 = w1_codes.shape[2] * 2, w2_codes.shape[2] * 2
-    bn1, bn2 = _fit(g1.bn, np1), _fit(g2.bn, np2)
-    _w1_kernel[(nb * (np1 // bn1),)](
-        x, w1_codes, w1_scales, b1, a, *tables, ids,
-        H, kp1, 2 * I, np1, nb, x.stride(0), alpha, limit, K=k, DECODE=cfg.decode, BM=g1.bm,
-        BN=bn1, BK=g1.bk, GROUP_M=g1.group_m, FUSED=fused, X_SPLIT=x.dtype != torch.bfloat16, INTERPRET=interp, **g1.launch(), **pdl)
-    _w2_kernel[(nb * (np2 // bn2),)](
-        a, w2_codes, w2_scales, b2, ids, wts, y, *tables, I, kp2, H, np2, nb, DECODE=cfg.decode,
-        BM=g2.bm, BN=bn2, BK=g2.bk, GROUP_M=g2.group_m, FUSED=fused,
-        INTERPRET=interp, **g2.launch(), **pdl)
+    for g1, _, tables, nb in parts:
+        bn1 = _fit(g1.bn, np1)
+        _w1_kernel[(nb * (np1 // bn1),)](
+            x, w1_codes, w1_scales, b1, a, *tables, ids,
+            H, kp1, 2 * I, np1, nb, x.stride(0), alpha, limit, K=k, DECODE=decode, BM=g1.bm,
+            BN=bn1, BK=g1.bk, GROUP_M=g1.group_m, FUSED=fused, X_SPLIT=x.dtype != torch.bfloat16,
+            INTERPRET=interp, **g1.launch(), **pdl)
+    for _, g2, tables, nb in parts:
+        bn2 = _fit(g2.bn, np2)
+        _w2_kernel[(nb * (np2 // bn2),)](
+            a, w2_codes, w2_scales, b2, ids, wts, y, *tables, I, kp2, H, np2, nb, DECODE=decode,
+            BM=g2.bm, BN=bn2, BK=g2.bk, GROUP_M=g2.group_m, FUSED=fused,
+            INTERPRET=interp, **g2.launch(), **pdl)

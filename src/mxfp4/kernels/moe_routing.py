@@ -170,20 +170,30 @@ def _route_kernel(part_ptr, br_ptr, ids_ptr, wts_ptr, rank_ptr, counts_ptr, T, E
 @triton.jit
 def _align_kernel(ids_ptr, rank_ptr, counts_ptr, sorted_pair_ptr,
                   block_expert_ptr, block_start_ptr, block_rows_ptr,
+                  tail_expert_ptr, tail_start_ptr, tail_rows_ptr,
                   P, NB_MAX, E,
-                  E_PAD: tl.constexpr, BM: tl.constexpr, CHUNK: tl.constexpr):
+                  E_PAD: tl.constexpr, BM: tl.constexpr, CHUNK: tl.constexpr,
+                  TAIL: tl.constexpr):
     """Sorted pair list and block table from the per-expert counts.
 
     Every program recomputes the (tiny) per-expert prefix sums, so programs need no
     communication: program i places pairs [i*CHUNK, (i+1)*CHUNK) and block-table
-    entries [i*CHUNK, (i+1)*CHUNK).
+    entries [i*CHUNK, (i+1)*CHUNK). TAIL > 0: an expert's last 1..TAIL rows past a multiple
+    of BM go to a second table (one entry per expert, for a GEMM with TAIL-row blocks)
+    instead of a BM-row block of their own; program 0 writes it.
     """
     wait_for_inputs()  # launched early (PDL): nothing is read or written before this
     release_dependents()  # a short kernel: let the next one be placed at once
     col = tl.arange(0, E_PAD)
     counts = tl.load(counts_ptr + col, mask=col < E, other=0)
     offsets = tl.cumsum(counts, axis=0) - counts          # first sorted row of each expert
-    nblk = (counts + BM - 1) // BM
+    tail = counts % BM
+    if TAIL > 0:
+        tail = tl.where(tail <= TAIL, tail, 0)
+    else:
+        tail = tail * 0
+    big = counts - tail  # rows in BM-row blocks
+    nblk = (big + BM - 1) // BM
     blk_end = tl.cumsum(nblk, axis=0)
     blk_start = blk_end - nblk
     total = tl.sum(nblk, axis=0)
@@ -202,12 +212,17 @@ def _align_kernel(ids_ptr, rank_ptr, counts_ptr, sorted_pair_ptr,
     sel = col[None, :] == eb[:, None]
     first_blk = tl.sum(tl.where(sel, blk_start[None, :], 0), axis=1)
     first_row = tl.sum(tl.where(sel, offsets[None, :], 0), axis=1)
-    cnt = tl.sum(tl.where(sel, counts[None, :], 0), axis=1)
+    cnt = tl.sum(tl.where(sel, big[None, :], 0), axis=1)
     done = (offs - first_blk) * BM
     used = offs < total
     tl.store(block_expert_ptr + offs, tl.where(used, eb, -1), mask=bm)
     tl.store(block_start_ptr + offs, first_row + done, mask=bm)
     tl.store(block_rows_ptr + offs, tl.minimum(cnt - done, BM), mask=bm)
+    if TAIL > 0:
+        if tl.program_id(0) == 0:  # all E_PAD entries: experts past E have no tail
+            tl.store(tail_expert_ptr + col, tl.where(tail > 0, col, -1))
+            tl.store(tail_start_ptr + col, offsets + big)
+            tl.store(tail_rows_ptr + col, tail)
 
 
 def pad_pow2(n: int, lo: int = 1) -> int:
@@ -215,7 +230,8 @@ def pad_pow2(n: int, lo: int = 1) -> int:
 
 
 def num_blocks_max(pairs: int, experts: int, bm: int) -> int:
-    """Upper bound on row blocks: each non-empty expert wastes at most one partial block."""
+    """Upper bound on row blocks: each non-empty expert wastes at most one partial block
+    (with a tail table too: the tails only take rows out of the BM-row blocks)."""
     return -(-pairs // bm) + min(experts, pairs)
 
 
