@@ -120,6 +120,7 @@ def test_default_configs_cover_both_paths():
         cfg = default_config(T, 4, 128)
         assert cfg.w1.bm == cfg.w2.bm
     assert num_blocks_max(4, 128, 16) == 5 and num_blocks_max(65536, 128, 128) == 640
+    assert default_config(4096, 4, 128).tail.bm == 16 and default_config(16384, 4, 128).tail is None
 
 
 def test_default_config_end_to_end():

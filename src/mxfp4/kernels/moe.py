@@ -98,6 +98,14 @@ def default_config(tokens: int, k: int, experts: int) -> MoEConfig:
         g = GemmConfig(64, 64, 64, 4, 3)
     else:
         g = GemmConfig(128, 64, 64, 4, 3)
+        # tail GEMMs where most experts' counts sit just past a multiple of 128 rows, or at
+        # most 64 (eighth session, `benchmarks/moe_tail_probe.py`): T = 4096 (128 +- 11 pairs
+        # per expert) 2905 against 3169 us with 16-row tails, T = 2048 (64 +- 8) 1952 against
+        # 2086 with 64-row ones; at 96, 192 and 512 pairs tails gained nothing or lost
+        if per_expert <= 80:
+            return MoEConfig(False, g, g, tail=GemmConfig(64, 64, 64, 4, 3))
+        if 112 <= per_expert <= 144:
+            return MoEConfig(False, g, g, tail=GemmConfig(16, 64, 256, 4, 3))
     return MoEConfig(False, g, g)
 
 
