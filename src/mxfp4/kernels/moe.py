@@ -7,7 +7,7 @@ so the forward can be captured in a CUDA graph. Two paths, chosen from T alone:
 decode (T * k <= DECODE_MAX_PAIRS), 4 launches, one (token, slot) pair per row block:
     router logits (the last of a token's programs does its top-k) -> W1 (+bias, SwiGLU) -> W2
     (+bias, x routing weight, by pair) -> sum of each token's k rows.
-batch, 6 launches + one memset:
+batch, 6 launches + one memset (8 with tail GEMMs, MoEConfig.tail):
     router GEMM in tiles -> top-k + softmax + rank -> align (sorted pairs, block table) -> W1
     (+bias, SwiGLU) -> W2 (+bias, x routing weight, scattered back to token order) -> sum of
     each token's k rows.
