@@ -10,28 +10,16 @@ import sys
 
 import torch
 
-from mxfp4.bench.kernels import graph_times_us
-from mxfp4.bench.moe import make_layer
+from mxfp4.bench.moe import compare_configs, make_layer
 from mxfp4.kernels.moe import default_config
 
 
 def main(splits, tokens=(1, 2, 4)):
-    dev = torch.device("cuda")
-    layer = make_layer(device=dev)
+    layer = make_layer(device=torch.device("cuda"))
     for T in tokens:
-        g = torch.Generator(device=dev).manual_seed(T)
-        inputs = [torch.randn(T, layer.hidden_size, generator=g, device=dev).bfloat16()
-                  for _ in range(16)]
-        ref = layer(inputs[0], backend="reference").float()
         base = default_config(T, layer.experts_per_token, layer.num_experts)
         cfgs = [dataclasses.replace(base, gemv=s) for s in splits]
-        for c in cfgs:
-            out = layer(inputs[0], backend="triton", config=c).float()
-            err = ((out - ref).norm() / ref.norm()).item()
-            assert err < 1e-2, (T, c.gemv, err)
-        ts = graph_times_us([[lambda x=x, c=c: layer(x, backend="triton", config=c)
-                              for x in inputs] for c in cfgs])
-        for c, t in zip(cfgs, ts):
+        for c, t in zip(cfgs, compare_configs(layer, T, cfgs)):
             print(f"T={T} gemv W1 {c.gemv[0]} / W2 {c.gemv[1]} warps: {t:.2f} us", flush=True)
 
 

@@ -8,8 +8,7 @@ import sys
 
 import torch
 
-from mxfp4.bench.kernels import graph_times_us
-from mxfp4.bench.moe import make_layer
+from mxfp4.bench.moe import compare_configs, make_layer
 from mxfp4.kernels.moe import GemmConfig as G, MoEConfig
 
 
@@ -23,20 +22,10 @@ def variants():
 
 
 def main(tokens):
-    dev = torch.device("cuda")
-    layer = make_layer(device=dev)
+    layer = make_layer(device=torch.device("cuda"))
+    named = variants()
     for T in tokens:
-        g = torch.Generator(device=dev).manual_seed(T)
-        xs = [torch.randn(T, layer.hidden_size, generator=g, device=dev).bfloat16()
-              for _ in range(2)]
-        ref = layer(xs[0], backend="reference").float()
-        named = variants()
-        for name, cfg in named.items():
-            out = layer(xs[0], backend="triton", config=cfg).float()
-            err = ((out - ref).norm() / ref.norm()).item()
-            assert err < 1e-2, (T, name, err)
-        ts = graph_times_us([[lambda x=x, c=cfg: layer(x, backend="triton", config=c) for x in xs]
-                             for cfg in named.values()], min_us=20000)
+        ts = compare_configs(layer, T, list(named.values()), reps=2, min_us=20000)
         print(f"T={T}: " + " | ".join(f"{n} {t:.0f}" for n, t in zip(named, ts)), flush=True)
 
 

@@ -46,6 +46,25 @@ def make_layer(E=128, H=2880, I=2880, k=4, device="cuda", seed=0, chunk=8):
                small(E, H), experts_per_token=k)
 
 
+def compare_configs(layer, T: int, configs: list, reps: int = 16, min_us: float = 3000.0) -> list:
+    """µs per call of `layer` at T tokens under each MoEConfig: each first checked against the
+    reference path (relative error < 1e-2), then all timed interleaved (CUDA graphs over reps
+    random inputs, replayed in turn; `bench.kernels.graph_times_us`)."""
+    from .kernels import graph_times_us
+
+    dev = layer.router_weight.device
+    g = torch.Generator(device=dev).manual_seed(T)
+    xs = [torch.randn(T, layer.hidden_size, generator=g, device=dev).bfloat16() for _ in range(reps)]
+    ref = layer(xs[0], backend="reference").float()
+    for cfg in configs:
+        out = layer(xs[0], backend="triton", config=cfg).float()
+        err = ((out - ref).norm() / ref.norm()).item()
+        if not err < 1e-2:
+            raise RuntimeError(f"T={T}, {cfg}: differs from the reference by {err:.3g}")
+    return graph_times_us([[lambda x=x, c=cfg: layer(x, backend="triton", config=c) for x in xs]
+                           for cfg in configs], min_us)
+
+
 def graph_time_us(fn, inputs, replays=20) -> float:
     """Median time of one fn(x) per input, from CUDA-graph replays over all inputs."""
     for x in inputs:  # compile and warm up outside the capture
