@@ -181,12 +181,12 @@ def moe_forward(x: torch.Tensor, router_w, router_b, w1_codes, w1_scales, b1, w2
         counts = torch.zeros(e_pad, dtype=torch.int32, device=dev)
         rank = torch.empty(P, dtype=torch.int32, device=dev)
         tables = tuple(torch.empty(n, dtype=torch.int32, device=dev) for n in (P, nb, nb, nb))
-        tails = tables[1:]  # unused placeholders
-        if cfg.tail:
-            if cfg.tail.bm >= g1.bm:
-                raise ValueError(f"tail blocks ({cfg.tail.bm} rows) must be smaller than "
-                                 f"the main ones ({g1.bm})")
-            tails = tuple(torch.empty(e_pad, dtype=torch.int32, device=dev) for _ in range(3))
+        if cfg.tail and cfg.tail.bm >= g1.bm:
+            raise ValueError(f"tail blocks ({cfg.tail.bm} rows) must be smaller than the main "
+                             f"ones ({g1.bm})")
+        # per-expert tail table (expert, first row, rows) sharing the sorted pair list
+        tails = tables[:1] + tuple(torch.empty(e_pad, dtype=torch.int32, device=dev)
+                                   for _ in range(3)) if cfg.tail else tables
         # router GEMM tiles: enough programs (token tiles x expert tiles x K splits) that the
         # router weight streams from many SMs; few tokens split K more
         bt, be = (16, 32) if T <= 256 else (64, 64)
@@ -205,10 +205,8 @@ def moe_forward(x: torch.Tensor, router_w, router_b, w1_codes, w1_scales, b1, w2
                                              num_warps=4, **pdl)
         chunk = 64  # the [chunk, E] selection matrices stay in registers
         _align_kernel[(triton.cdiv(max(P, nb), chunk),)](
-            ids, rank, counts, *tables, *tails, P, nb, E, E_PAD=e_pad, BM=g1.bm, CHUNK=chunk,
-            TAIL=cfg.tail.bm if cfg.tail else 0, num_warps=4, **pdl)
-        if cfg.tail:
-            tails = (tables[0], *tails)
+            ids, rank, counts, *tables, *tails[1:], P, nb, E, E_PAD=e_pad, BM=g1.bm,
+            CHUNK=chunk, TAIL=cfg.tail.bm if cfg.tail else 0, num_warps=4, **pdl)
     if any(g.bk % 64 for g in (g1, g2, cfg.tail) if g):
         raise ValueError(f"bk must be a multiple of 64, got {g1.bk} and {g2.bk}"
                          + (f" ({cfg.tail.bk} in the tail)" if cfg.tail else ""))

@@ -188,10 +188,7 @@ def _align_kernel(ids_ptr, rank_ptr, counts_ptr, sorted_pair_ptr,
     counts = tl.load(counts_ptr + col, mask=col < E, other=0)
     offsets = tl.cumsum(counts, axis=0) - counts          # first sorted row of each expert
     tail = counts % BM
-    if TAIL > 0:
-        tail = tl.where(tail <= TAIL, tail, 0)
-    else:
-        tail = tail * 0
+    tail = tl.where(tail <= TAIL, tail, 0)  # TAIL = 0: none
     big = counts - tail  # rows in BM-row blocks
     nblk = (big + BM - 1) // BM
     blk_end = tl.cumsum(nblk, axis=0)
