@@ -2,7 +2,8 @@
 tensor-core GEMV (MoEConfig.gemv), checked against the reference, then timed interleaved with
 CUDA graphs over 16 inputs per T (bench.kernels.graph_times_us; the layer's experts are 1.7 GB
 and the 16 inputs route to different ones, so few weights are met in L2).
-Run: PYTHONPATH=src python3 benchmarks/moe_decode_probe.py [W1xW2 ...]   e.g. 2x4 2x2
+A trailing "o" (e.g. 4x4o) runs W1 and W2 in one launch (MoEConfig.one_launch).
+Run: PYTHONPATH=src python3 benchmarks/moe_decode_probe.py [W1xW2 ...]   e.g. 2x4 4x4 4x4o
 """
 
 import dataclasses
@@ -18,11 +19,13 @@ def main(splits, tokens=(1, 2, 4)):
     layer = make_layer(device=torch.device("cuda"))
     for T in tokens:
         base = default_config(T, layer.experts_per_token, layer.num_experts)
-        cfgs = [dataclasses.replace(base, gemv=s) for s in splits]
+        cfgs = [dataclasses.replace(base, gemv=s[:2], one_launch=s[2]) for s in splits]
         for c, t in zip(cfgs, compare_configs(layer, T, cfgs)):
-            print(f"T={T} gemv W1 {c.gemv[0]} / W2 {c.gemv[1]} warps: {t:.2f} us", flush=True)
+            how = "one launch" if c.one_launch else "two launches"
+            print(f"T={T} gemv W1 {c.gemv[0]} / W2 {c.gemv[1]} warps, {how}: {t:.2f} us",
+                  flush=True)
 
 
 if __name__ == "__main__":
     args = sys.argv[1:] or ["2x4", "2x2", "2x1", "2x8"]
-    main([tuple(int(v) for v in a.split("x")) for a in args])
+    main([(*(int(v) for v in a.rstrip("o").split("x")), a.endswith("o")) for a in args])

@@ -1,7 +1,7 @@
 """On a GPU: the MoE decode (T = 1, 2, 4) with module-level knobs of kernels/moe.py set to
 each given value, checked against the reference, then timed interleaved (CUDA graphs over 16
 inputs per T), e.g. LOGITS_WARPS (warps per router program; its last program per token does
-the top-k).
+the top-k) or moe_gemv.SPIN_SLEEP_NS.
 Run: PYTHONPATH=src python3 benchmarks/moe_knobs_probe.py [KNOB=VALUE ...]
      e.g. LOGITS_WARPS=4 LOGITS_WARPS=2
 """
@@ -13,16 +13,20 @@ import torch
 from mxfp4.bench.kernels import graph_times_us
 from mxfp4.bench.moe import make_layer
 from mxfp4.kernels import moe as km
+from mxfp4.kernels import moe_gemv
 
 
 def with_knob(knob, value, fn):
+    """fn with knob (a name in kernels/moe.py, or moe_gemv.NAME) set to value."""
+    mod, name = (moe_gemv, knob.split(".")[1]) if knob.startswith("moe_gemv.") else (km, knob)
+
     def call():
-        old = getattr(km, knob)
-        setattr(km, knob, value)
+        old = getattr(mod, name)
+        setattr(mod, name, value)
         try:
             return fn()
         finally:
-            setattr(km, knob, old)
+            setattr(mod, name, old)
     return call
 
 

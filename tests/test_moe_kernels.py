@@ -10,6 +10,7 @@ if not torch.cuda.is_available():  # before any kernel module is imported (conft
 import pytest  # noqa: E402
 
 from moe_oracle import moe_float64, random_moe, rel_err  # noqa: E402
+from mxfp4.kernels.linear import arrival_counters  # noqa: E402
 from mxfp4.kernels.moe import GemmConfig, MoEConfig, default_config, moe_forward  # noqa: E402
 from mxfp4.kernels.moe_routing import num_blocks_max  # noqa: E402
 from mxfp4.nn import MoE  # noqa: E402
@@ -160,6 +161,22 @@ def test_decode_on_the_tensor_core_gemv(T, k, H, I, warps):
     g = GemmConfig(16, 64, 64)
     _check(m, _x(T, H, T), MoEConfig(True, g, g, gemv=warps))
     assert default_config(1, 4, 128).gemv == (4, 4) and not default_config(64, 4, 128).gemv
+
+
+@pytest.mark.parametrize("T,k", [(1, 4), (3, 2)])
+def test_decode_w1_and_w2_in_one_launch(T, k):
+    # W2's programs wait on per-pair counters in the arrival-counter arena, shared with other
+    # kernels (the router's token counters, split-K); the combine kernel zeroes them again
+    m = random_moe(E=8, H=64, I=32, k=k, seed=80 + T)
+    g = GemmConfig(16, 64, 64)
+    cfg = MoEConfig(True, g, g, gemv=(2, 2), one_launch=True)
+    counters = arrival_counters(torch.device(DEV))
+    for seed in (T, T + 1):
+        _check(m, _x(T, 64, seed), cfg)
+        assert not counters.any()
+    with pytest.raises(ValueError, match="equal warps"):
+        _check(m, _x(T, 64, T), MoEConfig(True, g, g, gemv=(2, 4), one_launch=True))
+    assert default_config(T, k, 128).one_launch
 
 
 @pytest.mark.parametrize("T", [37, 28])

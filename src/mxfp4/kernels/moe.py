@@ -4,9 +4,9 @@ W4A16 GEMMs. Reference twin: `mxfp4.nn.moe.moe_reference`.
 No host synchronisation: buffer sizes depend only on T, k and E (worst-case block counts),
 so the forward can be captured in a CUDA graph. Two paths, chosen from T alone:
 
-decode (T * k <= DECODE_MAX_PAIRS), 4 launches, one (token, slot) pair per row block:
-    router logits (the last of a token's programs does its top-k) -> W1 (+bias, SwiGLU) -> W2
-    (+bias, x routing weight, by pair) -> sum of each token's k rows.
+decode (T * k <= DECODE_MAX_PAIRS), 3 launches, one (token, slot) pair per row block:
+    router logits (the last of a token's programs does its top-k) -> W1 (+bias, SwiGLU) and,
+    in the same launch, W2 (+bias, x routing weight, by pair) -> sum of each token's k rows.
 batch, 6 launches + one memset (8 with tail GEMMs, MoEConfig.tail):
     router GEMM in tiles -> top-k + softmax + rank -> align (sorted pairs, block table) -> W1
     (+bias, SwiGLU) -> W2 (+bias, x routing weight, scattered back to token order) -> sum of
@@ -62,6 +62,9 @@ class MoEConfig:
     # decode only: K warps per program of W1 and W2 on the tensor-core GEMV
     # (kernels/moe_gemv.py); () keeps the tiled kernels
     gemv: tuple = ()
+    # decode GEMV only: W1 and W2 in one launch, W2's programs waiting on per-pair counters
+    # (kernels/moe_gemv.py, _w1_w2_gemv_kernel); needs equal warps
+    one_launch: bool = False
     # batch only: tiles for each expert's last 1..tail.bm rows past a multiple of w1.bm, run
     # as a second pair of GEMMs instead of a w1.bm-row block that is mostly padding
     tail: GemmConfig | None = None
@@ -81,8 +84,10 @@ def default_config(tokens: int, k: int, experts: int) -> MoEConfig:
         # W1 / W2 on the tensor-core GEMV with 4 / 4 K warps per 16-row program
         # (benchmarks/moe_decode_probe.py, H100, sixth session: T = 1 / 2 / 4 37.1 / 60.3 /
         # 102.6 us; W1 with 2 warps 40.5 / 69.3 / 109.5). Until W1 stopped doing the top-k
-        # in its prologue (79 instead of 96 registers), 2 W1 warps were best.
-        return MoEConfig(True, g, g, gemv=(4, 4))
+        # in its prologue (79 instead of 96 registers), 2 W1 warps were best. Both in one
+        # launch (ninth session, interleaved): T = 2 / 4 54.8 / 98.3 against 60.3 / 103.3 us,
+        # T = 1 37.0 against 36.9-37.3
+        return MoEConfig(True, g, g, gemv=(4, 4), one_launch=True)
     per_expert = tokens * k / experts
     if per_expert <= 16:
         # up to 16 pairs per expert most experts fit one 16-token block (eighth session:
@@ -168,8 +173,10 @@ def moe_forward(x: torch.Tensor, router_w, router_b, w1_codes, w1_scales, b1, w2
         nb = P
         logits = torch.empty(T, e_pad, dtype=torch.float32, device=dev)
         be, bk = LOGITS_ROWS, min(pad_pow2(H), 4096)  # a whole router row per load: one round trip
+        counters = arrival_counters(dev)  # T for the router, then P for the one-launch GEMVs
+        done = counters[T:T + P]
         _logits_kernel[(T, triton.cdiv(E, be))](x, router_w, router_b, logits, ids, wts,
-                                                arrival_counters(dev), H, E, x.stride(0),
+                                                counters, H, E, x.stride(0),
                                                 router_w.stride(0), K=k, K_PAD=k_pad,
                                                 E_PAD=e_pad, BE=be, BK=bk, INTERPRET=interp,
                                                 num_warps=LOGITS_WARPS, **pdl)
@@ -212,7 +219,8 @@ def moe_forward(x: torch.Tensor, router_w, router_b, w1_codes, w1_scales, b1, w2
                          + (f" ({cfg.tail.bk} in the tail)" if cfg.tail else ""))
     if cfg.decode and cfg.gemv and moe_gemv.usable(x, I, fused):
         moe_gemv.launch(x, w1_codes, w1_scales, b1, a, ids, wts, w2_codes, w2_scales, b2,
-                        y, k, alpha, limit, interp, pdl, *cfg.gemv)
+                        y, k, alpha, limit, interp, pdl, *cfg.gemv,
+                        done=done if cfg.one_launch else None)
     else:
         parts = [(g1, g2, tables, nb)]
         if cfg.tail and not cfg.decode:
@@ -220,8 +228,10 @@ def moe_forward(x: torch.Tensor, router_w, router_b, w1_codes, w1_scales, b1, w2
         _tiled_gemms(x, w1_codes, w1_scales, b1, a, parts, ids, wts, w2_codes,
                      w2_scales, b2, y, H, I, k, alpha, limit, cfg.decode, fused, interp, pdl)
     bh = 1024
-    _combine_kernel[(T, triton.cdiv(H, bh))](y, out, H, out.stride(0), K=k, BH=bh,
-                                             INTERPRET=interp, num_warps=4, **pdl)
+    one_launch = cfg.decode and cfg.one_launch
+    _combine_kernel[(T, triton.cdiv(H, bh))](y, out, done if one_launch else y, H, out.stride(0),
+                                             K=k, BH=bh, RESET=one_launch, INTERPRET=interp,
+                                             num_warps=4, **pdl)
     return out
 
 

@@ -120,12 +120,18 @@ def _w2_kernel(a_ptr, codes_ptr, scales_ptr, bias_ptr, ids_ptr, wts_ptr, y_ptr,
 
 
 @triton.jit
-def _combine_kernel(y_ptr, out_ptr, H, stride_out, K: tl.constexpr, BH: tl.constexpr,
-                    INTERPRET: tl.constexpr):
-    """out[t] = sum over the token's k rows of y, in slot order (deterministic)."""
+def _combine_kernel(y_ptr, out_ptr, done_ptr, H, stride_out, K: tl.constexpr, BH: tl.constexpr,
+                    RESET: tl.constexpr, INTERPRET: tl.constexpr):
+    """out[t] = sum over the token's k rows of y, in slot order (deterministic). RESET: zero
+    the token's pair counters in done_ptr (the one-launch decode GEMVs', kernels/moe_gemv.py),
+    which that kernel has finished with, so that they are zero again for the next user."""
     wait_for_inputs()  # launched early (PDL): nothing is read or written before this
     release_dependents()  # a short kernel: let the next one be placed at once
     t = tl.program_id(0)
+    if RESET:
+        if tl.program_id(1) == 0:
+            for j in tl.static_range(K):
+                tl.store(done_ptr + t * K + j, 0)
     offs = tl.program_id(1) * BH + tl.arange(0, BH)
     ok = offs < H
     total = tl.zeros((BH,), dtype=tl.float32)
