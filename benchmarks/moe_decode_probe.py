@@ -3,7 +3,7 @@ tensor-core GEMV (MoEConfig.gemv), checked against the reference, then timed int
 CUDA graphs over 16 inputs per T (bench.kernels.graph_times_us; the layer's experts are 1.7 GB
 and the 16 inputs route to different ones, so few weights are met in L2).
 A trailing "o" (e.g. 4x4o) runs W1 and W2 in one launch (MoEConfig.one_launch).
-Run: PYTHONPATH=src python3 benchmarks/moe_decode_probe.py [W1xW2 ...]   e.g. 2x4 4x4 4x4o
+Run: PYTHONPATH=src python3 benchmarks/moe_decode_probe.py [T=1,2,4] [W1xW2 ...]   e.g. 4x4 4x4o
 """
 
 import dataclasses
@@ -27,5 +27,7 @@ def main(splits, tokens=(1, 2, 4)):
 
 
 if __name__ == "__main__":
-    args = sys.argv[1:] or ["2x4", "2x2", "2x1", "2x8"]
-    main([(*(int(v) for v in a.rstrip("o").split("x")), a.endswith("o")) for a in args])
+    args = sys.argv[1:] or ["4x4", "4x4o"]
+    tokens = [tuple(int(t) for t in a[2:].split(",")) for a in args if a.startswith("T=")]
+    main([(*(int(v) for v in a.rstrip("o").split("x")), a.endswith("o"))
+          for a in args if not a.startswith("T=")], *tokens)
