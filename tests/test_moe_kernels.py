@@ -169,7 +169,7 @@ def test_decode_w1_and_w2_in_one_launch(T, k):
     # kernels (the router's token counters, split-K); the combine kernel zeroes them again
     m = random_moe(E=8, H=64, I=32, k=k, seed=80 + T)
     g = GemmConfig(16, 64, 64)
-    cfg = MoEConfig(True, g, g, gemv=(2, 2), one_launch=True)
+    cfg = MoEConfig(True, g, g, gemv=(2, 2), one_launch=True, gemv_maxnreg=72)
     counters = arrival_counters(torch.device(DEV))
     for seed in (T, T + 1):
         _check(m, _x(T, 64, seed), cfg)
@@ -177,6 +177,7 @@ def test_decode_w1_and_w2_in_one_launch(T, k):
     with pytest.raises(ValueError, match="equal warps"):
         _check(m, _x(T, 64, T), MoEConfig(True, g, g, gemv=(2, 4), one_launch=True))
     assert default_config(T, k, 128).one_launch
+    assert default_config(1, 4, 128).gemv_maxnreg == 72
 
 
 @pytest.mark.parametrize("T", [37, 28])

@@ -65,6 +65,8 @@ class MoEConfig:
     # decode GEMV only: W1 and W2 in one launch, W2's programs waiting on per-pair counters
     # (kernels/moe_gemv.py, _w1_w2_gemv_kernel); needs equal warps
     one_launch: bool = False
+    # one launch only: a register cap for it (more programs per SM), None for none
+    gemv_maxnreg: int | None = None
     # batch only: tiles for each expert's last 1..tail.bm rows past a multiple of w1.bm, run
     # as a second pair of GEMMs instead of a w1.bm-row block that is mostly padding
     tail: GemmConfig | None = None
@@ -86,8 +88,11 @@ def default_config(tokens: int, k: int, experts: int) -> MoEConfig:
         # 102.6 us; W1 with 2 warps 40.5 / 69.3 / 109.5). Until W1 stopped doing the top-k
         # in its prologue (79 instead of 96 registers), 2 W1 warps were best. Both in one
         # launch (ninth session, interleaved): T = 2 / 4 54.8 / 98.3 against 60.3 / 103.3 us,
-        # T = 1 37.0 against 36.9-37.3
-        return MoEConfig(True, g, g, gemv=(4, 4), one_launch=True)
+        # T = 1 37.0 against 36.9-37.3. At T = 1 (2160 programs, ~2.7 waves of 6 per SM) a
+        # 72-register cap (7 per SM, 40 bytes spilled) gives 34.8 against 37.2 us; 64
+        # registers 35.8-36.2, 56 36.8; at T = 2 / 4 the caps gain nothing (-1 to +2 %)
+        cap = 72 if tokens == 1 else None
+        return MoEConfig(True, g, g, gemv=(4, 4), one_launch=True, gemv_maxnreg=cap)
     per_expert = tokens * k / experts
     if per_expert <= 16:
         # up to 16 pairs per expert most experts fit one 16-token block (eighth session:
@@ -220,7 +225,7 @@ def moe_forward(x: torch.Tensor, router_w, router_b, w1_codes, w1_scales, b1, w2
     if cfg.decode and cfg.gemv and moe_gemv.usable(x, I, fused):
         moe_gemv.launch(x, w1_codes, w1_scales, b1, a, ids, wts, w2_codes, w2_scales, b2,
                         y, k, alpha, limit, interp, pdl, *cfg.gemv,
-                        done=done if cfg.one_launch else None)
+                        done=done if cfg.one_launch else None, maxnreg=cfg.gemv_maxnreg)
     else:
         parts = [(g1, g2, tables, nb)]
         if cfg.tail and not cfg.decode:

@@ -140,9 +140,10 @@ def _weighted_out(v, row0, b_row, y_row, wt, H, INTERPRET: tl.constexpr):
 
 def launch(x, w1_codes, w1_scales, b1, a, ids, wts, w2_codes, w2_scales, b2, y,
            k: int, alpha: float, limit: float, interp: bool,
-           pdl: dict, w1_warps: int, w2_warps: int, done=None) -> None:
+           pdl: dict, w1_warps: int, w2_warps: int, done=None, maxnreg: int | None = None) -> None:
     """W1 and W2 of the decode path (kernels/moe.py) for P = T * k pairs; with done (P
-    zeroed int32 counters) and w1_warps == w2_warps, both in one launch."""
+    zeroed int32 counters) and w1_warps == w2_warps, both in one launch, its registers
+    capped at maxnreg (when given)."""
     P, I = a.shape
     H = x.shape[1]
     np1, np2 = w1_codes.shape[1], w2_codes.shape[1]
@@ -151,10 +152,11 @@ def launch(x, w1_codes, w1_scales, b1, a, ids, wts, w2_codes, w2_scales, b2, y,
         if w1_warps != w2_warps:
             raise ValueError(f"one launch for W1 and W2 needs equal warps, got {w1_warps} "
                              f"and {w2_warps}")
+        cap = {"maxnreg": maxnreg} if maxnreg else {}
         _w1_w2_gemv_kernel[(P * (np1 // 16 + np2 // 16),)](
             x, w1_codes, w1_scales, b1, a, w2_codes, w2_scales, b2, ids, wts, y, done,
             H, I, kp1, kp2, np1, np2, P, x.stride(0), alpha, limit, K=k, K_WARPS=w1_warps,
-            INTERPRET=interp, num_warps=w1_warps, num_stages=1, **pdl)
+            INTERPRET=interp, num_warps=w1_warps, num_stages=1, **pdl, **cap)
         return
     _w1_gemv_kernel[(P * (np1 // 16),)](
         x, w1_codes, w1_scales, b1, a, ids, H, kp1, 2 * I, np1, P, x.stride(0),
