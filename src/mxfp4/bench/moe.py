@@ -243,7 +243,9 @@ def _cfg_str(cfg) -> str:
         reg = f"r{g.maxnreg}" if g.maxnreg else ""
         return f"{g.bm}x{g.bn}x{g.bk}/w{g.warps}s{g.stages}{reg}"
     if cfg.decode and cfg.gemv:
-        return f"w1 gemv/w{cfg.gemv[0]}, w2 gemv/w{cfg.gemv[1]} (bf16 x)"
+        one = ", one launch" + (f" r{cfg.gemv_maxnreg}" if cfg.gemv_maxnreg else "")
+        return (f"w1 gemv/w{cfg.gemv[0]}, w2 gemv/w{cfg.gemv[1]}"
+                f"{one if cfg.one_launch else ''} (bf16 x)")
     return f"w1 {f(g1)}, w2 {f(g2)}" + (f", tails {f(cfg.tail)}" if cfg.tail else "")
 
 
