@@ -71,6 +71,10 @@ class MoEConfig:
     # as a second pair of GEMMs instead of a w1.bm-row block that is mostly padding
     tail: GemmConfig | None = None
 
+    def __post_init__(self):
+        if self.one_launch and len(self.gemv) == 2 and self.gemv[0] != self.gemv[1]:
+            raise ValueError(f"one launch for W1 and W2 needs equal warps, got {self.gemv}")
+
 
 def default_config(tokens: int, k: int, experts: int) -> MoEConfig:
     """Tile shapes by the number of (token, expert) pairs per expert, from `mxfp4 bench moe

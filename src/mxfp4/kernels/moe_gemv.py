@@ -142,16 +142,13 @@ def launch(x, w1_codes, w1_scales, b1, a, ids, wts, w2_codes, w2_scales, b2, y,
            k: int, alpha: float, limit: float, interp: bool,
            pdl: dict, w1_warps: int, w2_warps: int, done=None, maxnreg: int | None = None) -> None:
     """W1 and W2 of the decode path (kernels/moe.py) for P = T * k pairs; with done (P
-    zeroed int32 counters) and w1_warps == w2_warps, both in one launch, its registers
-    capped at maxnreg (when given)."""
+    zeroed int32 counters), both in one launch on w1_warps warps (MoEConfig checks that
+    w2_warps is the same), its registers capped at maxnreg (when given)."""
     P, I = a.shape
     H = x.shape[1]
     np1, np2 = w1_codes.shape[1], w2_codes.shape[1]
     kp1, kp2 = w1_codes.shape[2] * 2, w2_codes.shape[2] * 2
     if done is not None:
-        if w1_warps != w2_warps:
-            raise ValueError(f"one launch for W1 and W2 needs equal warps, got {w1_warps} "
-                             f"and {w2_warps}")
         cap = {"maxnreg": maxnreg} if maxnreg else {}
         _w1_w2_gemv_kernel[(P * (np1 // 16 + np2 // 16),)](
             x, w1_codes, w1_scales, b1, a, w2_codes, w2_scales, b2, ids, wts, y, done,
