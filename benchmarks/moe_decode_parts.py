@@ -13,7 +13,7 @@ import sys
 import torch
 
 from mxfp4.bench.kernels import graph_times_us
-from mxfp4.bench.moe import make_layer
+from mxfp4.bench.moe import make_layer, patched
 from mxfp4.kernels import moe as km
 from mxfp4.kernels import moe_gemv
 
@@ -40,17 +40,6 @@ class _Routed:
             wts.copy_(self.wts)
             self.calls += 1
         return fill
-
-
-def patched(module, name, value, fn):
-    def call():
-        old = getattr(module, name)
-        setattr(module, name, value)
-        try:
-            return fn()
-        finally:
-            setattr(module, name, old)
-    return call
 
 
 def main(tokens):

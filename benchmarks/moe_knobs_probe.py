@@ -11,23 +11,16 @@ import sys
 import torch
 
 from mxfp4.bench.kernels import graph_times_us
-from mxfp4.bench.moe import make_layer
+from mxfp4.bench.moe import make_layer, patched
 from mxfp4.kernels import moe as km
 from mxfp4.kernels import moe_gemv
 
 
 def with_knob(knob, value, fn):
     """fn with knob (a name in kernels/moe.py, or moe_gemv.NAME) set to value."""
-    mod, name = (moe_gemv, knob.split(".")[1]) if knob.startswith("moe_gemv.") else (km, knob)
-
-    def call():
-        old = getattr(mod, name)
-        setattr(mod, name, value)
-        try:
-            return fn()
-        finally:
-            setattr(mod, name, old)
-    return call
+    if knob.startswith("moe_gemv."):
+        return patched(moe_gemv, knob.split(".")[1], value, fn)
+    return patched(km, knob, value, fn)
 
 
 def main(variants):

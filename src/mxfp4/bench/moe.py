@@ -46,6 +46,19 @@ def make_layer(E=128, H=2880, I=2880, k=4, device="cuda", seed=0, chunk=8):
                small(E, H), experts_per_token=k)
 
 
+def patched(module, name: str, value, fn):
+    """A call of fn with module.name set to value (restored after): the probes' way to time a
+    module knob or a stand-in kernel inside one interleaved set of CUDA graphs."""
+    def call():
+        old = getattr(module, name)
+        setattr(module, name, value)
+        try:
+            return fn()
+        finally:
+            setattr(module, name, old)
+    return call
+
+
 def compare_configs(layer, T: int, configs: list, reps: int = 16, min_us: float = 3000.0) -> list:
     """µs per call of `layer` at T tokens under each MoEConfig: each first checked against the
     reference path (relative error < 1e-2), then all timed interleaved (CUDA graphs over reps
