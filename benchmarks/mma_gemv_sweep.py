@@ -26,7 +26,7 @@ def configs(m, n, kp):
                 if steps // split < kw:
                     continue
                 out.append(dict(MMA_GEMV=True, ROW_TILES=rt, K_WARPS=kw, SPLIT_K=split,
-                                TWO_N=m > 8, PANEL=0, num_warps=rt * kw, num_stages=1))
+                                TWO_N=m > 8, num_warps=rt * kw, num_stages=1))
     return out
 
 

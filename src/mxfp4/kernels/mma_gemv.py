@@ -160,7 +160,7 @@ def _group(sb, k_ok, KP, lane_t):
 
 
 @triton.jit
-def _load_w(w32, s_ptr, row_a, sb, KP, NP, lane_t, PANEL: tl.constexpr):
+def _load_w(w32, s_ptr, row_a, sb, KP, NP, lane_t):
     """Step sb's weight words (rows g, g + 8: 16 bytes each) and scale bytes of one lane.
 
     Unmasked: a group past the weight's K (the second half of a last 128-step, or the
@@ -168,19 +168,10 @@ def _load_w(w32, s_ptr, row_a, sb, KP, NP, lane_t, PANEL: tl.constexpr):
     of x (_load_x) or are never used."""
     grp = tl.minimum(2 * sb + lane_t // 2, KP // 64 - 1)
     q = tl.arange(0, 4)[None, :]
-    if PANEL == 0:
-        at = tl.multiple_of(row_a * (KP // 8) + grp * 8 + 4 * (lane_t % 2), 4)  # 16-byte aligned
-    else:
-        p = grp // PANEL
-        rw = tl.minimum(PANEL, KP // 64 - p * PANEL) * 8
-        at = tl.multiple_of(p * (PANEL * 8) * NP + row_a * rw + (grp - p * PANEL) * 8
-                            + 4 * (lane_t % 2), 4)
+    at = tl.multiple_of(row_a * (KP // 8) + grp * 8 + 4 * (lane_t % 2), 4)  # 16-byte aligned
     wrow = w32 + at.to(tl.int64)
     wa = _words(wrow[:, None] + q, None)
-    if PANEL == 0:
-        wb = _words(wrow[:, None] + 8 * (KP // 8) + q, None)
-    else:
-        wb = _words(wrow[:, None] + (8 * rw)[:, None] + q, None)
+    wb = _words(wrow[:, None] + 8 * (KP // 8) + q, None)
     s_lo = s_ptr + (2 * grp) * NP + row_a
     return wa, wb, (tl.load(s_lo), tl.load(s_lo + NP), tl.load(s_lo + 8), tl.load(s_lo + NP + 8))
 
@@ -202,9 +193,9 @@ def _load_x(x_row, x_ok, sb, k_ok, K, KP, lane_t):
 
 @triton.jit
 def _load_step(w32, s_ptr, x_row0, x_ok0, x_row1, x_ok1, row_a, sb, sb_stop, K, KP, NP, lane_t,
-               TWO_N: tl.constexpr, PANEL: tl.constexpr):
+               TWO_N: tl.constexpr):
     """Step sb's weights (_load_w) and x words of columns 0-7 and, when TWO_N, 8-15."""
-    ws = _load_w(w32, s_ptr, row_a, sb, KP, NP, lane_t, PANEL)
+    ws = _load_w(w32, s_ptr, row_a, sb, KP, NP, lane_t)
     xs = _load_x(x_row0, x_ok0, sb, sb < sb_stop, K, KP, lane_t)
     ys = xs
     if TWO_N:
@@ -233,8 +224,7 @@ def _mma_step(ws, xs, c0, c1, c2, c3):
 
 @triton.jit
 def k_loop(w_ptr, s_ptr, x_row0, x_ok0, x_row1, x_ok1, row_a, sb_start, sb_stop, K, KP, NP,
-           L: tl.constexpr, K_WARPS: tl.constexpr, ROW_TILES: tl.constexpr, TWO_N: tl.constexpr,
-           PANEL: tl.constexpr = 0):
+           L: tl.constexpr, K_WARPS: tl.constexpr, ROW_TILES: tl.constexpr, TWO_N: tl.constexpr):
     """The K loop of one program: lane tensors (c0..c3) = MMA columns 0-7 (x rows x_row0)
     and (d0..d3) = columns 8-15 (x_row1, when TWO_N) for the 16 rows from row_a's tile, over
     128-element steps sb_start .. sb_stop - 1 shared round-robin by the K_WARPS warps.
@@ -251,10 +241,10 @@ def k_loop(w_ptr, s_ptr, x_row0, x_ok0, x_row1, x_ok1, row_a, sb_start, sb_stop,
     # is loaded while this one is decoded and multiplied. (Two steps ahead measured slower on
     # an H100: the 12 more registers cost more occupancy than the extra loads in flight won.)
     ws, xs, ys = _load_step(w32, s_ptr, x_row0, x_ok0, x_row1, x_ok1, row_a, sb_start + k_warp,
-                            sb_stop, K, KP, NP, t, TWO_N, PANEL)
+                            sb_stop, K, KP, NP, t, TWO_N)
     for s0 in range(sb_start, sb_stop, K_WARPS):
         ws_n, xs_n, ys_n = _load_step(w32, s_ptr, x_row0, x_ok0, x_row1, x_ok1, row_a,
-                                      s0 + K_WARPS + k_warp, sb_stop, K, KP, NP, t, TWO_N, PANEL)
+                                      s0 + K_WARPS + k_warp, sb_stop, K, KP, NP, t, TWO_N)
         c0, c1, c2, c3 = _mma_step(ws, xs, c0, c1, c2, c3)
         if TWO_N:
             d0, d1, d2, d3 = _mma_step(ws, ys, d0, d1, d2, d3)
@@ -278,7 +268,7 @@ def column0_rows(c0, c2, K_WARPS: tl.constexpr):
 def _mma_gemv_kernel(x_ptr, w_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr,
                      M, N, K, KP, NP, stride_xm, stride_om, k_chunk, ws_stride,
                      HAS_BIAS: tl.constexpr, SPLIT_K: tl.constexpr, ROW_TILES: tl.constexpr,
-                     K_WARPS: tl.constexpr, TWO_N: tl.constexpr, PANEL: tl.constexpr = 0):
+                     K_WARPS: tl.constexpr, TWO_N: tl.constexpr):
     """y [M, N] = x [M, K] @ W.T (+ bias), x bf16 with M <= 16 (TWO_N: M > 8), W a
     HopperWeight with every scale byte <= 128. A program owns 16 * ROW_TILES rows and
     k_chunk elements of K (a multiple of 128), split over K_WARPS warps per row tile."""
@@ -296,7 +286,7 @@ def _mma_gemv_kernel(x_ptr, w_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr,
     sb_stop = tl.minimum(sb_start + k_chunk // 128, (KP + 127) // 128)
     c0, c1, c2, c3, d0, d1, d2, d3 = k_loop(w_ptr, s_ptr, x_row0, g < M, x_row1, g + 8 < M,
                                             row_a, sb_start, sb_stop, K, KP, NP, L,
-                                            K_WARPS, ROW_TILES, TWO_N, PANEL)
+                                            K_WARPS, ROW_TILES, TWO_N)
     release_dependents()
     R: tl.constexpr = 32 * ROW_TILES
     c0, c1, c2, c3 = _sum_warps(c0, c1, c2, c3, K_WARPS, R)
@@ -405,4 +395,4 @@ def mma_gemv_config(m: int, n: int, kp: int, sm_count: int) -> dict:
     while tiles * k_warps * split * 2 <= budget and steps // (split * 2) >= 2 * k_warps:
         split *= 2
     return dict(MMA_GEMV=True, ROW_TILES=row_tiles, K_WARPS=k_warps, SPLIT_K=split,
-                TWO_N=two_n, PANEL=0, num_warps=row_tiles * k_warps, num_stages=1)
+                TWO_N=two_n, num_warps=row_tiles * k_warps, num_stages=1)

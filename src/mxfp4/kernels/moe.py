@@ -42,7 +42,6 @@ class GemmConfig:
     stages: int = 3
     group_m: int = 8
     maxnreg: int | None = None  # register cap: 128 lets two 8-warp (or four 4-warp) CTAs share an SM
-    one_dot: bool = False  # one dot per K step on x / a in the one-dot order (unpack._one_dot_step)
 
     def launch(self) -> dict:
         opts = dict(num_warps=self.warps, num_stages=self.stages)
@@ -251,20 +250,16 @@ def _tiled_gemms(x, w1_codes, w1_scales, b1, a, parts, ids, wts, w2_codes, w2_sc
     (W1 tiles, W2 tiles, block tables, blocks) for the main blocks and any tail blocks."""
     np1, np2 = w1_codes.shape[1], w2_codes.shape[1]
     kp1, kp2 = w1_codes.shape[2] * 2, w2_codes.shape[2] * 2
-    one_dot = parts[0][0].one_dot
-    if one_dot:
-        T = x.shape[0]
-        x = x.view(T, H // 64, 2, 32).transpose(2, 3).reshape(T, H)
     for g1, _, tables, nb in parts:
         bn1 = _fit(g1.bn, np1)
         _w1_kernel[(nb * (np1 // bn1),)](
             x, w1_codes, w1_scales, b1, a, *tables, ids,
             H, kp1, 2 * I, np1, nb, x.stride(0), alpha, limit, K=k, DECODE=decode, BM=g1.bm,
             BN=bn1, BK=g1.bk, GROUP_M=g1.group_m, FUSED=fused, X_SPLIT=x.dtype != torch.bfloat16,
-            INTERPRET=interp, ONE_DOT=one_dot, **g1.launch(), **pdl)
+            INTERPRET=interp, **g1.launch(), **pdl)
     for _, g2, tables, nb in parts:
         bn2 = _fit(g2.bn, np2)
         _w2_kernel[(nb * (np2 // bn2),)](
             a, w2_codes, w2_scales, b2, ids, wts, y, *tables, I, kp2, H, np2, nb, DECODE=decode,
             BM=g2.bm, BN=bn2, BK=g2.bk, GROUP_M=g2.group_m, FUSED=fused,
-            INTERPRET=interp, ONE_DOT=one_dot, **g2.launch(), **pdl)
+            INTERPRET=interp, **g2.launch(), **pdl)

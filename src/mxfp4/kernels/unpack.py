@@ -306,7 +306,7 @@ def dot_x(w, x, acc, X_SPLIT: tl.constexpr, SWAP: tl.constexpr = True):
 @triton.jit
 def hopper_dot(acc, w_rows, s_cols, x_cols, x_ok, k_start, k_stop, K, NP,
                FUSED: tl.constexpr, X_SPLIT: tl.constexpr, SWAP: tl.constexpr,
-               BN: tl.constexpr, BK: tl.constexpr, ONE_DOT: tl.constexpr = False):
+               BN: tl.constexpr, BK: tl.constexpr):
     """acc + W[rows, k_start:k_stop] @ x[:, k_start:k_stop].T for a weight in the HopperWeight
     layout (acc [BN, BM] with SWAP, else [BM, BN]).
 
@@ -318,13 +318,6 @@ def hopper_dot(acc, w_rows, s_cols, x_cols, x_ok, k_start, k_stop, K, NP,
     byte is <= 128, so decode and scale take one multiply (unpack_hopper_fused_bf16).
     """
     k_main = k_start + (k_stop - k_start) // BK * BK
-    if ONE_DOT:
-        for k0 in range(k_start, k_main, BK):
-            acc = _one_dot_step(acc, w_rows, s_cols, x_cols, x_ok, k0, NP, BN, BK)
-        if BK > 64:
-            for k0 in range(k_main, k_stop, 64):
-                acc = _one_dot_step(acc, w_rows, s_cols, x_cols, x_ok, k0, NP, BN, 64)
-        return acc
     for k0 in range(k_start, k_main, BK):
         acc = _hopper_step(acc, w_rows, s_cols, x_cols, x_ok, k0, K, NP, FUSED, X_SPLIT, SWAP, BN, BK)
     if BK > 64:
@@ -332,26 +325,6 @@ def hopper_dot(acc, w_rows, s_cols, x_cols, x_ok, k_start, k_stop, K, NP,
             acc = _hopper_step(acc, w_rows, s_cols, x_cols, x_ok, k0, K, NP, FUSED, X_SPLIT, SWAP,
                                BN, 64)
     return acc
-
-
-@triton.jit
-def _one_dot_step(acc, w_rows, s_cols, x_cols, x_ok, k0, NP, BN: tl.constexpr, BK: tl.constexpr):
-    """One [BN, BK] tile of hopper_dot as a single dot (FUSED, SWAP, bf16 x, K a multiple of
-    64): the decoded (low, high) pairs side by side are the tile in the order j, 32 + j,
-    j + 1, 33 + j, ... of each 64-group, and x_cols points at x stored in that order
-    (x_permuted). Triton 3.6 keeps such a dot's k16 wgmmas in flight while the next chunk is
-    decoded; two dots per step (low, high) each wait for their wgmma."""
-    jb = tl.arange(0, BK // 2)
-    kb = tl.arange(0, BK // 32)
-    packed = tl.load(w_rows + (k0 // 2 + jb)[None, :])
-    sc = e8m0_times_2p126_bf16(tl.load(s_cols + (k0 // 32 + kb).to(tl.int64)[:, None] * NP))
-    s_lo, s_hi = tl.split(tl.trans(sc).reshape(BN, BK // 64, 2))
-    s_lo = tl.broadcast_to(s_lo[:, :, None], (BN, BK // 64, 32)).reshape(BN, BK // 2)
-    s_hi = tl.broadcast_to(s_hi[:, :, None], (BN, BK // 64, 32)).reshape(BN, BK // 2)
-    w_lo, w_hi = unpack_hopper_fused_bf16(packed, s_lo, s_hi)
-    rk = k0 + tl.arange(0, BK)
-    xt = tl.load(x_cols + rk[:, None], mask=x_ok[None, :], other=0.0)
-    return dot_bf16(tl.join(w_lo, w_hi).reshape(BN, BK), xt, acc)
 
 
 @triton.jit
