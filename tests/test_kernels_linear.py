@@ -41,7 +41,8 @@ def _run(m, n, k, dtype, bias, packed, config=None, block_size=32, seed=0, lead=
 
 
 # M, N, K that do not divide the tiles (BN 64/128, BM 16..256, BK 64..256), M = 1, K % 64 == 32
-SHAPES = [(1, 70, 96), (5, 33, 160), (17, 130, 64), (67, 40, 320), (300, 72, 128)]
+SHAPES = [(1, 70, 96), (5, 33, 160), (17, 130, 64), (67, 40, 320), (300, 72, 128),
+          (100, 72, 1344)]  # the last: mid-M tiles with two K splits ending in a 64-wide step
 
 
 @pytest.mark.parametrize("m,n,k", SHAPES)
@@ -146,3 +147,15 @@ def test_split_k_counters_are_per_device_and_stream():
             c = kl.arrival_counters(dev)  # a row of the arena: made before the capture
         assert c.data_ptr() not in (a.data_ptr(), b.data_ptr())
         assert c.untyped_storage().data_ptr() == a.untyped_storage().data_ptr()
+
+
+def test_mid_m_tiles_are_one_warpgroup_per_64_rows():
+    # 64 < M < 512: 64-row 4-warp tiles (H100 sweep, benchmarks/mid_m_sweep.py); 64 tokens
+    # with two K splits up to M = 128 and on long K, 128 tokens above; M >= 512 unchanged
+    small, long_k = kl.pick_config(96, 14336, 4096, 132), kl.pick_config(256, 4096, 14336, 132)
+    for cfg in (small, long_k):
+        assert (cfg["BN"], cfg["BM"], cfg["BK"], cfg["SPLIT_K"], cfg["num_warps"]) == (64, 64, 256, 2, 4)
+    mid = kl.pick_config(256, 5760, 2880, 132)
+    assert (mid["BN"], mid["BM"], mid["BK"], mid["num_warps"]) == (64, 128, 64, 4)
+    assert mid["SPLIT_K"] == 2  # 90 x 2 tiles: two splits fit in ~1.4 waves of 4-warp CTAs
+    assert kl.pick_config(512, 5760, 2880, 132)["num_warps"] == 8

@@ -170,9 +170,22 @@ def pick_config(m: int, n: int, kp: int, sm_count: int) -> dict:
         short = kp < 4096 or m <= 16
         cfg = dict(BN=64 if short else 128, BM=bm, BK=256, SPLIT_K=1, GROUP_N=1, SWAP=True,
                    num_warps=4 if short else 8, num_stages=3 if short else 4)
+    elif m < 512:
+        # (tenth session, benchmarks/mid_m_sweep.py, H100) one warpgroup per 64-row tile, as
+        # in the MoE, so that several CTAs per SM overlap one's decode with another's MMAs:
+        # 64 tokens, K steps of 256 and two K splits up to M = 128 and on long K; above, 128
+        # tokens (each weight tile is decoded M / BM times) in K steps of 64. Against the
+        # 128 x 128 8-warp tiles, e.g. 14336 -> 4096 at M = 128 / 256 / 448: 51 / 98 / 168
+        # vs 82 / 121 / 222 us; 4096 -> 14336 at M = 96: 60 vs 84; 2880 -> 5760 at M = 256: 35.5
+        # vs 57 us
+        if m <= 128 or kp >= 8192:
+            return dict(BN=64, BM=64, BK=256, SPLIT_K=2 if kp >= 1280 else 1, GROUP_N=8,
+                        SWAP=True, num_warps=4, num_stages=3)
+        cfg = dict(BN=64, BM=128, BK=64, SPLIT_K=1, GROUP_N=8, SWAP=True, num_warps=4,
+                   num_stages=3)
     else:
-        # larger M: 128 x 128 tiles, BK = 64 (a plain MXTensor's BK is refitted in linear()),
-        # split K too while the tiles are fewer than the SMs (M = 256 on a 4096-row weight)
+        # larger M (bf16 x takes the prefill path from 512): 128 x 128 tiles, BK = 64 (a plain
+        # MXTensor's BK is refitted in linear()), split K while the tiles are fewer than the SMs
         cfg = dict(BN=128, BM=128, BK=64, SPLIT_K=1, GROUP_N=8, SWAP=True, num_warps=8,
                    num_stages=4)
     tiles = triton.cdiv(n, cfg["BN"]) * triton.cdiv(m, cfg["BM"])
