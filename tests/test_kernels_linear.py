@@ -159,3 +159,4 @@ def test_mid_m_tiles_are_one_warpgroup_per_64_rows():
     assert (mid["BN"], mid["BM"], mid["BK"], mid["num_warps"]) == (64, 128, 64, 4)
     assert mid["SPLIT_K"] == 2  # 90 x 2 tiles: two splits fit in ~1.4 waves of 4-warp CTAs
     assert kl.pick_config(512, 5760, 2880, 132)["num_warps"] == 8
+    assert kl.pick_config(256, 5760, 2880, 132, hopper=False)["num_warps"] == 8

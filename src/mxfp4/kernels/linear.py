@@ -151,11 +151,12 @@ def arrival_counters(device: torch.device) -> torch.Tensor:
     return rows[stream]
 
 
-def pick_config(m: int, n: int, kp: int, sm_count: int) -> dict:
+def pick_config(m: int, n: int, kp: int, sm_count: int, hopper: bool = True) -> dict:
     """Tile sizes, warps, pipeline depth and split-K for an [m, k] x [n, k] product.
 
     kp is K padded to the weight layout's granularity (64 for a HopperWeight, whose K loop
     ends with 64-wide steps when BK does not divide it, so no weight load needs a mask).
+    hopper: the weight is a HopperWeight (a plain MXTensor keeps 128 x 128 tiles above M = 64).
     """
     if m <= 64:
         # decode: every SM streams weights, BK = 256 (K = 2880 ends in 64-wide steps). Up to
@@ -170,21 +171,22 @@ def pick_config(m: int, n: int, kp: int, sm_count: int) -> dict:
         short = kp < 4096 or m <= 16
         cfg = dict(BN=64 if short else 128, BM=bm, BK=256, SPLIT_K=1, GROUP_N=1, SWAP=True,
                    num_warps=4 if short else 8, num_stages=3 if short else 4)
-    elif m < 512:
+    elif m < 512 and hopper:
         # (tenth session, benchmarks/mid_m_sweep.py, H100) one warpgroup per 64-row tile, as
         # in the MoE, so that several CTAs per SM overlap one's decode with another's MMAs:
         # 64 tokens, K steps of 256 and two K splits up to M = 128 and on long K; above, 128
         # tokens (each weight tile is decoded M / BM times) in K steps of 64. Against the
         # 128 x 128 8-warp tiles, e.g. 14336 -> 4096 at M = 128 / 256 / 448: 51 / 98 / 168
         # vs 82 / 121 / 222 us; 4096 -> 14336 at M = 96: 60 vs 84; 2880 -> 5760 at M = 256: 35.5
-        # vs 57 us
+        # vs 57 us. (A plain MXTensor, decoded by load_mx_tile, lost on 4096 -> 14336: 140
+        # vs 100 us at M = 256.)
         if m <= 128 or kp >= 8192:
             return dict(BN=64, BM=64, BK=256, SPLIT_K=2 if kp >= 1280 else 1, GROUP_N=8,
                         SWAP=True, num_warps=4, num_stages=3)
         cfg = dict(BN=64, BM=128, BK=64, SPLIT_K=1, GROUP_N=8, SWAP=True, num_warps=4,
                    num_stages=3)
     else:
-        # larger M (bf16 x takes the prefill path from 512): 128 x 128 tiles, BK = 64 (a plain
+        # larger M (bf16 x takes the prefill path from 512), plain MXTensors: 128 x 128 tiles, BK = 64 (a plain
         # MXTensor's BK is refitted in linear()), split K while the tiles are fewer than the SMs
         cfg = dict(BN=128, BM=128, BK=64, SPLIT_K=1, GROUP_N=8, SWAP=True, num_warps=8,
                    num_stages=4)
@@ -250,7 +252,7 @@ def _plan(m, n, k, w, hopper, x2, bias, config):
         return _plan_gemv(m, n, k, w, hopper, x2, bias, config)
     if config is not None and config.get("MMA_GEMV"):
         return _plan_mma_gemv(m, n, k, w, hopper, x2, bias, config)
-    cfg = dict(config or pick_config(m, n, kp, _sm_count(x2.device)))
+    cfg = dict(config or pick_config(m, n, kp, _sm_count(x2.device), hopper))
     cfg.setdefault("SWAP", True)
     if not hopper:  # plain layout: any block size; a partial last tile is masked
         while cfg["BK"] > 16 and kp % cfg["BK"]:
