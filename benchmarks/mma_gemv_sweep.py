@@ -30,10 +30,13 @@ def configs(m, n, kp):
     return out
 
 
-def main(ms):
+def timed_configs(ms, configs, shapes=SHAPES):
+    """For each shape and M: every configs(m, n, kp) checked against float64, then timed
+    interleaved with mxfp4.linear's default; yields (k, n, m, default us, [(config, us)]
+    fastest first, floor us)."""
     dev = torch.device("cuda")
     g = torch.Generator(device=dev).manual_seed(0)
-    for k, n in SHAPES:
+    for k, n in shapes:
         w = mxfp4.quantize(torch.randn(n, k, generator=g, device=dev) * 0.02)
         ws = _copies(lambda: prepack(w), w.nbytes)
         ref_w = mxfp4.dequantize(w).double()
@@ -49,13 +52,17 @@ def main(ms):
             calls += [[lambda i=i, c=c: kl.linear(xs[i % 4], ws[i], config=c) for i in range(len(ws))]
                       for c in cfgs]
             ts = graph_times_us(calls)
-            fl = floor_us(n * k * 4.25 / 8 + 2 * m * (n + k))
-            best = min(range(len(cfgs)), key=lambda i: ts[i + 1])
-            for c, t in sorted(zip(cfgs, ts[1:]), key=lambda p: p[1])[:6]:
-                print(f"  {k}->{n} M={m} rt={c['ROW_TILES']} kw={c['K_WARPS']} split={c['SPLIT_K']}: {t:.1f} us", flush=True)
-            c = cfgs[best]
-            print(f"{k}->{n} M={m}: default {ts[0]:.1f} us, best mma-gemv {ts[best + 1]:.1f} us "
-                  f"(rt={c['ROW_TILES']} kw={c['K_WARPS']} split={c['SPLIT_K']}), floor {fl:.1f}", flush=True)
+            fl = max(floor_us(n * k * 4.25 / 8 + 2 * m * (n + k)), 2 * m * n * k / 723e6)
+            yield k, n, m, ts[0], sorted(zip(cfgs, ts[1:]), key=lambda p: p[1]), fl
+
+
+def main(ms):
+    for k, n, m, default, ranked, fl in timed_configs(ms, configs):
+        for c, t in ranked[:6]:
+            print(f"  {k}->{n} M={m} rt={c['ROW_TILES']} kw={c['K_WARPS']} split={c['SPLIT_K']}: {t:.1f} us", flush=True)
+        c, t = ranked[0]
+        print(f"{k}->{n} M={m}: default {default:.1f} us, best mma-gemv {t:.1f} us "
+              f"(rt={c['ROW_TILES']} kw={c['K_WARPS']} split={c['SPLIT_K']}), floor {fl:.1f}", flush=True)
 
 
 if __name__ == "__main__":
