@@ -180,14 +180,16 @@ def pick_config(m: int, n: int, kp: int, sm_count: int, hopper: bool = True) -> 
         # vs 82 / 121 / 222 us; 4096 -> 14336 at M = 96: 60 vs 84; 2880 -> 5760 at M = 256: 35.5
         # vs 57 us. (A plain MXTensor, decoded by load_mx_tile, lost on 4096 -> 14336: 140
         # vs 100 us at M = 256.)
-        if m <= 128 or kp >= 8192:
-            return dict(BN=64, BM=64, BK=256, SPLIT_K=2 if kp >= 1280 else 1, GROUP_N=8,
-                        SWAP=True, num_warps=4, num_stages=3)
-        cfg = dict(BN=64, BM=128, BK=64, SPLIT_K=1, GROUP_N=8, SWAP=True, num_warps=4,
-                   num_stages=3)
+        few = m <= 128 or kp >= 8192
+        cfg = dict(BN=64, BM=64 if few else 128, BK=256 if few else 64, SPLIT_K=1, GROUP_N=8,
+                   SWAP=True, num_warps=4, num_stages=3)
+        if few:  # two K splits, not the CTA budget below (four lost on 2880 x 2880)
+            cfg["SPLIT_K"] = 2 if kp >= 1280 else 1
+            return cfg
     else:
-        # larger M (bf16 x takes the prefill path from 512), plain MXTensors: 128 x 128 tiles, BK = 64 (a plain
-        # MXTensor's BK is refitted in linear()), split K while the tiles are fewer than the SMs
+        # larger M (bf16 x takes the prefill path from 512) and plain MXTensors: 128 x 128
+        # tiles, BK = 64 (a plain MXTensor's BK is refitted in linear()), split K while the
+        # tiles are fewer than the SMs
         cfg = dict(BN=128, BM=128, BK=64, SPLIT_K=1, GROUP_N=8, SWAP=True, num_warps=8,
                    num_stages=4)
     tiles = triton.cdiv(n, cfg["BN"]) * triton.cdiv(m, cfg["BM"])
