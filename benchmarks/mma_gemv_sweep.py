@@ -17,16 +17,17 @@ from mxfp4.layouts import prepack
 SHAPES = [(4096, 14336), (14336, 4096), (2880, 5760), (2880, 2880)]
 
 
-def configs(m, n, kp):
+def configs(m, n, kp, sm_count=132):
+    """K warps x K splits, up to 64 warps per SM (one wave)."""
     out = []
-    for rt in (1, 2):
-        for kw in (2, 4, 8):
-            steps = -(-kp // 128)
-            for split in (1, 2, 4, 8, 16):
-                if steps // split < kw:
-                    continue
-                out.append(dict(MMA_GEMV=True, ROW_TILES=rt, K_WARPS=kw, SPLIT_K=split,
-                                TWO_N=m > 8, num_warps=rt * kw, num_stages=1))
+    steps = -(-kp // 128)
+    tiles = -(-n // 16)
+    for kw in (4, 8, 16):
+        for split in (1, 2, 4, 8, 16):
+            if steps // split < kw or tiles * kw * split > 64 * sm_count:
+                continue
+            out.append(dict(MMA_GEMV=True, K_WARPS=kw, SPLIT_K=split, TWO_N=m > 8,
+                            num_warps=kw, num_stages=1))
     return out
 
 
@@ -58,11 +59,12 @@ def timed_configs(ms, configs, shapes=SHAPES):
 
 def main(ms):
     for k, n, m, default, ranked, fl in timed_configs(ms, configs):
-        for c, t in ranked[:6]:
-            print(f"  {k}->{n} M={m} rt={c['ROW_TILES']} kw={c['K_WARPS']} split={c['SPLIT_K']}: {t:.1f} us", flush=True)
+        for c, t in ranked:
+            print(f"  {k}->{n} M={m} kw={c['K_WARPS']} split={c['SPLIT_K']}: {t:.1f} us", flush=True)
         c, t = ranked[0]
         print(f"{k}->{n} M={m}: default {default:.1f} us, best mma-gemv {t:.1f} us "
-              f"(rt={c['ROW_TILES']} kw={c['K_WARPS']} split={c['SPLIT_K']}), floor {fl:.1f}", flush=True)
+              f"(kw={c['K_WARPS']} split={c['SPLIT_K']}), "
+              f"floor {fl:.1f}", flush=True)
 
 
 if __name__ == "__main__":

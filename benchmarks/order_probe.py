@@ -69,7 +69,7 @@ def gemv(dev):
         w = mxfp4.quantize(torch.randn(n, k, generator=g, device=dev) * 0.02)
         ws = _copies(lambda: prepack(w), w.nbytes)
         x = torch.randn(1, k, generator=g, device=dev).bfloat16()
-        cfgs = [dict(MMA_GEMV=True, ROW_TILES=1, K_WARPS=kw, SPLIT_K=1, TWO_N=False,
+        cfgs = [dict(MMA_GEMV=True, K_WARPS=kw, SPLIT_K=1, TWO_N=False,
                      num_warps=kw, num_stages=1) for kw in (2, 4, 8)]
         ts = graph_times_us([[lambda w=w: mxfp4.linear(x, w) for w in ws]]
                             + [[lambda w=w, c=c: kl.linear(x, w, config=c) for w in ws]

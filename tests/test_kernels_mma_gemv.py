@@ -30,25 +30,25 @@ def _case(m, n, k, bias, seed, scale=0.1):
     return w, x, b
 
 
-def _run(x, w, b, k_warps=2, split=1, row_tiles=1):
-    cfg = dict(MMA_GEMV=True, ROW_TILES=row_tiles, K_WARPS=k_warps, SPLIT_K=split,
-               TWO_N=x.shape[0] > 8, num_warps=row_tiles * k_warps, num_stages=1)
+def _run(x, w, b, k_warps=2, split=1):
+    cfg = dict(MMA_GEMV=True, K_WARPS=k_warps, SPLIT_K=split, TWO_N=x.shape[0] > 8,
+               num_warps=k_warps, num_stages=1)
     return kl.linear(x.to(DEV), prepack(w).to(DEV), None if b is None else b.to(DEV), cfg)
 
 
-@pytest.mark.parametrize("m,n,k,bias,k_warps,split,row_tiles", [
-    (1, 37, 160, True, 2, 1, 1),    # odd N; K = 160: a half last 128-step, x past K masked
-    (3, 130, 320, False, 2, 2, 1),  # split-K with a ragged last chunk
-    (8, 64, 256, True, 1, 1, 2),    # two row tiles per program, all 8 MMA columns used
-    (11, 48, 384, True, 2, 3, 1),   # 9..16 rows: a second MMA per fragment
-    (16, 20, 96, False, 4, 1, 1),   # more K warps than steps: idle warps add zeros
+@pytest.mark.parametrize("m,n,k,bias,k_warps,split", [
+    (1, 37, 160, True, 2, 1),    # odd N; K = 160: a half last 128-step, x past K masked
+    (3, 130, 320, False, 2, 2),  # split-K with a ragged last chunk
+    (8, 32, 2080, True, 16, 1),  # long rows: 16 K warps, all 8 MMA columns used
+    (11, 48, 384, True, 2, 3),   # 9..16 rows: a second MMA per fragment
+    (16, 20, 96, False, 4, 1),   # more K warps than steps: idle warps add zeros
 ])
-def test_mma_gemv_matches_float64(m, n, k, bias, k_warps, split, row_tiles):
+def test_mma_gemv_matches_float64(m, n, k, bias, k_warps, split):
     w, x, b = _case(m, n, k, bias, seed=m * 100 + n)
-    y = _run(x, w, b, k_warps, split, row_tiles)
+    y = _run(x, w, b, k_warps, split)
     assert y.shape == (m, n) and y.dtype == torch.bfloat16 and torch.isfinite(y).all()
     assert linear_rel_err(y, x, w, b) <= 1e-2
-    assert torch.equal(_run(x, w, b, k_warps, split, row_tiles), y)  # deterministic split-K
+    assert torch.equal(_run(x, w, b, k_warps, split), y)  # deterministic split-K
 
 
 def test_mma_gemv_dispatch():
@@ -62,11 +62,11 @@ def test_mma_gemv_dispatch():
     assert not kl.use_mma_gemv(16, 14336, 4096, torch.bfloat16, 120)
     assert not kl.use_mma_gemv(17, 2880, 2880, torch.bfloat16, 120)
     c = mma_gemv_config(1, 14336, 4096, 132)
-    assert (c["ROW_TILES"], c["K_WARPS"], c["SPLIT_K"], c["TWO_N"]) == (1, 4, 1, False)
-    c = mma_gemv_config(1, 4096, 14336, 132)  # long rows: two row tiles per program
-    assert (c["ROW_TILES"], c["K_WARPS"], c["SPLIT_K"], c["num_warps"]) == (2, 4, 4, 8)
+    assert (c["K_WARPS"], c["SPLIT_K"], c["TWO_N"]) == (4, 1, False)
+    c = mma_gemv_config(1, 4096, 14336, 132)  # long rows: 16 K warps, no split
+    assert (c["K_WARPS"], c["SPLIT_K"], c["num_warps"]) == (16, 1, 16)
     c = mma_gemv_config(1, 5760, 2880, 132)
-    assert (c["ROW_TILES"], c["K_WARPS"], c["SPLIT_K"]) == (1, 8, 1)
+    assert (c["K_WARPS"], c["SPLIT_K"]) == (8, 1)
     # the default dispatch gives the same bits as the explicit configuration
     w, x, b = _case(2, 40, 128, True, seed=5)
     c = mma_gemv_config(2, 40, 128, kl._sm_count(torch.device(DEV)))
@@ -85,4 +85,4 @@ def test_mma_gemv_rejects_what_it_cannot_run():
     x12 = torch.randn(12, 64).to(torch.bfloat16).to(DEV)  # 12 rows need TWO_N
     with pytest.raises(ValueError, match="MMA GEMV needs"):
         kl.linear(x12, prepack(w).to(DEV), None,
-                  dict(MMA_GEMV=True, ROW_TILES=1, K_WARPS=1, SPLIT_K=1, TWO_N=False))
+                  dict(MMA_GEMV=True, K_WARPS=1, SPLIT_K=1, TWO_N=False))

@@ -295,13 +295,13 @@ def _plan_mma_gemv(m, n, k, w, hopper, x2, bias, config):
     HopperWeight whose scale bytes are all <= 128."""
     kp, np_ = w.codes.shape[1] * 2, w.codes.shape[0]
     cfg = {c: v for c, v in config.items() if c != "MMA_GEMV"}
-    split, rows = cfg["SPLIT_K"], 16 * cfg["ROW_TILES"]
+    split = cfg["SPLIT_K"]
     if (not hopper or w.max_scale > 128 or x2.dtype != torch.bfloat16 or m > 16
-            or (m > 8 and not cfg["TWO_N"]) or np_ % rows or x2.stride(0) % 2):
-        raise ValueError("the MMA GEMV needs bf16 x with M <= 16 (TWO_N above 8), a HopperWeight "
-                         f"with scale bytes <= 128 and row tiles dividing {np_} rows")
+            or (m > 8 and not cfg["TWO_N"]) or x2.stride(0) % 2):
+        raise ValueError("the MMA GEMV needs bf16 x with M <= 16 (TWO_N above 8) and a "
+                         "HopperWeight with scale bytes <= 128")
     k_chunk = _cdiv(_cdiv(kp, 128), split) * 128
-    grid = (np_ // rows, split)
+    grid = (np_ // 16, split)  # HopperWeight rows are padded to whole tiles (layouts.ROW_PAD)
     meta = dict(launch_options(x2.device), HAS_BIAS=bias is not None)
     return _finish(_mma_gemv_kernel, grid, meta, cfg, (m, n, k, kp, np_, x2.stride(0), k_chunk))
 

@@ -224,7 +224,7 @@ def _mma_step(ws, xs, c0, c1, c2, c3):
 
 @triton.jit
 def k_loop(w_ptr, s_ptr, x_row0, x_ok0, x_row1, x_ok1, row_a, sb_start, sb_stop, K, KP, NP,
-           L: tl.constexpr, K_WARPS: tl.constexpr, ROW_TILES: tl.constexpr, TWO_N: tl.constexpr):
+           L: tl.constexpr, K_WARPS: tl.constexpr, TWO_N: tl.constexpr):
     """The K loop of one program: lane tensors (c0..c3) = MMA columns 0-7 (x rows x_row0)
     and (d0..d3) = columns 8-15 (x_row1, when TWO_N) for the 16 rows from row_a's tile, over
     128-element steps sb_start .. sb_stop - 1 shared round-robin by the K_WARPS warps.
@@ -232,7 +232,7 @@ def k_loop(w_ptr, s_ptr, x_row0, x_ok0, x_row1, x_ok1, row_a, sb_start, sb_stop,
     exists (rows past M read as zeros)."""
     lane = tl.arange(0, L)
     t = lane % 4
-    k_warp = lane // 32 // ROW_TILES
+    k_warp = lane // 32
     w32 = w_ptr.to(tl.pointer_type(tl.int32))
     zero = tl.zeros([L], dtype=tl.float32)
     c0, c1, c2, c3 = zero, zero, zero, zero
@@ -257,8 +257,8 @@ def column0_rows(c0, c2, K_WARPS: tl.constexpr):
     """MMA column 0 of one warp's 16 rows, summed over K_WARPS warps (L = 32 K_WARPS lanes):
     two [8] tensors, rows 0-7 (c0 of lanes t = 0) and rows 8-15 (c2)."""
     lane = tl.arange(0, 32)
-    c0 = _warp_sum(c0, K_WARPS, 32)
-    c2 = _warp_sum(c2, K_WARPS, 32)
+    c0 = _warp_sum(c0, K_WARPS)
+    c2 = _warp_sum(c2, K_WARPS)
     top = tl.sum(tl.reshape(tl.where(lane % 4 == 0, c0, 0.0), (8, 4)), axis=1)
     bot = tl.sum(tl.reshape(tl.where(lane % 4 == 0, c2, 0.0), (8, 4)), axis=1)
     return top, bot
@@ -267,18 +267,18 @@ def column0_rows(c0, c2, K_WARPS: tl.constexpr):
 @triton.jit(do_not_specialize=["M"])
 def _mma_gemv_kernel(x_ptr, w_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr,
                      M, N, K, KP, NP, stride_xm, stride_om, k_chunk, ws_stride,
-                     HAS_BIAS: tl.constexpr, SPLIT_K: tl.constexpr, ROW_TILES: tl.constexpr,
-                     K_WARPS: tl.constexpr, TWO_N: tl.constexpr):
+                     HAS_BIAS: tl.constexpr, SPLIT_K: tl.constexpr, K_WARPS: tl.constexpr,
+                     TWO_N: tl.constexpr):
     """y [M, N] = x [M, K] @ W.T (+ bias), x bf16 with M <= 16 (TWO_N: M > 8), W a
-    HopperWeight with every scale byte <= 128. A program owns 16 * ROW_TILES rows and
-    k_chunk elements of K (a multiple of 128), split over K_WARPS warps per row tile."""
-    L: tl.constexpr = 32 * ROW_TILES * K_WARPS
+    HopperWeight with every scale byte <= 128. A program owns 16 rows and k_chunk
+    elements of K (a multiple of 128), split over its K_WARPS warps."""
+    L: tl.constexpr = 32 * K_WARPS
     wait_for_inputs()  # launched early (PDL): nothing is read or written before this
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     lane = tl.arange(0, L)
     g = (lane % 32) // 4
-    row_a = pid_n * (16 * ROW_TILES) + (lane // 32 % ROW_TILES) * 16 + g  # < NP (padded rows)
+    row_a = pid_n * 16 + g  # < NP (padded rows)
     x32 = x_ptr.to(tl.pointer_type(tl.int32))
     x_row0 = x32 + g.to(tl.int64) * (stride_xm // 2)  # x row g is MMA column g
     x_row1 = x32 + (g + 8).to(tl.int64) * (stride_xm // 2)
@@ -286,14 +286,13 @@ def _mma_gemv_kernel(x_ptr, w_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr,
     sb_stop = tl.minimum(sb_start + k_chunk // 128, (KP + 127) // 128)
     c0, c1, c2, c3, d0, d1, d2, d3 = k_loop(w_ptr, s_ptr, x_row0, g < M, x_row1, g + 8 < M,
                                             row_a, sb_start, sb_stop, K, KP, NP, L,
-                                            K_WARPS, ROW_TILES, TWO_N)
+                                            K_WARPS, TWO_N)
     release_dependents()
-    R: tl.constexpr = 32 * ROW_TILES
-    c0, c1, c2, c3 = _sum_warps(c0, c1, c2, c3, K_WARPS, R)
+    c0, c1, c2, c3 = _sum_warps(c0, c1, c2, c3, K_WARPS)
     if TWO_N:
-        d0, d1, d2, d3 = _sum_warps(d0, d1, d2, d3, K_WARPS, R)
-    li = tl.arange(0, R)
-    ra = pid_n * (16 * ROW_TILES) + (li // 32) * 16 + (li % 32) // 4
+        d0, d1, d2, d3 = _sum_warps(d0, d1, d2, d3, K_WARPS)
+    li = tl.arange(0, 32)
+    ra = pid_n * 16 + li // 4
     col = 2 * (li % 4)  # c0: (ra, col), c1: (ra, col + 1), c2 / c3: ra + 8; d.. 8 columns on
     if SPLIT_K == 1:
         _put4(out_ptr, bias_ptr, c0, c1, c2, c3, ra, col, M, N, stride_om, HAS_BIAS)
@@ -317,16 +316,16 @@ def _mma_gemv_kernel(x_ptr, w_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr,
 
 
 @triton.jit
-def _sum_warps(c0, c1, c2, c3, K_WARPS: tl.constexpr, R: tl.constexpr):
+def _sum_warps(c0, c1, c2, c3, K_WARPS: tl.constexpr):
     """Sum a fragment over the K warps (_warp_sum of each register)."""
-    return (_warp_sum(c0, K_WARPS, R), _warp_sum(c1, K_WARPS, R), _warp_sum(c2, K_WARPS, R),
-            _warp_sum(c3, K_WARPS, R))
+    return (_warp_sum(c0, K_WARPS), _warp_sum(c1, K_WARPS), _warp_sum(c2, K_WARPS),
+            _warp_sum(c3, K_WARPS))
 
 
 @triton.jit
-def _warp_sum(c, K_WARPS: tl.constexpr, R: tl.constexpr):
-    """[L] lane tensor summed over the K warps: lane 32 (r + ROW_TILES kw) + i -> [kw, 32 r + i]."""
-    return tl.sum(tl.reshape(c, (K_WARPS, R)), axis=0)
+def _warp_sum(c, K_WARPS: tl.constexpr):
+    """[32 K_WARPS] lane tensor summed over the K warps: lane 32 kw + i -> [kw, i]."""
+    return tl.sum(tl.reshape(c, (K_WARPS, 32)), axis=0)
 
 
 @triton.jit
@@ -378,21 +377,25 @@ MAX_WEIGHTS_TWO_N = 20_000_000
 
 
 def mma_gemv_config(m: int, n: int, kp: int, sm_count: int) -> dict:
-    """Warps per 16-row tile and K split for an M <= 16 product, from the same sweep: one wave
-    of ~4 K warps per tile when there are >= 4 tiles per SM (4096 -> 14336: 14.6 us), else 8
-    K warps (2880 -> 5760: 7.4 vs 7.6 us), and K split while the warps fit ~32 per SM (16
-    with the second MMA's registers: 2880 -> 5760 at M = 16 11.3 us unsplit, 15.5 split).
-    Rows at least twice as long as there are rows: two row tiles of 4 K warps per program
-    (14336 -> 4096: 17.4-17.9 us against 18.9-19.5 with one tile, sixth session; the two
-    tiles' warps read the same x words)."""
+    """K warps per 16-row program and K split for an M <= 16 product, from the same sweep:
+    one wave of ~4 K warps per program when there are >= 4 row tiles per SM (4096 -> 14336:
+    14.6 us), else 8 K warps (2880 -> 5760: 7.4 vs 7.6 us), and K split while the warps fit
+    ~32 per SM (16 with the second MMA's registers: 2880 -> 5760 at M = 16 11.3 us unsplit,
+    15.5 split). Rows at least twice as long as there are rows: 16 K warps, which fill the
+    GPU without a K split (eleventh session, 14336 -> 4096 at M = 1 / 4 / 8: 16.1 / 16.6 /
+    17.9 us against 16.8 / 19.9 / 18.4 with two 16-row tiles of 4 warps and four splits)."""
     two_n = m > 8
     tiles = -(-n // 16)
-    row_tiles = 2 if kp >= 2 * n and tiles % 2 == 0 and not two_n else 1
-    k_warps = 4 if tiles * (2 if two_n else 1) >= 4 * sm_count or row_tiles == 2 else 8
+    if kp >= 2 * n and not two_n:
+        k_warps = 16
+    elif tiles * (2 if two_n else 1) >= 4 * sm_count:
+        k_warps = 4
+    else:
+        k_warps = 8
     steps = -(-kp // 128)
     budget = (16 if two_n else 32) * sm_count
     split = 1
     while tiles * k_warps * split * 2 <= budget and steps // (split * 2) >= 2 * k_warps:
         split *= 2
-    return dict(MMA_GEMV=True, ROW_TILES=row_tiles, K_WARPS=k_warps, SPLIT_K=split,
-                TWO_N=two_n, num_warps=row_tiles * k_warps, num_stages=1)
+    return dict(MMA_GEMV=True, K_WARPS=k_warps, SPLIT_K=split, TWO_N=two_n,
+                num_warps=k_warps, num_stages=1)

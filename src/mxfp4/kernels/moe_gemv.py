@@ -28,7 +28,7 @@ def _expert_rows(x_row, codes_ptr, scales_ptr, e, pid_n, K, KP, NP, K_WARPS: tl.
     x32 = x_row.to(tl.pointer_type(tl.int32)) + lane * 0  # column 0 of the MMA: lanes g = 0
     c0, c1, c2, c3, d0, d1, d2, d3 = k_loop(
         codes_ptr + e64 * NP * (KP // 2), scales_ptr + e64 * (KP // 32) * NP, x32, g < 1, x32,
-        g < 1, pid_n * 16 + g, 0, (KP + 127) // 128, K, KP, NP, L, K_WARPS, 1, False)
+        g < 1, pid_n * 16 + g, 0, (KP + 127) // 128, K, KP, NP, L, K_WARPS, False)
     return column0_rows(c0, c2, K_WARPS)
 
 
