@@ -38,9 +38,9 @@ def _linear_kernel(x_ptr, w_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr,
                    M, N, K, KP, NP, stride_xm, stride_om, k_chunk, ws_stride,
                    HOPPER: tl.constexpr, FUSED: tl.constexpr, HAS_BIAS: tl.constexpr,
                    X_SPLIT: tl.constexpr, BS: tl.constexpr, SB: tl.constexpr,
-                   MASK_K: tl.constexpr, SWAP: tl.constexpr, SPLIT_K: tl.constexpr,
-                   BN: tl.constexpr, BM: tl.constexpr, BK: tl.constexpr, GROUP_N: tl.constexpr,
-                   EARLY_RELEASE: tl.constexpr):
+                   MASK_K: tl.constexpr, RAGGED_K: tl.constexpr, SWAP: tl.constexpr,
+                   SPLIT_K: tl.constexpr, BN: tl.constexpr, BM: tl.constexpr, BK: tl.constexpr,
+                   GROUP_N: tl.constexpr, EARLY_RELEASE: tl.constexpr):
     wait_for_inputs()  # launched early (PDL): nothing is read or written before this
     # tile order: groups of GROUP_N weight tiles sweep all x tiles, so weights stay in L2
     pid = tl.program_id(0)
@@ -64,7 +64,7 @@ def _linear_kernel(x_ptr, w_ptr, s_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr,
         # HopperWeight: rows padded to NP (no clamp needed), scales transposed [KP/32, NP]
         w_rows = w_ptr + rn.to(tl.int64)[:, None] * (KP // 2)
         acc = hopper_dot(acc, w_rows, s_ptr + rn[None, :], x_cols, m_ok, k_start, k_stop, K, NP,
-                         FUSED, X_SPLIT, SWAP, BN, BK)
+                         FUSED, X_SPLIT, SWAP, BN, BK, RAGGED_K)
     else:
         # plain MXTensor bytes [N, K/2]: low nibble = element 2j, high nibble = element 2j + 1
         w_rows = w_ptr + rn_c[:, None] * (KP // 2)
@@ -268,6 +268,7 @@ def _plan(m, n, k, w, hopper, x2, bias, config):
     meta = dict(launch_options(x2.device), HOPPER=hopper, FUSED=hopper and w.max_scale <= 128,
                 HAS_BIAS=bias is not None, X_SPLIT=x2.dtype != torch.bfloat16, BS=w.block_size,
                 SB=min(w.block_size, bk), MASK_K=not hopper and kp % bk != 0,
+                RAGGED_K=hopper and k % 64 != 0,
                 # PDL (kernels/pdl.py): let the next kernel in early only from 8-warp tiles;
                 # measured on an H100 (benchmarks/breakdown.py pdl): M=64 27.5 vs 28.0 and
                 # 29.6 vs 30.7 us, while 4-warp split-K tiles on long K lost (14336->4096

@@ -256,10 +256,10 @@ def _tiled_gemms(x, w1_codes, w1_scales, b1, a, parts, ids, wts, w2_codes, w2_sc
             x, w1_codes, w1_scales, b1, a, *tables, ids,
             H, kp1, 2 * I, np1, nb, x.stride(0), alpha, limit, K=k, DECODE=decode, BM=g1.bm,
             BN=bn1, BK=g1.bk, GROUP_M=g1.group_m, FUSED=fused, X_SPLIT=x.dtype != torch.bfloat16,
-            INTERPRET=interp, **g1.launch(), **pdl)
+            RAGGED_K=H % 64 != 0, INTERPRET=interp, **g1.launch(), **pdl)
     for _, g2, tables, nb in parts:
         bn2 = _fit(g2.bn, np2)
         _w2_kernel[(nb * (np2 // bn2),)](
             a, w2_codes, w2_scales, b2, ids, wts, y, *tables, I, kp2, H, np2, nb, DECODE=decode,
-            BM=g2.bm, BN=bn2, BK=g2.bk, GROUP_M=g2.group_m, FUSED=fused,
+            BM=g2.bm, BN=bn2, BK=g2.bk, GROUP_M=g2.group_m, FUSED=fused, RAGGED_K=I % 64 != 0,
             INTERPRET=interp, **g2.launch(), **pdl)

@@ -39,14 +39,14 @@ def _block_coords(NB, NP, BN: tl.constexpr, GROUP_M: tl.constexpr, DECODE: tl.co
 @triton.jit
 def _expert_dot(x_ptrs, rows_ok, codes_ptr, scales_ptr, e64, pid_n, K, KP, NP, k_end,
                 BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
-                FUSED: tl.constexpr, X_SPLIT: tl.constexpr):
+                FUSED: tl.constexpr, X_SPLIT: tl.constexpr, RAGGED_K: tl.constexpr):
     """acc [BN, BM] = W[e][tile rows] @ x rows.T over k < k_end (K, or 0 to skip the block)."""
     rn = pid_n * BN + tl.arange(0, BN)
     w_rows = codes_ptr + e64 * NP * (KP // 2) + rn.to(tl.int64)[:, None] * (KP // 2)
     s_cols = scales_ptr + e64 * (KP // 32) * NP + rn[None, :]
     acc = tl.zeros((BN, BM), dtype=tl.float32)
     return hopper_dot(acc, w_rows, s_cols, x_ptrs[None, :], rows_ok, 0, k_end, K, NP,
-                      FUSED, X_SPLIT, True, BN, BK), rn
+                      FUSED, X_SPLIT, True, BN, BK, RAGGED_K), rn
 
 
 @triton.jit
@@ -55,7 +55,8 @@ def _w1_kernel(x_ptr, codes_ptr, scales_ptr, bias_ptr, a_ptr,
                ids_ptr, H, KP, N2, NP, NB, stride_x, alpha, limit,
                K: tl.constexpr, DECODE: tl.constexpr,
                BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr,
-               FUSED: tl.constexpr, X_SPLIT: tl.constexpr, INTERPRET: tl.constexpr):
+               FUSED: tl.constexpr, X_SPLIT: tl.constexpr, RAGGED_K: tl.constexpr,
+               INTERPRET: tl.constexpr):
     wait_for_inputs()  # launched early (PDL): nothing is read or written before this
     pid_b, pid_n = _block_coords(NB, NP, BN, GROUP_M, DECODE)
     offs_m = tl.arange(0, BM)
@@ -76,7 +77,7 @@ def _w1_kernel(x_ptr, codes_ptr, scales_ptr, bias_ptr, a_ptr,
         e = tl.maximum(e, 0)
     e64 = e.to(tl.int64)
     acc, rn = _expert_dot(x_ptr + tok.to(tl.int64) * stride_x, rows_ok, codes_ptr, scales_ptr,
-                          e64, pid_n, H, KP, NP, k_end, BM, BN, BK, FUSED, X_SPLIT)
+                          e64, pid_n, H, KP, NP, k_end, BM, BN, BK, FUSED, X_SPLIT, RAGGED_K)
     release_dependents()  # the next kernel's programs may be placed during the epilogue
     bias = tl.load(bias_ptr + e64 * N2 + rn, mask=rn < N2, other=0.0).to(tl.float32)
     h = tl.trans(acc + bias[:, None])  # [BM, BN]: rows 2i (gate) and 2i + 1 (linear) side by side
@@ -93,7 +94,7 @@ def _w2_kernel(a_ptr, codes_ptr, scales_ptr, bias_ptr, ids_ptr, wts_ptr, y_ptr,
                sorted_pair_ptr, block_expert_ptr, block_start_ptr, block_rows_ptr,
                I, KP, H, NP, NB, DECODE: tl.constexpr,
                BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr,
-               FUSED: tl.constexpr, INTERPRET: tl.constexpr):
+               FUSED: tl.constexpr, RAGGED_K: tl.constexpr, INTERPRET: tl.constexpr):
     wait_for_inputs()  # launched early (PDL): nothing is read or written before this
     pid_b, pid_n = _block_coords(NB, NP, BN, GROUP_M, DECODE)
     offs_m = tl.arange(0, BM)
@@ -110,7 +111,8 @@ def _w2_kernel(a_ptr, codes_ptr, scales_ptr, bias_ptr, ids_ptr, wts_ptr, y_ptr,
     k_end = tl.where(e >= 0, KP, 0)
     e64 = tl.maximum(e, 0).to(tl.int64)
     acc, rn = _expert_dot(a_ptr + (start + offs_m).to(tl.int64) * I, rows_ok, codes_ptr,
-                          scales_ptr, e64, pid_n, I, KP, NP, k_end, BM, BN, BK, FUSED, False)
+                          scales_ptr, e64, pid_n, I, KP, NP, k_end, BM, BN, BK, FUSED, False,
+                          RAGGED_K)
     release_dependents()
     bias = tl.load(bias_ptr + e64 * H + rn, mask=rn < H, other=0.0).to(tl.float32)
     wt = tl.load(wts_ptr + pair, mask=rows_ok, other=0.0)

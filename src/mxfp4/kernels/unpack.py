@@ -306,30 +306,34 @@ def dot_x(w, x, acc, X_SPLIT: tl.constexpr, SWAP: tl.constexpr = True):
 @triton.jit
 def hopper_dot(acc, w_rows, s_cols, x_cols, x_ok, k_start, k_stop, K, NP,
                FUSED: tl.constexpr, X_SPLIT: tl.constexpr, SWAP: tl.constexpr,
-               BN: tl.constexpr, BK: tl.constexpr):
+               BN: tl.constexpr, BK: tl.constexpr, RAGGED_K: tl.constexpr):
     """acc + W[rows, k_start:k_stop] @ x[:, k_start:k_stop].T for a weight in the HopperWeight
     layout (acc [BN, BM] with SWAP, else [BM, BN]).
 
     w_rows [BN, 1]: pointers to the tile rows' first code byte (rows of KP/2 bytes);
     s_cols [1, BN]: pointers to the rows' first scale byte (scales transposed, rows of NP);
-    x_cols [1, BM]: pointers to the activation rows, read where x_ok [BM] and k < K.
+    x_cols [1, BM]: pointers to the activation rows, read where x_ok [BM] and k < K (checked
+    only with RAGGED_K, K not a multiple of 64: else the padded K is K, and the check would
+    cost ~5 % of the loop's instructions).
     k_start and k_stop are multiples of 64: whole BK steps first, then the rest (K = 2880 is
     45 groups of 64, which no larger power of two divides) in steps of 64. FUSED: every scale
     byte is <= 128, so decode and scale take one multiply (unpack_hopper_fused_bf16).
     """
     k_main = k_start + (k_stop - k_start) // BK * BK
     for k0 in range(k_start, k_main, BK):
-        acc = _hopper_step(acc, w_rows, s_cols, x_cols, x_ok, k0, K, NP, FUSED, X_SPLIT, SWAP, BN, BK)
+        acc = _hopper_step(acc, w_rows, s_cols, x_cols, x_ok, k0, K, NP, FUSED, X_SPLIT, SWAP, BN, BK,
+                           RAGGED_K)
     if BK > 64:
         for k0 in range(k_main, k_stop, 64):
             acc = _hopper_step(acc, w_rows, s_cols, x_cols, x_ok, k0, K, NP, FUSED, X_SPLIT, SWAP,
-                               BN, 64)
+                               BN, 64, RAGGED_K)
     return acc
 
 
 @triton.jit
 def _hopper_step(acc, w_rows, s_cols, x_cols, x_ok, k0, K, NP, FUSED: tl.constexpr,
-                 X_SPLIT: tl.constexpr, SWAP: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+                 X_SPLIT: tl.constexpr, SWAP: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+                 RAGGED_K: tl.constexpr):
     """One [BN, BK] weight tile of hopper_dot, from element k0 on."""
     jb = tl.arange(0, BK // 2)  # byte within the tile row
     kb = tl.arange(0, BK // 32)  # scale block within the tile (blocks of 32)
@@ -347,15 +351,17 @@ def _hopper_step(acc, w_rows, s_cols, x_cols, x_ok, k0, K, NP, FUSED: tl.constex
         w_lo, w_hi = unpack_hopper_fused_bf16(packed, s_lo, s_hi)
     else:
         w_lo, w_hi = unpack_hopper_bf16(packed, s_lo, s_hi)
+    ok_lo = (k0 + k_lo < K) | (not RAGGED_K)
+    ok_hi = (k0 + k_lo + 32 < K) | (not RAGGED_K)
     if SWAP:
-        x_lo = tl.load(x_cols + (k0 + k_lo)[:, None],
-                       mask=x_ok[None, :] & (k0 + k_lo < K)[:, None], other=0.0)
-        x_hi = tl.load(x_cols + (k0 + k_lo + 32)[:, None],
-                       mask=x_ok[None, :] & (k0 + k_lo + 32 < K)[:, None], other=0.0)
+        x_lo = tl.load(x_cols + (k0 + k_lo)[:, None], mask=x_ok[None, :] & ok_lo[:, None],
+                       other=0.0)
+        x_hi = tl.load(x_cols + (k0 + k_lo + 32)[:, None], mask=x_ok[None, :] & ok_hi[:, None],
+                       other=0.0)
     else:
         x_lo = tl.load(tl.trans(x_cols) + (k0 + k_lo)[None, :],
-                       mask=x_ok[:, None] & (k0 + k_lo < K)[None, :], other=0.0)
+                       mask=x_ok[:, None] & ok_lo[None, :], other=0.0)
         x_hi = tl.load(tl.trans(x_cols) + (k0 + k_lo + 32)[None, :],
-                       mask=x_ok[:, None] & (k0 + k_lo + 32 < K)[None, :], other=0.0)
+                       mask=x_ok[:, None] & ok_hi[None, :], other=0.0)
     acc = dot_x(w_lo, x_lo, acc, X_SPLIT, SWAP)
     return dot_x(w_hi, x_hi, acc, X_SPLIT, SWAP)
