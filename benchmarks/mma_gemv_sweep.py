@@ -63,8 +63,7 @@ def main(ms):
             print(f"  {k}->{n} M={m} kw={c['K_WARPS']} split={c['SPLIT_K']}: {t:.1f} us", flush=True)
         c, t = ranked[0]
         print(f"{k}->{n} M={m}: default {default:.1f} us, best mma-gemv {t:.1f} us "
-              f"(kw={c['K_WARPS']} split={c['SPLIT_K']}), "
-              f"floor {fl:.1f}", flush=True)
+              f"(kw={c['K_WARPS']} split={c['SPLIT_K']}), floor {fl:.1f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -321,8 +321,8 @@ def hopper_dot(acc, w_rows, s_cols, x_cols, x_ok, k_start, k_stop, K, NP,
     """
     k_main = k_start + (k_stop - k_start) // BK * BK
     for k0 in range(k_start, k_main, BK):
-        acc = _hopper_step(acc, w_rows, s_cols, x_cols, x_ok, k0, K, NP, FUSED, X_SPLIT, SWAP, BN, BK,
-                           RAGGED_K)
+        acc = _hopper_step(acc, w_rows, s_cols, x_cols, x_ok, k0, K, NP, FUSED, X_SPLIT, SWAP,
+                           BN, BK, RAGGED_K)
     if BK > 64:
         for k0 in range(k_main, k_stop, 64):
             acc = _hopper_step(acc, w_rows, s_cols, x_cols, x_ok, k0, K, NP, FUSED, X_SPLIT, SWAP,
@@ -351,7 +351,7 @@ def _hopper_step(acc, w_rows, s_cols, x_cols, x_ok, k0, K, NP, FUSED: tl.constex
         w_lo, w_hi = unpack_hopper_fused_bf16(packed, s_lo, s_hi)
     else:
         w_lo, w_hi = unpack_hopper_bf16(packed, s_lo, s_hi)
-    ok_lo = (k0 + k_lo < K) | (not RAGGED_K)
+    ok_lo = (k0 + k_lo < K) | (not RAGGED_K)  # constant true (folded away) unless RAGGED_K
     ok_hi = (k0 + k_lo + 32 < K) | (not RAGGED_K)
     if SWAP:
         x_lo = tl.load(x_cols + (k0 + k_lo)[:, None], mask=x_ok[None, :] & ok_lo[:, None],
