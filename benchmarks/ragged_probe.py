@@ -3,7 +3,8 @@ before the eleventh session) against checking it only where K is not a multiple 
 
 Interleaved CUDA graphs (bench.kernels.graph_times_us), every variant first checked against
 the reference: the MoE layer at GPT-OSS-120B shapes (the W1 / W2 kernels swapped for ones
-that force the check, `bench.moe.patched`) and mxfp4.linear on the tiled kernel (M = 16-256).
+that force the check, `bench.moe.patched`) and mxfp4.linear on the tiled kernel (M = 16-256,
+against its default through mma_gemv_sweep.timed_configs).
 Run: PYTHONPATH=src python3 benchmarks/ragged_probe.py [moe] [linear]
 """
 
@@ -11,12 +12,11 @@ import sys
 
 import torch
 
-import mxfp4
-from mxfp4.bench.kernels import _copies, graph_times_us
+from mma_gemv_sweep import timed_configs
+from mxfp4.bench.kernels import graph_times_us
 from mxfp4.bench.moe import make_layer, patched
 from mxfp4.kernels import linear as kl
 from mxfp4.kernels import moe
-from mxfp4.layouts import prepack
 
 
 class _Checked:
@@ -51,26 +51,18 @@ def moe_rows(tokens=(16, 64, 256, 1024, 4096, 16384)):
               flush=True)
 
 
+def _checked_config(m, n, kp):
+    """The tiled kernel's own configuration with the K check forced (none for a GEMV)."""
+    if kl.decode_config(m, n, kp, kp, torch.bfloat16, 128, 132):
+        return []
+    return [dict(kl.pick_config(m, n, kp, 132), RAGGED_K=True)]
+
+
 def linear_rows(ms=(16, 64, 128, 256)):
-    g = torch.Generator(device="cuda").manual_seed(0)
-    for k, n in [(4096, 14336), (14336, 4096), (2880, 5760), (2880, 2880)]:
-        w = mxfp4.quantize(torch.randn(n, k, generator=g, device="cuda") * 0.02)
-        ws = _copies(lambda: prepack(w), w.nbytes)
-        ref_w = mxfp4.dequantize(w).double()
-        for m in ms:
-            if kl.decode_config(m, n, k, k, torch.bfloat16, ws[0].max_scale, 132):
-                continue  # a GEMV: no tiled kernel
-            x = torch.randn(m, k, generator=g, device="cuda").bfloat16()
-            base = kl.pick_config(m, n, k, kl._sm_count(x.device))
-            cfgs = [dict(base, RAGGED_K=False), dict(base, RAGGED_K=True)]
-            ref = x.double() @ ref_w.T
-            for c in cfgs:
-                err = ((kl.linear(x, ws[0], config=c).double() - ref).norm() / ref.norm()).item()
-                assert err < 1e-2, (k, n, m, c, err)
-            new, old = graph_times_us([[lambda w=w, c=c: kl.linear(x, w, config=c) for w in ws]
-                                       for c in cfgs])
-            print(f"linear {k}->{n} M={m}: checked {old:.1f} us, unchecked {new:.1f} us "
-                  f"({new / old - 1:+.1%})", flush=True)
+    for k, n, m, default, ranked, _ in timed_configs(ms, _checked_config):
+        for _, old in ranked:
+            print(f"linear {k}->{n} M={m}: checked {old:.1f} us, unchecked {default:.1f} us "
+                  f"({default / old - 1:+.1%})", flush=True)
 
 
 if __name__ == "__main__":
