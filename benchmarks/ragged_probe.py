@@ -12,7 +12,7 @@ import sys
 
 import torch
 
-from mma_gemv_sweep import timed_configs
+from mma_gemv_sweep import timed_configs  # benchmarks/ is the script's directory
 from mxfp4.bench.kernels import graph_times_us
 from mxfp4.bench.moe import make_layer, patched
 from mxfp4.kernels import linear as kl
