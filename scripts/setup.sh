@@ -1,34 +1,38 @@
 #!/usr/bin/env bash
-# Set up .venv on a fresh machine: a CPU build of torch (no CUDA download) and mxfp4 with
-# its test extras. Safe to run again: it only installs what is missing or changed.
+# Set up .venv on a fresh machine from requirements.lock: the locked pip and setuptools, a CPU
+# build of the locked torch (no CUDA download), then mxfp4 with its test extras at the locked
+# versions. Safe to run again: it installs only when the lock or pyproject.toml changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
+LOCK=requirements.lock
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 py=.venv/bin/python
 
-cpu_wheel_from_find_links() {  # offline mirrors: a torch-*+cpu wheel for this Python
-    local tag dirs
-    tag=$($py -c 'import sys; print("cp%d%d" % sys.version_info[:2])')
-    dirs="${PIP_FIND_LINKS:-} $($py -m pip config list 2>/dev/null | sed -n "s/.*find-links='\(.*\)'/\1/p")"
-    for d in $dirs; do ls "${d#file://}"/torch-*+cpu-"$tag"-*.whl 2>/dev/null || true; done | sort -V | tail -n 1
-}
+# The lock was resolved on one Python (its header says which); another Python may lack wheels
+# for some pins, so it gets the newest versions within pyproject.toml's ranges, with a warning.
+locked_for=$(sed -n 's/^# python: //p' "$LOCK")
+running=$($py -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+constraints=(-c "$LOCK")
+if [ "$running" != "$locked_for" ]; then
+    echo "setup: WARNING: $LOCK is for Python $locked_for, this is $running;" \
+         "installing unlocked versions within pyproject.toml's ranges" >&2
+    constraints=()
+fi
 
-if ! $py -c 'import torch' 2>/dev/null; then
-    echo "setup: installing a CPU build of torch" >&2
-    if ! $py -m pip --isolated install -q --retries 0 --timeout 30 torch \
-            --index-url https://download.pytorch.org/whl/cpu 2>/dev/null; then
-        wheel=$(cpu_wheel_from_find_links)
-        if [ -n "$wheel" ]; then
-            $py -m pip install -q "$wheel"
-        else
-            echo "setup: no CPU torch index or wheel reachable; installing the default torch" >&2
-            $py -m pip install -q torch
-        fi
-    fi
-fi
 stamp=.venv/.mxfp4-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-    $py -m pip install -q -e ".[test]"
-    touch "$stamp"
+want=$(cat "$LOCK" pyproject.toml | sha256sum | cut -d' ' -f1)-$running
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    exit 0
 fi
+$py -m pip install -q ${constraints[@]+"${constraints[@]}"} pip setuptools
+torch_pin=$(sed -n 's/^torch==//p' "$LOCK")
+[ ${#constraints[@]} -gt 0 ] || torch_pin=
+have=$($py -c 'import torch; print(torch.__version__.split("+")[0])' 2>/dev/null || true)
+if [ -z "$have" ] || { [ -n "$torch_pin" ] && [ "$have" != "$torch_pin" ]; }; then
+    echo "setup: installing a CPU build of torch ${torch_pin}" >&2
+    bash scripts/torch-cpu.sh "$py" "$torch_pin"
+fi
+# No build isolation: the package builds with the locked setuptools installed above.
+$py -m pip install -q --no-build-isolation ${constraints[@]+"${constraints[@]}"} -e ".[test]"
+echo "$want" > "$stamp"

@@ -193,7 +193,7 @@ def _tiny_gpt_oss():
 
 
 def test_gpt_oss_experts_export_loads_in_transformers_bit_for_bit(tmp_path):
-    from transformers import GptOssForCausalLM
+    from transformers import GptOssForCausalLM, Mxfp4Config
 
     import mxfp4
     from mxfp4.io.gpt_oss_hf import save_gpt_oss_hf
@@ -205,7 +205,8 @@ def test_gpt_oss_experts_export_loads_in_transformers_bit_for_bit(tmp_path):
     names = set(load_file(tmp_path / "model.safetensors"))
     assert {"model.layers.1.mlp.experts.gate_up_proj_blocks", "model.layers.1.mlp.experts.down_proj_scales",
             "model.layers.1.mlp.router.weight"} <= names
-    loaded = GptOssForCausalLM.from_pretrained(tmp_path)  # dequantized to bf16 on CPU
+    # dequantize=True: transformers' offline path (its MXFP4 kernels would come from the Hub)
+    loaded = GptOssForCausalLM.from_pretrained(tmp_path, quantization_config=Mxfp4Config(dequantize=True))
     for i in range(2):
         for pname in ("gate_up_proj", "down_proj"):
             w = getattr(model.model.layers[i].mlp.experts, pname).detach()  # [E, in, out]
@@ -214,6 +215,21 @@ def test_gpt_oss_experts_export_loads_in_transformers_bit_for_bit(tmp_path):
             assert torch.equal(theirs.float(), ours.dequantize().transpose(1, 2)), (i, pname)
     assert torch.equal(loaded.model.layers[0].self_attn.q_proj.weight.float(),
                        model.model.layers[0].self_attn.q_proj.weight)
+
+
+def test_load_model_reads_a_gpt_oss_export_without_the_hub(tmp_path):
+    import mxfp4
+    from mxfp4.io.gpt_oss_hf import save_gpt_oss_hf
+    from mxfp4.io.hf import load_model
+
+    model = _tiny_gpt_oss()
+    save_gpt_oss_hf(model, tmp_path)
+    loaded, kind = load_model(tmp_path)  # what `mxfp4 eval` does; the network guard is on
+    assert kind == "mxfp4-gpt-oss"
+    w = model.model.layers[1].mlp.experts.down_proj.detach()  # [E, in, out]
+    ours = mxfp4.quantize(w.transpose(1, 2).contiguous(), axis=2).dequantize().transpose(1, 2)
+    assert torch.equal(loaded.model.layers[1].mlp.experts.down_proj.float(), ours)
+    assert torch.isfinite(loaded(torch.tensor([[1, 5, 9, 3]])).logits).all()
 
 
 def test_gpt_oss_export_of_our_moe_reads_back_with_the_moe_loader(tmp_path):

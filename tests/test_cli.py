@@ -39,9 +39,16 @@ def test_bench_quantize_writes_results(tmp_path, capsys):
     assert "| op |" in (tmp_path / "codec-cpu.md").read_text()
 
 
-def test_console_script_runs():
-    out = subprocess.run([sys.executable, "-m", "mxfp4.cli", "--version"], capture_output=True, text=True)
-    assert out.returncode == 0 and __version__ in out.stdout
+def test_python_dash_m_mxfp4_is_the_command(capsys):
+    out = subprocess.run([sys.executable, "-m", "mxfp4", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    try:
+        main(["--help"])
+    except SystemExit:
+        pass
+    assert out.stdout == capsys.readouterr().out and out.stdout.startswith("usage: mxfp4 ")
+    bad = subprocess.run([sys.executable, "-m", "mxfp4", "nope"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "invalid choice: 'nope'" in bad.stderr
 
 
 def test_errors_are_reported_not_raised(capsys):

@@ -251,11 +251,17 @@ def load_model(directory: str, dtype: torch.dtype = torch.float32):
 
     config = AutoConfig.from_pretrained(directory)
     qc = getattr(config, "quantization_config", None)
-    if qc is not None and (qc.get("quant_method") if isinstance(qc, dict) else
-                           getattr(qc, "quant_method", None)) == "compressed-tensors":
+    method = qc.get("quant_method") if isinstance(qc, dict) else getattr(qc, "quant_method", None)
+    if method == "compressed-tensors":
         from transformers import CompressedTensorsConfig
 
         model = AutoModelForCausalLM.from_pretrained(
             directory, dtype=dtype, quantization_config=CompressedTensorsConfig(dequantize=True))
         return model.eval(), "compressed-tensors"
+    if method == "mxfp4":  # gpt-oss layout; dequantize=True keeps transformers off the Hub's kernels
+        from transformers import Mxfp4Config
+
+        model = AutoModelForCausalLM.from_pretrained(
+            directory, dtype=dtype, quantization_config=Mxfp4Config(dequantize=True))
+        return model.eval(), "mxfp4-gpt-oss"
     return AutoModelForCausalLM.from_pretrained(directory, dtype=dtype).eval(), "float"
