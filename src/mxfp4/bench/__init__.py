@@ -1,1 +1,2 @@
-"""Benchmark suites behind `mxfp4 bench`; results go to docs/benchmarks as JSON and markdown."""
+"""Benchmark suites behind `mxfp4 bench`; results go to `--out` (default ./bench-SUITE) as JSON
+and markdown. The records in a checkout's docs/benchmarks are written with --out docs/benchmarks."""

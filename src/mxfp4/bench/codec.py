@@ -60,10 +60,11 @@ def run(args) -> int:
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    p.add_argument("--size", type=int, default=4096, help="side of the square tensor (default 4096)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--size", type=int, default=4096, help="side of the square tensor")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="element type of the tensor")
     p.add_argument("--rules", nargs="+", default=["floor", "ceil"], help="scale rules to time")
     p.add_argument("--backend", default="auto", help="auto, triton or reference")
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--out", default="docs/benchmarks", help="folder for JSON + markdown ('' to skip)")
+    p.add_argument("--repeats", type=int, default=5,
+                   help="timed runs after one warm-up; the median is reported")

@@ -338,7 +338,7 @@ def run(args) -> int:
     if "codec" in args.parts:
         bench_codec(dev, rows, log, args.sweep)
     if "linear" in args.parts:
-        shapes = [s for s in SHAPES if args.shapes is None or f"{s[0]}->{s[1]}" in args.shapes]
+        shapes = [s for s in SHAPES if f"{s[0]}->{s[1]}" in args.shapes]
         if args.jobs > 1:
             try:
                 precompile(shapes, args.m, args.sweep, args.jobs, log)
@@ -376,10 +376,11 @@ def _f(v) -> str:
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--device", default="cuda", help="a CUDA device (default cuda)")
-    p.add_argument("--parts", nargs="+", default=["codec", "linear"], choices=["codec", "linear"])
+    p.add_argument("--device", default="cuda", help="a CUDA device")
+    p.add_argument("--parts", nargs="+", default=["codec", "linear"], choices=["codec", "linear"],
+                   help="what to time: quantize/dequantize, linear")
     p.add_argument("--m", nargs="+", type=int, default=MS, help="token counts M to time")
-    p.add_argument("--shapes", nargs="+", default=None, help="K->N shapes, e.g. 4096->14336")
+    p.add_argument("--shapes", nargs="+", default=[f"{k}->{n}" for k, n in SHAPES],
+                   help="K->N shapes of linear to time")
     p.add_argument("--sweep", action="store_true", help="also time alternative tile configs")
     p.add_argument("--jobs", type=int, default=8, help="processes that compile the kernels first")
-    p.add_argument("--out", default="docs/benchmarks", help="folder for kernels.json/.md ('' to skip)")

@@ -9,6 +9,7 @@ L2 (one token's 4 experts are 53 MB, about the L2 size). `--stack gpt-oss-120b` 
 
 from __future__ import annotations
 
+import argparse
 import statistics
 
 import torch
@@ -345,13 +346,12 @@ def run(args) -> int:
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--device", default="cuda")
+    p.add_argument("--device", default="cuda", help="a CUDA device")
     p.add_argument("--tokens", type=int, nargs="*", default=list(TOKENS),
                    help="token counts T to time (none: skip the single-layer table)")
     p.add_argument("--stack", choices=["gpt-oss-120b"], default=None,
                    help="also allocate the whole model's MoE layers and time one token")
-    p.add_argument("--no-bf16", dest="bf16", action="store_false",
-                   help="skip the bf16 torch comparison")
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True,
+                   help="also time the same layer in bf16 torch")
     p.add_argument("--sweep", action="store_true",
                    help="time several tile configurations per T and keep the fastest")
-    p.add_argument("--out", default="docs/benchmarks", help="folder for moe.json/moe.md ('' to skip)")

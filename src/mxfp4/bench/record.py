@@ -38,6 +38,21 @@ def markdown_table(columns: list[str], rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def check_out_dir(path: str) -> None:
+    """Fail now, naming `path`, if results could not be written to that folder later.
+
+    Nothing is created: the nearest part of the path that exists must be a writable folder.
+    """
+    p = os.path.abspath(path)
+    while not os.path.lexists(p):
+        p = os.path.dirname(p)
+    where = f"--out {path}" + ("" if p == os.path.abspath(path) else f": {p}")
+    if not os.path.isdir(p):
+        raise ValueError(f"{where} is not a folder")
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise ValueError(f"{where} is not writable")
+
+
 def write_results(out_dir: str, name: str, title: str, env: dict, columns: list[str],
                   rows: list[dict], notes: str = "") -> tuple[str, str]:
     """Write out_dir/name.json and out_dir/name.md atomically; return their paths."""
