@@ -43,6 +43,28 @@ def sliding_windows(n: int, context: int, stride: int) -> list[tuple[int, int, i
     return out
 
 
+def check_causal_lm(model) -> None:
+    """Refuse a model that does not predict the next token, before any work is done.
+
+    `model` is a Hugging Face model or config. Its class and the first class its config.json
+    names must be causal LMs: AutoModelForCausalLM loads an encoder folder (BertModel) as
+    BertLMHeadModel with a random head. A plain torch module (no config) is taken as it is.
+    """
+    config = getattr(model, "config", model)
+    model_type = getattr(config, "model_type", None)
+    if model_type is None:
+        return
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES as CAUSAL
+
+    names = [] if model is config else [type(model).__name__]
+    names += (getattr(config, "architectures", None) or [])[:1]
+    wrong = [n for n in names if n not in CAUSAL.values()]
+    if wrong:
+        raise ValueError(f"perplexity needs a causal language model with an LM head (a "
+                         f"*ForCausalLM or *LMHeadModel class); this {model_type} model is a "
+                         f"{wrong[-1]}, which does not predict the next token")
+
+
 def _logits(model: nn.Module, ids: torch.Tensor, keep: int) -> torch.Tensor:
     """Logits of the last `keep` positions (asks HF models for only those, to skip LM-head work)."""
     params = inspect.signature(model.forward).parameters
@@ -62,6 +84,7 @@ def perplexity(model: nn.Module, tokens: torch.Tensor, *, context: int = 512, st
     With `bos_id`, each window is prefixed by that token (not scored), as models such as Gemma
     expect a BOS at the start of every sequence. `progress(done, total)` is called per window.
     """
+    check_causal_lm(model)
     if not isinstance(tokens, torch.Tensor) or tokens.dim() != 1 or tokens.is_floating_point():
         raise ValueError("tokens must be a 1-D tensor of token ids")
     start = time.perf_counter()
@@ -123,6 +146,8 @@ def hidden_state_qsnr(model: nn.Module, reference: nn.Module, tokens: torch.Tens
     Both models read the same windows (the first `max_tokens` tokens in non-overlapping
     windows of `context`); QSNR = 10·log10(Σ ref² / Σ (out − ref)²) over all positions.
     """
+    check_causal_lm(model)
+    check_causal_lm(reference)
     signal, noise = None, None
     for begin in range(0, min(tokens.numel(), max_tokens), context):
         ids = tokens[begin:begin + context]

@@ -26,8 +26,17 @@ class HessianAccumulator:
         self.count = 0
         self.hadamard_size = hadamard_size
 
-    def add(self, x: torch.Tensor) -> None:
-        x = x.detach().reshape(-1, x.shape[-1]).float()
+    def add(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+        """Add the rows of x [..., in]; with `mask` (an attention mask [batch, seq] for x
+        [batch, seq, in]) only the rows where it is nonzero: padding says nothing about the data."""
+        x = x.detach()
+        if mask is not None:
+            if tuple(mask.shape) != tuple(x.shape[:-1]):
+                raise ValueError(f"an attention mask of shape {tuple(mask.shape)} cannot select "
+                                 f"the rows of a layer input of shape {tuple(x.shape)}; "
+                                 "calibrate with unpadded batches")
+            x = x[mask.to(x.device) != 0]
+        x = x.reshape(-1, x.shape[-1]).float()
         if self.hadamard_size:
             x = rotate(x, self.hadamard_size)
         x = x.to(self.hessian.device)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -16,7 +17,7 @@ from ..codec import SCALE_RULES, dequantize_blocks
 from ..format import BLOCK_SIZE
 from ..tensor import MXTensor
 from .embedding import MXEmbedding
-from .linear import MXLinear
+from .linear import MXLinear, is_linear, linear_weight
 
 METHODS = ("rtn", "mse", "gptq")
 ROUTER_NAMES = ("router", "gate")  # MoE routers: gpt-oss `mlp.router`, Mixtral/Qwen `...gate`
@@ -65,16 +66,18 @@ def select_modules(model: nn.Module, *, include=None, exclude=None, embeddings: 
                    block_size: int = BLOCK_SIZE) -> tuple[dict[str, nn.Module], dict[str, str]]:
     """The modules quantize_model would convert, and the skipped candidates with reasons.
 
-    Skipped by default: the LM head, MoE routers (a last name part in ROUTER_NAMES) and
-    embeddings (unless `embeddings`). A default-skipped module is taken when an include
-    pattern equals its name exactly.
+    Candidates are nn.Linear, transformers' Conv1D (GPT-2's linear layers, weight [in, out])
+    and nn.Embedding; an empty first dict means there is nothing to convert. Skipped by
+    default: the LM head, MoE routers (a last name part in ROUTER_NAMES) and embeddings (unless
+    `embeddings`). A default-skipped module is taken when an include pattern equals its name
+    exactly.
     """
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     chosen, skipped = {}, {}
     for name, mod in model.named_modules():
-        is_linear = isinstance(mod, nn.Linear)
+        linear = is_linear(mod)
         is_embedding = isinstance(mod, nn.Embedding)  # subclasses too, e.g. Gemma's scaled one
-        if not (is_linear or is_embedding):
+        if not (linear or is_embedding):
             continue
         explicit = name in (include or ())
         if include and not matches(name, include):
@@ -86,13 +89,13 @@ def select_modules(model: nn.Module, *, include=None, exclude=None, embeddings: 
             if is_embedding and not embeddings:
                 skipped[name] = "embedding (pass embeddings=True / --embeddings)"
                 continue
-            if is_linear and (mod is head or name.split(".")[-1] == "lm_head"):
+            if linear and (mod is head or name.split(".")[-1] == "lm_head"):
                 skipped[name] = "LM head (kept by default)"
                 continue
-            if is_linear and name.split(".")[-1] in ROUTER_NAMES:
+            if linear and name.split(".")[-1] in ROUTER_NAMES:
                 skipped[name] = "MoE router (kept by default)"
                 continue
-        k = mod.weight.shape[1]
+        k = (linear_weight(mod) if linear else mod.weight).shape[1]
         if k % block_size:
             skipped[name] = f"input size {k} is not a multiple of {block_size}"
             continue
@@ -108,7 +111,8 @@ def quantize_model(model: nn.Module, *, method: str = "rtn", scale_rule: str | N
 
     method: "rtn" (round to nearest with `scale_rule`, default floor), "mse" (rtn with the
     codec's per-block scale search) or "gptq" (error feedback; needs `calibration`, an iterable
-    of model inputs: token-id tensors or dicts of keyword arguments). `hadamard` rotates each
+    of model inputs: token-id tensors, or dicts / tokenizer BatchEncodings of keyword arguments,
+    whose `attention_mask` keeps padded positions out of the statistics). `hadamard` rotates each
     weight's input dimension in blocks (see MXLinear). `progress(name, done, total)` is called
     after each layer. `on_block_start/on_block_end(index, block)` let a caller load and release
     one decoder block's weights at a time during GPTQ (see mxfp4.io.hf).
@@ -132,7 +136,7 @@ def quantize_model(model: nn.Module, *, method: str = "rtn", scale_rule: str | N
     total = len(targets)
 
     def done(name, kind, old, new_weight: MXTensor, new_module):
-        w = old.weight.detach()
+        w = (linear_weight(old) if kind == "linear" else old.weight).detach()
         report = LayerReport(name, kind, tuple(w.shape), _qsnr(w, new_weight, new_module),
                              w.nbytes, new_weight.nbytes)
         summary.layers.append(report)
@@ -140,7 +144,7 @@ def quantize_model(model: nn.Module, *, method: str = "rtn", scale_rule: str | N
         if progress:
             progress(name, len(summary.layers), total)
 
-    linears = {n: m for n, m in targets.items() if isinstance(m, nn.Linear)}
+    linears = {n: m for n, m in targets.items() if not isinstance(m, nn.Embedding)}
     for name, emb in targets.items():
         if isinstance(emb, nn.Embedding):
             new = MXEmbedding.from_embedding(emb, scale_rule=scale_rule, block_size=block_size)
@@ -249,9 +253,14 @@ def find_blocks(model: nn.Module, names) -> tuple[str, nn.ModuleList] | None:
 
 
 def _call(model, batch):
-    if isinstance(batch, dict):
+    if isinstance(batch, Mapping):  # dicts and tokenizer outputs (BatchEncoding is no dict)
         return model(**batch)
     return model(batch)
+
+
+def _attention_mask(batch) -> torch.Tensor | None:
+    """The batch's attention_mask [batch, seq] (0 at padding), None for plain token ids."""
+    return batch.get("attention_mask") if isinstance(batch, Mapping) else None
 
 
 def block_inputs(model: nn.Module, blocks: nn.ModuleList, calibration) -> list[list]:
@@ -291,8 +300,8 @@ def _block_out(block, hidden, rest, kwargs):
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
-def _gptq_layer(lin: nn.Linear, hessian, scale_rule, block_size, hadamard, damp) -> MXLinear:
-    w = lin.weight.detach().float()
+def _gptq_layer(lin: nn.Module, hessian, scale_rule, block_size, hadamard, damp) -> MXLinear:
+    w = linear_weight(lin).detach().float()
     if hadamard:
         w = rotate(w, block_size)
     mx = gptq_quantize(w, hessian, block_size=block_size, scale_rule=scale_rule, damp=damp)
@@ -302,15 +311,24 @@ def _gptq_layer(lin: nn.Linear, hessian, scale_rule, block_size, hadamard, damp)
 def _gptq_model(model, linears, calibration, scale_rule, block_size, hadamard, damp, done,
                 summary, on_block_start, on_block_end) -> None:
     calibration = list(calibration)
+    masks = [_attention_mask(batch) for batch in calibration]
 
-    def gptq_layers(layers: dict, run_calibration) -> None:
-        """Collect each layer's input Hessian while `run_calibration()` runs, then GPTQ it."""
-        accs = {n: HessianAccumulator(m.in_features, block_size if hadamard else None)
+    def gptq_layers(layers: dict, run_batch) -> None:
+        """Collect each layer's input Hessian while `run_batch(b)` runs calibration batch b
+        (only the positions its attention mask keeps), then GPTQ it."""
+        accs = {n: HessianAccumulator(linear_weight(m).shape[1], block_size if hadamard else None)
                 for n, m in layers.items()}
-        hooks = [layers[n].register_forward_pre_hook(a.hook) for n, a in accs.items()]
+        mask = None  # the attention mask of the batch being run; the hooks read it
+
+        def hook(acc):
+            return lambda module, args: acc.add(args[0], mask)
+
+        hooks = [layers[n].register_forward_pre_hook(hook(a)) for n, a in accs.items()]
         try:
             with torch.no_grad():
-                run_calibration()
+                for b in range(len(calibration)):
+                    mask = masks[b]
+                    run_batch(b)
         finally:
             for h in hooks:
                 h.remove()
@@ -320,11 +338,7 @@ def _gptq_model(model, linears, calibration, scale_rule, block_size, hadamard, d
 
     found = find_blocks(model, linears)
     if found is None:  # no repeated blocks: one pass with hooks on every layer
-        def run():
-            for batch in calibration:
-                _call(model, batch)
-
-        gptq_layers(linears, run)
+        gptq_layers(linears, lambda b: _call(model, calibration[b]))
         return
     prefix, blocks = found
     records = block_inputs(model, blocks, calibration)
@@ -334,8 +348,7 @@ def _gptq_model(model, linears, calibration, scale_rule, block_size, hadamard, d
             on_block_start(i, block)
         bprefix = f"{prefix}.{i}."
         mine = {n: m for n, m in linears.items() if n.startswith(bprefix)}
-        gptq_layers(mine, lambda: [_block_out(block, hidden[b], rec[i][1], rec[i][2])
-                                   for b, rec in enumerate(records)])
+        gptq_layers(mine, lambda b: _block_out(block, hidden[b], *records[b][i][1:]))
         with torch.no_grad():
             hidden = [_block_out(block, hidden[b], rec[i][1], rec[i][2])
                       for b, rec in enumerate(records)]

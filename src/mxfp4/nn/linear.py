@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import torch
 from torch import nn
 
@@ -48,12 +50,14 @@ class MXLinear(nn.Module):
             self.bias = nn.Parameter(bias.detach(), requires_grad=False)
 
     @classmethod
-    def from_linear(cls, layer: nn.Linear, *, scale_rule: str = "floor",
+    def from_linear(cls, layer: nn.Module, *, scale_rule: str = "floor",
                     block_size: int = BLOCK_SIZE, hadamard: bool = False) -> "MXLinear":
-        """Round-to-nearest MXFP4 copy of `layer` (scale rule floor, ceil, even or mse)."""
-        if not isinstance(layer, nn.Linear):
-            raise TypeError(f"from_linear expects an nn.Linear, got {type(layer).__name__}")
-        mx = quantize_weight(layer.weight, scale_rule=scale_rule, block_size=block_size,
+        """Round-to-nearest MXFP4 copy of `layer`, an nn.Linear or a transformers Conv1D
+        (scale rule floor, ceil, even or mse)."""
+        if not is_linear(layer):
+            raise TypeError(f"from_linear expects an nn.Linear or a transformers Conv1D, got "
+                            f"{type(layer).__name__}")
+        mx = quantize_weight(linear_weight(layer), scale_rule=scale_rule, block_size=block_size,
                              hadamard=hadamard)
         return cls(mx, layer.bias, hadamard=hadamard)
 
@@ -77,6 +81,27 @@ class MXLinear(nn.Module):
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"bias={self.bias is not None}, block_size={self.block_size}, "
                 f"scale_rule={self.scale_rule!r}, method={self.method!r}, hadamard={self.hadamard}")
+
+
+def is_conv1d(module: nn.Module) -> bool:
+    """transformers' Conv1D (GPT-2 and kin): y = x·W + b, a Linear whose weight is stored [in, out].
+
+    Looked up among the loaded modules: a model holding one has imported transformers already,
+    and mxfp4 does not need transformers otherwise.
+    """
+    conv1d = getattr(sys.modules.get("transformers.pytorch_utils"), "Conv1D", None)
+    return conv1d is not None and isinstance(module, conv1d)
+
+
+def is_linear(module: nn.Module) -> bool:
+    return isinstance(module, nn.Linear) or is_conv1d(module)
+
+
+def linear_weight(module: nn.Module, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """`weight` (default: the module's own) laid out [out, in] as MXLinear holds it: a Conv1D's
+    [in, out] weight is transposed (a view, no copy)."""
+    w = module.weight if weight is None else weight
+    return w.T if is_conv1d(module) else w
 
 
 def quantize_weight(weight: torch.Tensor, *, scale_rule: str = "floor", block_size: int = BLOCK_SIZE,
