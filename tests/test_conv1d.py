@@ -80,6 +80,10 @@ def test_gpt2_cli_checkpoint_reloads_with_the_python_api_logits(tmp_path, capsys
     assert torch.equal(_logits(loaded, ids), _logits(ref, ids))
     save_quantized(ref, tmp_path / "api")  # and the Python API's own checkpoint
     assert torch.equal(_logits(load_quantized(tmp_path / "api"), ids), _logits(ref, ids))
+    # compressed-tensors would hand transformers [out, in] codes for an [in, out] Conv1D
+    assert main(["quantize", str(tmp_path / "float"), "-o", str(tmp_path / "ct"), "--format",
+                 "compressed-tensors"]) == 1
+    assert "Conv1D" in capsys.readouterr().err and not (tmp_path / "ct").exists()
 
 
 @pytest.mark.parametrize("method", ["mse", "gptq"])

@@ -106,7 +106,8 @@ def test_eval_compare_writes_table_and_png(folder, capsys, tmp_path):
     (["quantize", "{f}/nowhere", "-o", "{f}/x"], "does not exist"),
     (["quantize", "{f}/float", "-o", "{f}/x", "--hadamard", "--format", "compressed-tensors"],
      "Hadamard"),
-    (["eval", "{f}/float", "--text", "{f}/text.txt", "--max-tokens", "1"], "at least 2"),
+    (["eval", "{f}/float", "--text", "{f}/text.txt", "--max-tokens", "1", "--context", "64"],
+     "at least 2"),
 ])
 def test_errors_exit_1_with_a_message(folder, capsys, args, message):
     assert main([a.format(f=folder) for a in args]) == 1

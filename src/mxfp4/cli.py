@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 
 from . import __version__
@@ -22,8 +23,11 @@ COMMANDS = (
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="mxfp4", description="MXFP4 (OCP Microscaling 4-bit float) toolkit.")
+        prog="mxfp4", description="MXFP4 (OCP Microscaling 4-bit float) toolkit.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--version", action="version", version=f"mxfp4 {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the Python traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(name).register(sub)
@@ -38,8 +42,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as err:
-        print(f"mxfp4 {args.command}: error: {err}", file=sys.stderr)
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM while an output folder is written
+        if args.debug:
+            raise
+        signum = getattr(err, "signum", signal.SIGINT)
+        print(f"mxfp4 {args.command}: interrupted ({signal.Signals(signum).name}); "
+              "no output was left behind", file=sys.stderr)
+        return 128 + signum
+    except Exception as err:  # a user error is one line; --debug shows where it came from
+        if args.debug:
+            raise
+        known = isinstance(err, (ValueError, TypeError, OSError, RuntimeError))
+        detail = "" if known else f" ({type(err).__name__}; --debug shows the traceback)"
+        print(f"mxfp4 {args.command}: error: {err}{detail}", file=sys.stderr)
         return 1
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -9,54 +10,112 @@ import os
 from .codec import SCALE_RULES
 
 
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
 def register(sub) -> None:
+    fmt = argparse.ArgumentDefaultsHelpFormatter
     q = sub.add_parser("quantize", help="quantize a Hugging Face model folder to MXFP4",
+                       formatter_class=fmt,
                        description="Stream a safetensors model folder shard by shard and write "
-                                   "its Linear weights as MXFP4.")
-    q.add_argument("model_dir", metavar="MODEL_DIR")
-    q.add_argument("-o", "--output", required=True, metavar="OUT_DIR")
+                                   "its Linear weights as MXFP4. The output is written beside "
+                                   "OUT_DIR and moved into place only when complete.")
+    q.add_argument("model_dir", metavar="MODEL_DIR", help="float Hugging Face model folder")
+    q.add_argument("-o", "--output", required=True, metavar="OUT_DIR",
+                   help="output folder (new or empty, or see --overwrite)")
+    q.add_argument("--overwrite", action="store_true",
+                   help="replace a non-empty OUT_DIR; the old folder stays intact until the new "
+                        "one is complete")
     q.add_argument("--method", choices=("rtn", "mse", "gptq"), default="rtn",
                    help="rtn: round to nearest; mse: per-block scale search; gptq: error feedback")
     q.add_argument("--scale-rule", choices=SCALE_RULES, default=None,
-                   help="E8M0 scale rule for rtn/gptq (default floor, the OCP rule)")
+                   help="E8M0 scale rule for rtn/gptq (None: floor, the OCP rule)")
     q.add_argument("--hadamard", action="store_true",
                    help="rotate each weight's input dimension by a 32x32 Hadamard first")
     q.add_argument("--calib", metavar="TEXT_FILE", help="calibration text for gptq")
-    q.add_argument("--calib-tokens", type=int, default=32768)
+    q.add_argument("--calib-tokens", type=int, default=32768, help="calibration tokens for gptq")
     q.add_argument("--calib-seq", type=int, default=512, help="calibration sequence length")
     q.add_argument("--format", choices=("mxfp4", "compressed-tensors"), default="mxfp4",
-                   dest="fmt")
+                   dest="fmt", help="mxfp4: read by mxfp4.load_quantized; compressed-tensors: "
+                                    "read by transformers and vLLM")
     q.add_argument("--embeddings", action="store_true", help="also quantize embedding tables")
     q.add_argument("--include", action="append", metavar="PATTERN",
                    help="only modules matching (glob, or re:REGEX); repeatable")
     q.add_argument("--exclude", action="append", metavar="PATTERN",
                    help="skip modules matching (glob, or re:REGEX); repeatable")
-    q.add_argument("--json", metavar="FILE", help="also write the summary as JSON")
+    _device_args(q, "quantize and run GPTQ on")
+    q.add_argument("--json", metavar="FILE", help="also write the summary as JSON ('-': stdout)")
     q.set_defaults(func=run_quantize)
 
     e = sub.add_parser("eval", help="perplexity of a model folder on a text file",
+                       formatter_class=fmt,
                        description="Sliding-window perplexity of a float, mxfp4 or "
-                                   "compressed-tensors model folder.")
-    e.add_argument("model_dir", metavar="MODEL_DIR")
-    e.add_argument("--text", required=True, metavar="FILE")
+                                   "compressed-tensors causal LM folder.")
+    e.add_argument("model_dir", metavar="MODEL_DIR", help="causal LM folder")
+    e.add_argument("--text", required=True, metavar="FILE", help="UTF-8 text to score")
     e.add_argument("--max-tokens", type=int, default=16384, help="tokens of the text to use")
     e.add_argument("--context", type=int, default=512, help="window length")
     e.add_argument("--stride", type=int, default=256, help="window step (tokens scored per window)")
     e.add_argument("--no-bos", action="store_true", help="do not start each window with BOS")
     e.add_argument("--compare", metavar="FLOAT_DIR",
                    help="also report each decoder block's output QSNR against this model")
-    e.add_argument("--compare-tokens", type=int, default=2048)
+    e.add_argument("--compare-tokens", type=int, default=2048, help="tokens for --compare")
     e.add_argument("--plot", metavar="PNG", help="where to draw the QSNR per block "
-                                                 "(default qsnr.png with --compare)")
-    e.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+                                                 "(None: qsnr.png with --compare)")
+    _device_args(e, "run the model on")
+    e.add_argument("--json", metavar="FILE", help="also write the results as JSON ('-': stdout)")
     e.set_defaults(func=run_eval)
 
 
-def _progress():
+def _device_args(parser, what: str) -> None:
+    parser.add_argument("--device", default="auto",
+                        help=f"device to {what} (auto: cuda when present, else cpu)")
+    parser.add_argument("--dtype", choices=DTYPES, default="auto",
+                        help="float dtype of the model (auto: as stored on cuda, float32 on cpu)")
+
+
+def resolve_device(args):
+    """(torch.device, dtype or None for 'as stored') from --device / --dtype, checked."""
+    import torch
+
+    name = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
+    name = "cpu" if name == "auto" else name
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f"--device {args.device!r}: {err}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {args.device!r}: no CUDA device is available")
+    if args.dtype == "auto":
+        return device, None if device.type == "cuda" else torch.float32
+    return device, getattr(torch, args.dtype)
+
+
+def _console(args):
+    """Tables go to stdout, or to stderr when JSON does; piped output is not folded to 80 columns."""
+    import sys
+
+    from rich.console import Console
+
+    stream = sys.stderr if getattr(args, "json", None) == "-" else sys.stdout
+    return Console(file=stream, width=None if stream.isatty() else 1000)
+
+
+def check_outputs(args, *files: str) -> None:
+    """Refuse bad --json / --plot destinations before any work starts."""
+    from .io.output_folder import check_output_file
+
+    for option in files:
+        path = getattr(args, option, None)
+        if path and path != "-":
+            check_output_file(path, f"--{option}")
+
+
+def _progress(console):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), transient=True)
+                    TimeElapsedColumn(), transient=True, console=console)
 
 
 def text_tokens(tokenizer, path: str, max_tokens: int):
@@ -65,6 +124,8 @@ def text_tokens(tokenizer, path: str, max_tokens: int):
 
     if max_tokens < 2:
         raise ValueError(f"--max-tokens must be at least 2, got {max_tokens}")
+    if os.path.isdir(path):
+        raise ValueError(f"{path!r} is a folder; give a UTF-8 text file")
     chars = 16 * max_tokens  # read only what the tokens need: large files tokenize slowly
     while True:
         try:
@@ -96,10 +157,13 @@ def calibration_batches(tokenizer, path: str, n_tokens: int, seq: int, batch: in
                          f"{seq} and {n_tokens}")
     bos = tokenizer.bos_token_id
     body = seq - (bos is not None)
-    ids = text_tokens(tokenizer, path, n_tokens // seq * body)
+    wanted = n_tokens // seq * body
+    ids = text_tokens(tokenizer, path, wanted)
     n_seq = ids.numel() // body
-    if n_seq == 0:
-        raise ValueError(f"{path!r} is shorter than one calibration sequence ({seq} tokens)")
+    if ids.numel() < wanted:
+        raise ValueError(f"calibration text {path!r} has {ids.numel():,} tokens, fewer than "
+                         f"--calib-tokens {n_tokens:,} needs ({wanted:,} text tokens in "
+                         f"sequences of {seq}); pass --calib-tokens {n_seq * seq} or a longer text")
     rows = ids[:n_seq * body].reshape(n_seq, body)
     if bos is not None:
         rows = torch.cat((torch.full((n_seq, 1), bos, dtype=rows.dtype), rows), 1)
@@ -107,21 +171,28 @@ def calibration_batches(tokenizer, path: str, n_tokens: int, seq: int, batch: in
 
 
 def run_quantize(args) -> int:
-    from rich.console import Console
     from transformers import AutoTokenizer
 
     from .io.hf import quantize_folder
+    from .io.output_folder import check_output_folder
 
-    console = Console()
+    # Everything a user can get wrong is checked before the work starts.
+    check_output_folder(args.output, overwrite=args.overwrite, inputs=[args.model_dir])
+    check_outputs(args, "json")
+    if args.scale_rule is not None and args.method == "mse":
+        raise ValueError("--scale-rule is not used by --method mse (it searches the scale per "
+                         "block); drop it, or use --method rtn or gptq")
+    if args.method != "gptq" and args.calib:
+        raise ValueError("--calib is only used by --method gptq")
+    if args.method == "gptq" and not args.calib:
+        raise ValueError("--method gptq needs --calib TEXT_FILE")
+    device, dtype = resolve_device(args)
+    console = _console(args)
     calibration = None
     if args.method == "gptq":
-        if not args.calib:
-            raise ValueError("--method gptq needs --calib TEXT_FILE")
         tokenizer = AutoTokenizer.from_pretrained(args.model_dir)
         calibration = calibration_batches(tokenizer, args.calib, args.calib_tokens, args.calib_seq)
-    elif args.calib:
-        raise ValueError("--calib is only used by --method gptq")
-    with _progress() as bar:
+    with _progress(console) as bar:
         task = bar.add_task(f"quantizing ({args.method})", total=None)
 
         def progress(name, done, total):
@@ -130,20 +201,21 @@ def run_quantize(args) -> int:
         summary = quantize_folder(
             args.model_dir, args.output, method=args.method, scale_rule=args.scale_rule,
             hadamard=args.hadamard, include=args.include, exclude=args.exclude,
-            embeddings=args.embeddings, calibration=calibration, fmt=args.fmt, progress=progress)
+            embeddings=args.embeddings, calibration=calibration, fmt=args.fmt, progress=progress,
+            overwrite=args.overwrite, device=device, dtype=dtype)
     console.print(_summary_table(summary))
     ratio = summary.bytes_before / summary.bytes_after if summary.bytes_after else math.nan
     console.print(f"{summary.converted} layers converted, {len(summary.skipped)} kept "
                   f"({_reasons(summary.skipped)}); weight files {summary.bytes_before:,} -> "
                   f"{summary.bytes_after:,} bytes ({ratio:.2f}x) in {summary.seconds:.1f} s; "
-                  f"wrote {args.output} ({args.fmt})")
+                  f"wrote {args.output} ({args.fmt}) on {device}")
     if args.json:
         _write_json(args.json, {
             "model_dir": args.model_dir, "output": args.output, "method": summary.method,
             "scale_rule": summary.scale_rule, "hadamard": summary.hadamard, "format": args.fmt,
-            "layers": [vars(r) for r in summary.layers], "skipped": summary.skipped,
-            "bytes_before": summary.bytes_before, "bytes_after": summary.bytes_after,
-            "seconds": summary.seconds})
+            "device": str(device), "layers": [vars(r) for r in summary.layers],
+            "skipped": summary.skipped, "bytes_before": summary.bytes_before,
+            "bytes_after": summary.bytes_after, "seconds": summary.seconds})
     return 0
 
 
@@ -172,10 +244,20 @@ def _summary_table(summary):
 
 
 def _write_json(path: str, data: dict) -> None:
+    import sys
+
     from .tensor import atomic_write
 
     text = json.dumps(data, indent=2, default=str) + "\n"
-    atomic_write(path, lambda tmp: open(tmp, "w").write(text))
+    if path == "-":
+        sys.stdout.write(text)
+        return
+
+    def write(tmp):
+        with open(tmp, "w") as f:
+            f.write(text)
+
+    atomic_write(path, write)
 
 
 def _weights_bytes(directory: str) -> int:
@@ -183,24 +265,50 @@ def _weights_bytes(directory: str) -> int:
                if f.endswith(".safetensors"))
 
 
+def check_context(model_dir: str, context: int, bos: bool) -> None:
+    """Refuse an eval window (plus its BOS) longer than the model's position table."""
+    try:
+        with open(os.path.join(model_dir, "config.json")) as f:
+            config = json.load(f)
+    except (OSError, ValueError):
+        return  # load_model reports it
+    limit = next((config[k] for k in ("max_position_embeddings", "n_positions", "n_ctx")
+                  if isinstance(config.get(k), int)), None)
+    if limit is not None and context + bos > limit:
+        most = limit - bos
+        raise ValueError(f"--context {context}{' plus BOS' if bos else ''} is longer than the "
+                         f"{limit} positions of {model_dir!r}; pass --context {most} or less")
+
+
 def run_eval(args) -> int:
-    from rich.console import Console
     from rich.table import Table
-    from transformers import AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
-    from .evaluate import hidden_state_qsnr, perplexity, plot_qsnr
+    from .evaluate import check_causal_lm, hidden_state_qsnr, perplexity, plot_qsnr
     from .io.hf import load_model
+    from .io.output_folder import check_output_file
 
-    console = Console()
-    model, kind = load_model(args.model_dir)
+    if os.path.isdir(args.text):
+        raise ValueError(f"--text {args.text!r} is a folder; give a UTF-8 text file")
+    if not os.path.isfile(args.text):
+        raise FileNotFoundError(f"--text {args.text!r} does not exist")
+    check_outputs(args, "json", "plot")
+    if args.compare and not args.plot:
+        check_output_file("qsnr.png", "--plot")
+    device, dtype = resolve_device(args)
+    check_context(args.model_dir, args.context, bos=not args.no_bos)
+    for folder in filter(None, (args.model_dir, args.compare)):  # before a random head is built
+        check_causal_lm(AutoConfig.from_pretrained(folder))
+    console = _console(args)
+    model, kind = load_model(args.model_dir, dtype=dtype, device=device)
     tokenizer = AutoTokenizer.from_pretrained(args.model_dir)
     tokens = text_tokens(tokenizer, args.text, args.max_tokens)
     bos = _bos(tokenizer, args)
-    with _progress() as bar:
+    with _progress(console) as bar:
         task = bar.add_task("perplexity", total=None)
         result = perplexity(model, tokens, context=args.context, stride=args.stride, bos_id=bos,
                             progress=lambda d, n: bar.update(task, completed=d, total=n))
-    t = Table(title=f"{args.model_dir} ({kind})")
+    t = Table(title=f"{args.model_dir} ({kind}, {device})")
     for col in ("perplexity", "tokens scored", "windows", "context/stride", "weights bytes", "s"):
         t.add_column(col, justify="right")
     size = _weights_bytes(args.model_dir)
@@ -209,7 +317,7 @@ def run_eval(args) -> int:
     console.print(t)
     out = {"model_dir": args.model_dir, "kind": kind, "weights_bytes": size, **vars(result)}
     if args.compare:
-        reference, _ = load_model(args.compare)
+        reference, _ = load_model(args.compare, dtype=dtype, device=device)
         rows = hidden_state_qsnr(model, reference, tokens, context=args.context,
                                  max_tokens=args.compare_tokens, bos_id=bos)
         q = Table(title=f"QSNR vs {args.compare} on {min(tokens.numel(), args.compare_tokens)} tokens")

@@ -108,26 +108,43 @@ def write_json(path: str, data: dict) -> None:
     atomic_write(path, write)
 
 
+# transformers refuses a quantization_config without "quant_method" (and only warns about an
+# unknown one, then loads the float architecture with random Linear weights): this marker makes
+# AutoModel*.from_pretrained on our folders fail instead, and tells a reader how to load them.
+HF_REFUSAL = {"format": "mxfp4",
+              "load_with": "mxfp4.load_quantized(folder) (pip install mxfp4); transformers "
+                           "cannot read this folder: write it with --format compressed-tensors"}
+
+
+def hf_config_json(config) -> dict:
+    """A transformers config as a dict, marked so that transformers refuses the folder."""
+    return {**json.loads(config.to_json_string()), "quantization_config": HF_REFUSAL}
+
+
 def save_quantized(model: nn.Module, directory: str | os.PathLike, *,
-                   max_shard_bytes: int = 4 << 30) -> str:
-    """Write `model` (with MXLinear / MXEmbedding layers) to `directory`; return the config path."""
-    directory = os.fspath(directory)
-    os.makedirs(directory, exist_ok=True)
+                   max_shard_bytes: int = 4 << 30, overwrite: bool = False) -> str:
+    """Write `model` (with MXLinear / MXEmbedding layers) to `directory`; return the config path.
+
+    The folder is written beside `directory` and moved into place when complete; a non-empty
+    `directory` is refused unless `overwrite` (it is then replaced whole).
+    """
+    from .output_folder import staged_folder
+
     modules = {n: r for n, m in model.named_modules() if (r := module_record(m)) is not None}
     unique, aliases = split_aliases(model.state_dict())
     if any(t.device.type == "meta" for t in unique.values()):
         raise ValueError("the model still has tensors on the meta device; nothing to save")
     config = getattr(model, "config", None)
-    if config is not None and hasattr(config, "to_json_string"):
-        write_json(os.path.join(directory, "config.json"), json.loads(config.to_json_string()))
-    files = write_shards(unique, directory, max_shard_bytes)
-    dtypes = {str(p.dtype) for p in model.parameters() if p.is_floating_point()}
-    record = {"format": "mxfp4", "format_version": FORMAT_VERSION, "modules": modules,
-              "aliases": aliases, "files": files, "model_class": type(model).__name__,
-              "dtype": sorted(dtypes)[0].replace("torch.", "") if len(dtypes) == 1 else None}
-    path = os.path.join(directory, CONFIG_NAME)
-    write_json(path, record)
-    return path
+    with staged_folder(directory, overwrite=overwrite) as tmp:
+        if config is not None and hasattr(config, "to_json_string"):
+            write_json(os.path.join(tmp, "config.json"), hf_config_json(config))
+        files = write_shards(unique, tmp, max_shard_bytes)
+        dtypes = {str(p.dtype) for p in model.parameters() if p.is_floating_point()}
+        record = {"format": "mxfp4", "format_version": FORMAT_VERSION, "modules": modules,
+                  "aliases": aliases, "files": files, "model_class": type(model).__name__,
+                  "dtype": sorted(dtypes)[0].replace("torch.", "") if len(dtypes) == 1 else None}
+        write_json(os.path.join(tmp, CONFIG_NAME), record)
+    return os.path.join(os.fspath(directory), CONFIG_NAME)
 
 
 # -- loading ----------------------------------------------------------------------------
@@ -269,15 +286,34 @@ def _assign(model: nn.Module, tensors: dict) -> tuple[list, list]:
 
 
 def build_hf_skeleton(directory: str) -> nn.Module:
-    """A Hugging Face model from directory/config.json with empty (meta) parameters."""
+    """A Hugging Face model from directory/config.json with empty (meta) parameters.
+
+    The class is the one config.json names first in `architectures` (an encoder folder names
+    BertModel, whose tensor names lack the `bert.` prefix of the LM-head class that
+    AutoModelForCausalLM picks), else AutoModelForCausalLM's, else AutoModel's. Only classes of
+    transformers itself: no remote code runs.
+    """
     if not os.path.isfile(os.path.join(directory, "config.json")):
         raise ValueError(f"{directory!r} has no config.json: pass the float model to load into")
+    import transformers
     from accelerate import init_empty_weights
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
     hf_config = AutoConfig.from_pretrained(directory)
+    qc = getattr(hf_config, "quantization_config", None)
+    if isinstance(qc, dict) and "quant_method" not in qc and qc.get("format") == "mxfp4":
+        del hf_config.quantization_config  # our marker that stops transformers, not a quantizer
+    name = (getattr(hf_config, "architectures", None) or [None])[0]
+    cls = getattr(transformers, name, None) if isinstance(name, str) else None
     with init_empty_weights(include_buffers=False):
-        model = AutoModelForCausalLM.from_config(hf_config, dtype=getattr(hf_config, "dtype", None))
+        if (isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel)
+                and isinstance(hf_config, cls.config_class or ())):
+            model = cls._from_config(hf_config)  # what Auto*.from_config calls
+        else:
+            try:
+                model = AutoModelForCausalLM.from_config(hf_config)
+            except ValueError:  # the config type has no causal LM class
+                model = AutoModel.from_config(hf_config)
     if hasattr(model, "tie_weights"):  # transformers 5 ties only when loading weights
         model.tie_weights()
-    return model
+    return model.eval()  # from_config builds in training mode: GPTQ calibration ran with dropout

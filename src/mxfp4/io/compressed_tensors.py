@@ -62,11 +62,15 @@ def rename(name: str, modules: dict) -> str:
 
 
 def save_compressed_tensors(model: nn.Module, directory: str | os.PathLike, *,
-                            max_shard_bytes: int = 4 << 30) -> str:
-    """Write a model with MXLinear layers as a compressed-tensors checkpoint; return its path."""
-    from .checkpoint import module_record, write_shards
+                            max_shard_bytes: int = 4 << 30, overwrite: bool = False) -> str:
+    """Write a model with MXLinear layers as a compressed-tensors checkpoint; return its path.
 
-    directory = os.fspath(directory)
+    Written beside `directory` and moved into place when complete; a non-empty `directory` is
+    refused unless `overwrite`.
+    """
+    from .checkpoint import module_record, write_shards
+    from .output_folder import staged_folder
+
     config = getattr(model, "config", None)
     if config is None or not hasattr(config, "to_json_string"):
         raise ValueError("compressed-tensors checkpoints are Hugging Face model folders: the "
@@ -82,14 +86,13 @@ def save_compressed_tensors(model: nn.Module, directory: str | os.PathLike, *,
     ignore = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     unique, _ = split_aliases(model.state_dict())  # tied weights: HF re-ties them on load
     tensors = {rename(k, modules): v for k, v in unique.items()}
-    os.makedirs(directory, exist_ok=True)
-    files = write_shards(tensors, directory, max_shard_bytes)
-    write_index(directory, files, tensors)
     hf = json.loads(config.to_json_string())
     hf["quantization_config"] = quantization_config(ignore)
-    path = os.path.join(directory, "config.json")
-    write_json(path, hf)
-    return path
+    with staged_folder(directory, overwrite=overwrite) as tmp:
+        files = write_shards(tensors, tmp, max_shard_bytes)
+        write_index(tmp, files, tensors)
+        write_json(os.path.join(tmp, "config.json"), hf)
+    return os.path.join(os.fspath(directory), "config.json")
 
 
 def write_index(directory: str, files: dict, tensors: dict | None = None,

@@ -66,11 +66,15 @@ def expert_tensors(module: nn.Module, prefix: str, scale_rule: str) -> dict[str,
 
 
 def save_gpt_oss_hf(model: nn.Module, directory: str | os.PathLike, *, scale_rule: str = "floor",
-                    max_shard_bytes: int = 4 << 30) -> str:
-    """Write a Hugging Face model folder whose MoE experts are MXFP4 in the gpt-oss layout."""
-    from ..nn.moe import MoE
+                    max_shard_bytes: int = 4 << 30, overwrite: bool = False) -> str:
+    """Write a Hugging Face model folder whose MoE experts are MXFP4 in the gpt-oss layout.
 
-    directory = os.fspath(directory)
+    Written beside `directory` and moved into place when complete; a non-empty `directory` is
+    refused unless `overwrite`.
+    """
+    from ..nn.moe import MoE
+    from .output_folder import staged_folder
+
     config = getattr(model, "config", None)
     if config is None or not hasattr(config, "to_json_string"):
         raise ValueError("the gpt-oss Hugging Face layout needs a transformers model config")
@@ -87,13 +91,12 @@ def save_gpt_oss_hf(model: nn.Module, directory: str | os.PathLike, *, scale_rul
         replaced.update(f"{name}.{k}" for k in mod.state_dict())
     unique, _ = split_aliases(model.state_dict())
     tensors.update({k: v for k, v in unique.items() if k not in replaced})
-    os.makedirs(directory, exist_ok=True)
-    files = write_shards(tensors, directory, max_shard_bytes)
-    write_index(directory, files, tensors)
     keep = sorted({n for n, m in model.named_modules()
                    if isinstance(m, (nn.Linear, nn.Embedding))})
     hf = json.loads(config.to_json_string())
     hf["quantization_config"] = {"quant_method": "mxfp4", "modules_to_not_convert": keep}
-    path = os.path.join(directory, "config.json")
-    write_json(path, hf)
-    return path
+    with staged_folder(directory, overwrite=overwrite) as tmp:
+        files = write_shards(tensors, tmp, max_shard_bytes)
+        write_index(tmp, files, tensors)
+        write_json(os.path.join(tmp, "config.json"), hf)
+    return os.path.join(os.fspath(directory), "config.json")
