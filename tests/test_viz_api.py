@@ -297,6 +297,25 @@ def test_benchmark_sync(tmp_path, bench_dirs):
         benchmarks.sync(tmp_path / "src", tmp_path / "copy")
 
 
+def test_benchmark_layout_groups_by_operation_in_plain_words():
+    from mxfp4.viz.bench_layout import layout
+
+    config = "BN=128 BM=64 BK=256 SPLIT_K=1 GROUP_N=8 num_warps=8"
+    rows = [{"op": "linear", "shape": s, "M": m, "variant": v, "us": 10.0 + i, "cublas_us": 20.0 + m,
+             "floor_us": 5.0 * m, "config": f"{config} {v}"}
+            for i, (s, m, v) in enumerate([(s, m, v) for s in ("a", "b") for m in (1, 64) for v in ("x", "y")])]
+    L = layout(list(rows[0]), rows)
+    # op is the same in every row: not a label
+    assert (L["operation"], L["series"], L["details"], L["facets"]) == (["shape", "M"], "variant", ["config"], [])
+    (time,) = L["quantities"]
+    assert time["words"] == "time (µs)" and time["better"] == "lower" and L["default"] == time["key"]
+    assert [(m["name"], m["own"], m["mark"]) for m in time["members"]] == [
+        ("mxfp4", True, False), ("cuBLAS", False, False), ("speed-of-light floor", False, True)]
+    assert L["words"]["M"] == "M (rows of x)" and L["words"]["cublas_us"] == "cuBLAS (µs)"
+    many = [{**r, "shape": s, "M": m} for s in "abc" for m in (1, 2, 4, 8, 16) for r in rows[:2]]
+    assert layout(list(rows[0]), many)["facets"] == ["shape"]  # 15 operations: a select for the shape
+
+
 # -- your model ----------------------------------------------------------------------------
 def test_models_listing(client, bare):
     r = ok(client.get("/api/models"))
@@ -465,3 +484,25 @@ def test_no_nan_reaches_json(client):
     r = ok(client.post("/api/quantize", json={"values": [0.0, 0.0]}))
     assert r["qsnr_db"] is None and r["scale"]["exponent"] == -127
     assert math.isfinite(r["compression"]["ratio"])
+
+
+@pytest.mark.parametrize("method, url, body, words", [
+    ("post", "/api/distribution", {"n": 2e6}, ["1,048,576", "2,000,000"]),
+    ("post", "/api/memory", {"other_params_m": 3e7}, ["10,000,000", "30,000,000"]),
+    ("post", "/api/quantize", {"values": [1e39]}, ["3.39 × 10^38"]),
+    ("post", "/api/distribution", {"sigma": 1e-9}, ["0.000001", "1 × 10^-9"]),
+    ("get", "/api/model/block", {"path": "one.safetensors", "name": "w", "row": 2**63}, ["4,611,686,018,427,387,904"]),
+    ("post", "/api/rules", {"values": [0.5] * 16385}, ["16,384", "16,385"]),
+])
+def test_limits_are_written_as_numbers(client, method, url, body, words):
+    r = client.post(url, json=body) if method == "post" else client.get(url, params=body)
+    assert r.status_code == 400, r.text
+    message = r.json()["error"]
+    assert "e+" not in message and "e-" not in message, message
+    for w in words:
+        assert w in message, message
+
+
+def test_body_limit_is_written_as_a_number(client):
+    r = client.post("/api/quantize", content=b"{" + b" " * MAX_BODY_BYTES + b"}", headers=JSON)
+    assert r.status_code == 413 and "1,048,576 bytes" in r.json()["error"], r.text

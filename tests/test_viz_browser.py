@@ -21,6 +21,7 @@ from playwright.sync_api import expect, sync_playwright
 from safetensors.torch import save_file
 
 import mxfp4
+from mxfp4.nn import quantize_model
 from mxfp4.viz.app import VIEWS, create_app
 
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
@@ -28,6 +29,8 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "viz"
 WIDE, NARROW = (1280, 800), (390, 844)
 SEED_CODES = ["0100", "1010", "0010", "0110"]
 STORED_BLOCKS = None  # set by the urls fixture
+CHECKPOINT = None  # the quantized model saved as models/ckpt, set by the urls fixture
+CONFIG = "BN=128 BM=128 BK=64 SPLIT_K=1 GROUP_N=8 SWAP=True num_warps=8 num_stages=4"
 
 
 def serve(app):
@@ -58,23 +61,30 @@ def urls(tmp_path_factory):
     STORED_BLOCKS = blocks.clone()
     save_file({"experts.down_proj_blocks": blocks.contiguous(), "experts.down_proj_scales": scales.contiguous()},
               str(models / "stored.safetensors"))
+    global CHECKPOINT
+    from mx_tiny_models import tiny_gemma3
+    CHECKPOINT = tiny_gemma3(layers=1)
+    quantize_model(CHECKPOINT, scale_rule="ceil")
+    mxfp4.save_quantized(CHECKPOINT, models / "ckpt")
+    mxfp4.quantize(torch.randn(64, 1200, generator=g), axis=0).save(models / "tall.safetensors")  # 1,200 rows
     bench = tmp_path_factory.mktemp("bench")
     (bench / "kernels.json").write_text(json.dumps({  # the shape `mxfp4 bench kernels` writes
         "title": "W4A16 GEMM vs baselines", "environment": {"device": "TestGPU 80GB", "date": "2026-01-02",
                                                             "torch": "2.11", "triton": "3.6"},
-        "columns": ["op", "shape", "M", "variant", "us", "cublas_us", "vs_cublas", "meets"],
+        "columns": ["op", "shape", "M", "variant", "us", "cublas_us", "vs_cublas", "meets", "config"],
         "rows": [{"op": "quantize", "shape": "8192x8192", "M": "", "variant": "triton", "us": 60.0,
-                  "cublas_us": "", "vs_cublas": "", "meets": True}]
+                  "cublas_us": "", "vs_cublas": "", "meets": True, "config": "elements=4096 num_warps=4 walk=0"}]
         + [{"op": "linear", "shape": s, "M": m, "variant": "hopper", "us": us, "cublas_us": cub,
-            "vs_cublas": us / cub, "meets": us < cub}
+            "vs_cublas": us / cub, "meets": us < cub, "config": CONFIG}
            for s, m, us, cub in [("4096->14336", 1, 11.0, 30.0), ("4096->14336", 64, 14.0, 31.0),
                                  ("2880->5760", 1, 5.0, 9.0), ("2880->5760", 64, 6.5, 9.5)]],
         "notes": "Synthetic numbers for the browser test."}))
     empty = tmp_path_factory.mktemp("empty")
     full = serve(create_app(models_dir=str(models), benchmark_dirs=[bench]))
     bare = serve(create_app(benchmark_dirs=[empty]))
-    yield {"full": full[0], "bare": bare[0]}
-    for _, server, thread in (full, bare):
+    real = serve(create_app())  # the project's recorded benchmarks (docs/benchmarks)
+    yield {"full": full[0], "bare": bare[0], "real": real[0]}
+    for _, server, thread in (full, bare, real):
         server.should_exit = True
         thread.join(timeout=10)
 
@@ -189,6 +199,9 @@ def test_scale_rules(page, urls):
     expect(page.locator("#rules-table")).to_contain_text("outliers")
     page.locator("#rules-sigma").fill("-1")
     expect(page.locator("#rules-table")).to_contain_text("outliers")
+    expect(page.locator("#rules-qsnr svg rect.bar")).to_have_count(4)
+    ticks = page.locator('#rules-qsnr svg text.tick[text-anchor="end"]').all_text_contents()
+    assert ticks[0] == "0", ticks  # the QSNR axis starts at 0
     shot(page, "rules-1280x800")
 
 
@@ -241,23 +254,103 @@ def test_moe_animation_and_memory(page, urls):
 def test_performance(page, urls):
     open_view(page, urls["full"] + "/perf")
     expect(page.locator("#memory-table tbody tr")).to_have_count(3)
+    expect(page.locator("#model-memory-chart svg rect.bar")).to_have_count(6)  # 3 models, BF16 and MXFP4
     bench = page.locator('.bench[data-file="kernels.json"]')
     expect(bench).to_contain_text("W4A16 GEMM vs baselines")
     expect(bench).to_contain_text("TestGPU 80GB")
     expect(bench).to_contain_text("2026-01-02")
-    expect(bench.locator("select.metric")).to_have_value("us")
-    expect(bench.locator("select.facet")).to_have_value("linear")  # the op with the most rows
-    expect(bench.locator("svg rect.bar")).to_have_count(8)  # 2 shapes x 2 M, kernel and cuBLAS
-    expect(bench.locator(".legend")).to_contain_text("cublas")
-    bench.locator("select.facet").select_option("quantize")
-    expect(bench.locator("svg rect.bar")).to_have_count(1)
+    expect(bench.locator("select.metric")).to_have_value("time_us")
+    # bars grouped by operation, in words; cuBLAS once per operation, beside the kernel
+    labels = bench.locator("svg text.glabel").all_text_contents()
+    assert labels == ["quantize, 8192x8192", "linear, 4096 → 14336, M = 1", "linear, 4096 → 14336, M = 64",
+                      "linear, 2880 → 5760, M = 1", "linear, 2880 → 5760, M = 64"], labels
+    expect(bench.locator("svg rect.bar")).to_have_count(9)
+    expect(bench.locator(".legend")).to_contain_text("cuBLAS")
+    expect(bench.locator("svg text.label")).to_have_text("time (µs), lower is better")
     bench.locator("select.metric").select_option("vs_cublas")
-    bench.locator("select.facet").select_option("linear")
     expect(bench.locator("svg rect.bar")).to_have_count(4)
+    expect(bench.locator("svg text.label")).to_have_text("time ÷ cuBLAS time, lower is better")
+    # the configuration is a tooltip and a detail row, not a column or a label
+    heads = bench.locator("thead th").all_text_contents()
+    assert "configuration" not in heads and "config" not in heads and "time (µs)" in heads, heads
+    assert CONFIG in bench.locator("svg rect.bar").nth(1).locator("title").text_content()
+    row = bench.locator("tbody tr:not(.detail)").nth(1)
+    assert CONFIG in row.get_attribute("title")
+    detail = bench.locator("tbody tr.detail").nth(1)
+    expect(detail).to_be_hidden()
+    row.locator("button.more").click()
+    expect(detail).to_be_visible()
+    expect(detail).to_contain_text(f"configuration: {CONFIG}")
     shot(page, "perf-1280x800")
     open_view(page, urls["bare"] + "/perf")
     expect(page.locator(".empty")).to_contain_text("No benchmark results recorded yet")
     expect(page.locator(".empty")).to_contain_text("mxfp4 bench")
+
+
+# Every chart of the page, every choice of its selects: texts that overlap or leave their chart.
+OVERLAPS = """() => {
+  const problems = [];
+  const check = (where) => {
+    for (const svg of document.querySelectorAll("#view svg.plot")) {
+      const box = svg.getBoundingClientRect();
+      const texts = [...svg.querySelectorAll("text")].map((t) => [t.textContent, t.getBoundingClientRect()])
+        .filter(([s, r]) => s.trim() && r.width > 0);
+      texts.forEach(([s, r], i) => {
+        if (r.left < box.left - 0.5 || r.right > box.right + 0.5) problems.push(`${where}: "${s}" leaves its chart`);
+        for (const [t, q] of texts.slice(i + 1)) {
+          if (r.left < q.right - 0.5 && q.left < r.right - 0.5 && r.top < q.bottom - 0.5 && q.top < r.bottom - 0.5)
+            problems.push(`${where}: "${s}" overlaps "${t}"`);
+        }
+      });
+    }
+  };
+  check("as loaded");
+  for (const bench of document.querySelectorAll(".bench")) {
+    for (let i = 0; bench.querySelectorAll("select")[i]; i++) {
+      for (const value of [...bench.querySelectorAll("select")[i].options].map((o) => o.value)) {
+        const sel = bench.querySelectorAll("select")[i];  // a redraw replaces the selects
+        sel.value = value;
+        sel.dispatchEvent(new Event("change"));
+        check(`${bench.dataset.file} ${sel.className} ${value}`);
+      }
+    }
+  }
+  return problems;
+}"""
+
+# Every table: fits, or scrolls sideways (the last column reachable) with a visible hint; no cell cut.
+CLIPPED = """() => {
+  const problems = [];
+  for (const wrap of document.querySelectorAll("#view .table-wrap")) {
+    const table = wrap.querySelector("table"), name = table.id || wrap.closest("[data-file]")?.dataset.file || "a table";
+    const w = wrap.getBoundingClientRect();
+    if (w.right > window.innerWidth + 0.5) problems.push(`${name}: its box passes the window`);
+    if (table.offsetWidth > wrap.clientWidth + 1) {
+      if (!["auto", "scroll"].includes(getComputedStyle(wrap).overflowX)) problems.push(`${name}: clipped, no scrolling`);
+      const hint = wrap.parentElement.querySelector(".scroll-hint");
+      if (!hint || hint.hidden || !hint.offsetParent) problems.push(`${name}: scrolls without a visible hint`);
+      wrap.scrollLeft = wrap.scrollWidth;
+      const last = [...table.querySelectorAll("thead th")].at(-1).getBoundingClientRect();
+      if (last.right > wrap.getBoundingClientRect().right + 1) problems.push(`${name}: the last column cannot be reached`);
+      wrap.scrollLeft = 0;
+    }
+    for (const c of table.querySelectorAll("th, td")) {
+      if (c.offsetParent && c.scrollWidth > c.clientWidth + 1) problems.push(`${name}: cell "${c.textContent.slice(0, 30)}" is cut`);
+    }
+  }
+  return problems;
+}"""
+
+
+@pytest.mark.parametrize("size", [WIDE, NARROW], ids=["wide", "narrow"])
+def test_performance_is_readable(page, urls, size):
+    page.set_viewport_size({"width": size[0], "height": size[1]})
+    for server in ("full", "real"):
+        open_view(page, urls[server] + "/perf")
+        page.wait_for_timeout(300)  # table hints follow a ResizeObserver
+        assert page.evaluate(CLIPPED) == []
+        assert page.evaluate(OVERLAPS) == []
+    shot(page, f"perf-recorded-{size[0]}x{size[1]}")
 
 
 def test_your_model(page, urls):
@@ -301,6 +394,35 @@ def test_your_model(page, urls):
     assert codes(page) == [format(0 if c == 8 else c, "04b") for c in stored_codes]
     open_view(page, urls["bare"] + "/model")
     expect(page.locator(".empty")).to_contain_text("--models DIR")
+
+
+def test_your_model_decodes_checkpoints_and_mxtensor_files(page, urls):
+    open_view(page, urls["full"] + "/model")
+    expect(page.locator("#view")).to_contain_text("up to 262,144 values per tensor")
+    page.select_option("#model-path", "ckpt")
+    name = "model.layers.0.mlp.down_proj.weight_codes"
+    row = page.locator(f'tr[data-name="{name}"]')
+    expect(row).to_contain_text("mxfp4 (stored)")
+    expect(row).to_contain_text("mxfp4 checkpoint, logical [64, 128]")
+    expect(page.locator('tr[data-name="model.layers.0.mlp.down_proj.weight_scales"]')).to_contain_text("mxfp4 scales")
+    row.click()
+    detail = page.locator("#tensor-detail")
+    expect(detail).to_contain_text("stored MXFP4, logical [64, 128]")
+    expect(detail.locator("#stored-format")).to_have_text("mxfp4 checkpoint")
+    expect(detail).to_contain_text("ceil")  # the scale rule the checkpoint records
+    expect(detail.locator("#tensor-codes svg rect.bar")).to_have_count(16)
+    shot(page, "model-checkpoint-1280x800")
+    page.fill("#pick-row", "5")
+    page.fill("#pick-block", "1")
+    page.click("#pick-open")
+    expect(page.locator("#view")).to_contain_text(f"Block from {name} row 5 block 1.")
+    expect(page.locator("#rule")).to_have_value("ceil")
+    shown = [float(v) for v in page.locator("#inputs input").evaluate_all("(xs) => xs.map((x) => x.value)")]
+    assert shown == CHECKPOINT.model.layers[0].mlp.down_proj.weight_mx.dequantize()[5, 32:64].tolist()
+    open_view(page, urls["full"] + "/model?path=tall.safetensors")
+    page.locator('tr[data-name="codes"]').click()
+    expect(page.locator("#tensor-detail")).to_contain_text("MXTensor file")
+    expect(page.locator("#pick-row-range")).to_have_text("row (0–1,199)")  # limits as numbers
 
 
 def test_navigation_bar_and_history(page, urls):

@@ -17,7 +17,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from . import routes
-from .validate import MAX_BODY_BYTES, ApiError, parse_json
+from .validate import MAX_BODY_BYTES, ApiError, parse_json, plain
 
 STATIC = Path(__file__).resolve().parent / "static"
 VIEWS = ("block", "values", "rules", "matmul", "moe", "perf", "model")
@@ -43,12 +43,14 @@ async def read_body(request: Request) -> bytes:
     """The request body, refused with 413 as soon as it passes MAX_BODY_BYTES."""
     length = request.headers.get("content-length")
     if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-        raise ApiError(413, f"request body is {length} bytes; the limit is {MAX_BODY_BYTES}")
+        shown = plain(int(length)) if length.isdigit() else repr(length[:20])
+        raise ApiError(413, f"request body is {shown} bytes; the limit is "
+                            f"{plain(MAX_BODY_BYTES)} bytes")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > MAX_BODY_BYTES:
-            raise ApiError(413, f"request body passes the limit of {MAX_BODY_BYTES} bytes")
+            raise ApiError(413, f"request body passes the limit of {plain(MAX_BODY_BYTES)} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
 

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from ..tensor import atomic_write
+from .bench_layout import layout
 
 MAX_FILE_BYTES = 4 << 20
 PACKAGE_DIR = Path(__file__).resolve().parents[1] / "data" / "benchmarks"
@@ -74,7 +75,7 @@ def load(dirs=None) -> dict:
             records.append({"file": path.name, "source": "checkout" if d != PACKAGE_DIR else "package",
                             "title": data["title"], "environment": data.get("environment", {}),
                             "columns": data["columns"], "rows": data["rows"],
-                            "notes": data.get("notes", "")})
+                            "notes": data.get("notes", ""), "layout": layout(data["columns"], data["rows"])})
     return {"benchmarks": records, "skipped": skipped, "how_to": HOW_TO,
             "searched": [str(d) for d in dirs]}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import socket
 import sys
@@ -16,6 +17,27 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket listening on host:port, opened before any URL is printed.
+
+    A port in use is one error line (RuntimeError; `mxfp4` prints it and exits with 1). Port 0
+    binds a free port here, so the printed URL is the one served.
+    """
+    host = host.strip("[]")
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: restart right after a stop
+    try:
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as err:
+        sock.close()
+        if err.errno == errno.EADDRINUSE:
+            raise RuntimeError(f"port {port} on {host} is in use; choose another with --port "
+                               "(--port 0 picks a free one)") from None
+        raise RuntimeError(f"cannot listen on {host} port {port}: {err.strerror or err}") from None
+    return sock
 
 
 def run(args) -> int:
@@ -34,27 +56,25 @@ def run(args) -> int:
                            'pip install "mxfp4[viz]"') from None
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port must be 0..65535, got {args.port}")
-    if args.port == 0:  # pick a free port now, so that the printed URL is the real one
-        with socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET) as s:
-            s.bind((args.host.strip("[]"), 0))
-            args.port = s.getsockname()[1]
+    local = _loopback(args.host)
+    app = create_app(models_dir=args.models, allowed_hosts=LOOPBACK_HOSTS if local else None)
+    sock = listen(args.host, args.port)
+    port = sock.getsockname()[1]
     import torch
 
     # Requests already run in parallel worker threads; torch's own threads on top oversubscribe a
     # small CPU (a 4096x4096 tensor took 0.55 s with 1 thread, 1.7-3.2 s with 2, on a busy 2-core box).
     torch.set_num_threads(1)
-    local = _loopback(args.host)
-    allowed = LOOPBACK_HOSTS if local else None
-    app = create_app(models_dir=args.models, allowed_hosts=allowed)
-    shown = f"[{args.host}]" if ":" in args.host else args.host
-    url = f"http://{shown}:{args.port}/"
+    shown = f"[{args.host.strip('[]')}]" if ":" in args.host else args.host
+    url = f"http://{shown}:{port}/"
     if not local:
         print(f"warning: serving on {args.host}, reachable from other machines", file=sys.stderr)
     print(f"mxfp4 viz: {url}  (models: {args.models or 'none; use --models DIR'}; Ctrl-C stops)",
           flush=True)
     if args.open:  # a moment after the server starts listening
         threading.Timer(1.0, webbrowser.open, [url]).start()
-    uvicorn.run(app, host=args.host.strip("[]"), port=args.port, log_level="warning")
+    config = uvicorn.Config(app, host=args.host.strip("[]"), port=port, log_level="warning")
+    uvicorn.Server(config).run(sockets=[sock])
     return 0
 
 

@@ -1,25 +1,30 @@
 """The "your model" view: tensors of a safetensors file or folder, read lazily in row slices.
 
-A tensor is seen as a matrix [rows, C] blocked along its last axis C (the layout of nn.Linear
+A float tensor is seen as a matrix [rows, C] blocked along its last axis C (the layout of nn.Linear
 weights, whose last axis is the reduction axis K). Statistics stream over slices of at most
-CHUNK_ELEMENTS elements, so a large tensor is never read whole.
+CHUNK_ELEMENTS elements, so a large tensor is never read whole. Tensors already stored in MXFP4
+(formats.py finds them) are shown by stored.py.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections import OrderedDict
+from collections import Counter, OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from safetensors import safe_open
 
 from ..codec import SCALE_RULES, to_blocks
 from ..format import BLOCK_SIZE, E2M1_MAX, E8M0_BIAS, E8M0_NAN, e8m0_to_float32
+from ..io.checkpoint import CONFIG_NAME, read_config
 from ..ops import quantize
+from . import formats
 from .api import finite_or_none
-from .safe_paths import model_files
-from .validate import ApiError
+from .safe_paths import beside, model_files
+from .validate import ApiError, plain
 
 FLOAT_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
                 "F64": torch.float64}
@@ -49,57 +54,100 @@ def _open(path):
         raise ApiError(422, f"cannot read {os.path.basename(path)} as safetensors: {err}") from None
 
 
-def _index(root, rel) -> dict:
-    """name -> (file, shape, dtype) for every tensor the path holds; cached by file mtimes."""
+@dataclass(frozen=True)
+class Entry:
+    path: Path
+    key: str  # the tensor's name in its file
+    shape: tuple
+    dtype: str
+
+
+@dataclass
+class Index:
+    tensors: dict  # name -> Entry; a name found in two files is FILE:NAME
+    stored: dict  # name of the codes tensor -> formats.Stored
+    scales: dict  # name of the scales tensor -> name of its codes tensor
+    warnings: list
+
+
+def _index(root, rel) -> Index:
+    """Every tensor the path holds, and which are stored MXFP4; cached by file mtimes."""
     files = model_files(root, rel)
-    key = ("index", tuple((os.fspath(p), os.path.getmtime(p)) for p in files))
-
-    def build():
-        index = {}
-        for p in files:
-            with _open(p) as f:
-                for name in f.keys():
-                    s = f.get_slice(name)
-                    index[name] = (p, tuple(s.get_shape()), s.get_dtype())
-        return index
-
-    return _cached(key, build)
+    config = beside(root, files, CONFIG_NAME)  # an mxfp4 checkpoint's module records
+    key = ("index", tuple((os.fspath(p), os.path.getmtime(p)) for p in files + [config] if p))
+    return _cached(key, lambda: _build_index(files, config))
 
 
-def _kind(name: str, shape, dtype: str, index: dict) -> str:
-    """float (quantizable), stored (a gpt-oss MXFP4 blocks tensor), its scales, or other."""
-    if dtype in FLOAT_DTYPES and len(shape) >= 1 and math.prod(shape) > 0:
-        return "float"
-    if dtype == "U8" and name.endswith("_blocks") and name[:-7] + "_scales" in index:
+def _build_index(files, config) -> Index:
+    found = {}  # path -> (metadata, {name in the file: (shape, dtype)})
+    for p in files:
+        with _open(p) as f:
+            slices = {k: f.get_slice(k) for k in f.keys()}
+            found[p] = (f.metadata(), {k: (tuple(s.get_shape()), s.get_dtype()) for k, s in slices.items()})
+    seen = Counter(k for _, keys in found.values() for k in keys)
+    tensors, names = {}, {}
+    for p, (metadata, keys) in found.items():
+        names[p] = (metadata, {})
+        for k, (shape, dtype) in keys.items():
+            name = k if seen[k] == 1 else f"{p.name}:{k}"
+            tensors[name] = Entry(p, k, shape, dtype)
+            names[p][1][k] = name
+    records, warnings = None, []
+    if config is not None:
+        try:
+            records = read_config(os.fspath(config.parent))["modules"]
+        except (OSError, ValueError) as err:
+            warnings.append(f"{CONFIG_NAME}: {err}")
+    stored, more = formats.find(tensors, names, records)
+    return Index(tensors, stored, {s.scales: c for c, s in stored.items()}, warnings + more)
+
+
+def _entry(index: Index, rel, name) -> Entry:
+    if not isinstance(name, str) or name not in index.tensors:
+        raise ApiError(404, f"no tensor named {str(name)[:80]!r} in {rel[:60]!r}")
+    return index.tensors[name]
+
+
+def _kind(name: str, index: Index) -> str:
+    """float (quantizable), stored MXFP4 (its codes), the scales of one, or other."""
+    if name in index.stored:
         return STORED
-    if dtype == "U8" and name.endswith("_scales") and name[:-7] + "_blocks" in index:
+    if name in index.scales:
         return "mxfp4 scales"
+    e = index.tensors[name]
+    if e.dtype in FLOAT_DTYPES and len(e.shape) >= 1 and math.prod(e.shape) > 0:
+        return "float"
     return "other"
 
 
 def kind(root, rel, name) -> str:
     index = _index(root, rel)
-    if not isinstance(name, str) or name not in index:
-        raise ApiError(404, f"no tensor named {str(name)[:80]!r} in {rel[:60]!r}")
-    return _kind(name, index[name][1], index[name][2], index)
+    _entry(index, rel, name)
+    return _kind(name, index)
+
+
+def _row(name: str, e: Entry, index: Index) -> dict:
+    row = {"name": name, "shape": list(e.shape), "dtype": e.dtype, "numel": math.prod(e.shape),
+           "kind": _kind(name, index)}
+    stored = index.stored.get(name) or index.stored.get(index.scales.get(name))
+    if stored is not None:
+        row.update(format=stored.format, logical_shape=list(stored.spec.shape))
+    return row
 
 
 def tensors(root, rel) -> dict:
     index = _index(root, rel)
-    rows = [{"name": n, "shape": list(shape), "dtype": dtype, "numel": math.prod(shape),
-             "kind": _kind(n, shape, dtype, index)} for n, (_, shape, dtype) in index.items()]
-    return {"path": rel, "tensors": rows, "files": len({p for p, _, _ in index.values()})}
+    return {"path": rel, "tensors": [_row(n, e, index) for n, e in index.tensors.items()],
+            "files": len({e.path for e in index.tensors.values()}), "warnings": index.warnings}
 
 
-def _float_tensor(root, rel, name):
+def _float_tensor(root, rel, name) -> Entry:
     index = _index(root, rel)
-    if not isinstance(name, str) or name not in index:
-        raise ApiError(404, f"no tensor named {str(name)[:80]!r} in {rel[:60]!r}")
-    path, shape, dtype = index[name]
-    if _kind(name, shape, dtype, index) != "float":
-        raise ApiError(400, f"{name!r} is {dtype} {list(shape)}: only non-empty float tensors "
+    e = _entry(index, rel, name)
+    if _kind(name, index) != "float":
+        raise ApiError(400, f"{name!r} is {e.dtype} {list(e.shape)}: only non-empty float tensors "
                             "can be quantized")
-    return path, shape
+    return e
 
 
 def _row_windows(shape, max_elements: int, sample: bool):
@@ -134,8 +182,9 @@ def _chunks(path, name, shape, max_elements=None, sample=False):
 
 def qsnr_by_rule(root, rel, name) -> dict:
     """QSNR of the tensor under each scale rule, on up to SAMPLE_ELEMENTS elements."""
-    path, shape = _float_tensor(root, rel, name)
-    x = torch.cat([c for _, c in _chunks(path, name, shape, SAMPLE_ELEMENTS, sample=True)])
+    e = _float_tensor(root, rel, name)
+    shape = e.shape
+    x = torch.cat([c for _, c in _chunks(e.path, e.key, shape, SAMPLE_ELEMENTS, sample=True)])
     out = {}
     for rule in SCALE_RULES:
         err = quantize(x, scale_rule=rule).dequantize() - x
@@ -166,12 +215,12 @@ def _code_counts(packed: torch.Tensor, padding: int) -> torch.Tensor:
 
 def tensor_detail(root, rel, name, rule: str) -> dict:
     """Full-tensor statistics for one scale rule, streamed over row slices."""
-    path, shape = _float_tensor(root, rel, name)
-    key = ("detail", os.fspath(path), os.path.getmtime(path), name, rule)
-    return _cached(key, lambda: _detail(path, name, shape, rule), size=64)
+    e = _float_tensor(root, rel, name)
+    key = ("detail", os.fspath(e.path), os.path.getmtime(e.path), e.key, rule)
+    return _cached(key, lambda: _detail(e.path, e.key, name, e.shape, rule), size=64)
 
 
-def _detail(path, name, shape, rule):
+def _detail(path, key, name, shape, rule):
     cols = shape[-1]
     rows = math.prod(shape[:-1]) if len(shape) > 1 else 1
     n_blocks = -(-cols // BLOCK_SIZE)
@@ -184,7 +233,7 @@ def _detail(path, name, shape, rule):
     clipped = 0
     worst = []  # (block qsnr, row, block, scale byte, amax)
     col_cell = (torch.arange(n_blocks) * hc // n_blocks)
-    for row0, x in _chunks(path, name, shape):
+    for row0, x in _chunks(path, key, shape):
         q = quantize(x, scale_rule=rule)
         xb = to_blocks(x, 1, BLOCK_SIZE)
         eb = to_blocks(q.dequantize(), 1, BLOCK_SIZE).sub_(xb)
@@ -227,15 +276,15 @@ def _detail(path, name, shape, rule):
 
 def block_values(root, rel, name, row: int, block: int) -> dict:
     """The BLOCK_SIZE values of one block, read with a one-row slice."""
-    path, shape = _float_tensor(root, rel, name)
-    cols = shape[-1]
+    e = _float_tensor(root, rel, name)
+    shape, cols = e.shape, e.shape[-1]
     rows = math.prod(shape[:-1]) if len(shape) > 1 else 1
     if not 0 <= row < rows or not 0 <= block * BLOCK_SIZE < cols:
-        raise ApiError(400, f"block ({row}, {block}) is outside {name!r} with {rows} rows of "
-                            f"{-(-cols // BLOCK_SIZE)} blocks")
+        raise ApiError(400, f"block ({row}, {block}) is outside {name!r} with {plain(rows)} rows of "
+                            f"{plain(-(-cols // BLOCK_SIZE))} blocks")
     k0, k1 = block * BLOCK_SIZE, min((block + 1) * BLOCK_SIZE, cols)
-    with _open(path) as f:
-        s = f.get_slice(name)
+    with _open(e.path) as f:
+        s = f.get_slice(e.key)
         if len(shape) == 1:
             values = s[k0:k1]
         else:

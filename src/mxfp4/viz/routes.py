@@ -21,6 +21,7 @@ from .validate import (
     number,
     number_list,
     only_keys,
+    plain,
     power_of_two,
 )
 
@@ -58,7 +59,7 @@ def mapping(p, ctx):
     lo = get(p, "lo", -7.5, number, -7.99, 7.99)
     hi = get(p, "hi", 7.5, number, -7.99, 7.99)
     if lo >= hi:
-        raise ApiError(400, f"lo ({lo:g}) must be below hi ({hi:g})")
+        raise ApiError(400, f"lo ({plain(lo)}) must be below hi ({plain(hi)})")
     return api.mapping(lo, hi, get(p, "points", 1201, integer, 2, 20001))
 
 
@@ -129,6 +130,7 @@ def benchmarks_(p, ctx):
 def models_(p, ctx):
     only_keys(p, ())
     return {"configured": ctx.models_dir is not None, "entries": list_models(ctx.models_dir),
+            "sample_elements": models.SAMPLE_ELEMENTS,
             "how_to": "Start the server with `mxfp4 viz --models DIR`; DIR may hold .safetensors "
                       "files and Hugging Face model folders."}
 

@@ -60,6 +60,14 @@ def model_files(root, rel) -> list[Path]:
     return [Path(os.path.realpath(p)) for p in files]
 
 
+def beside(root, files: list[Path], name: str) -> Path | None:
+    """The file `name` in the folder of `files` (what model_files gave), if it is there and inside root."""
+    path = files[0].parent / name
+    if path.is_file() and _inside(os.path.realpath(path), os.path.realpath(root)):
+        return path
+    return None
+
+
 def list_models(root) -> list[dict]:
     """Safetensors files and folders of them under root (depth <= 4), links out of root skipped."""
     if root is None:

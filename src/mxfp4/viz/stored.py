@@ -1,7 +1,9 @@
-"""Tensors a checkpoint already stores in MXFP4: gpt-oss style NAME_blocks [..., n, 16] + NAME_scales [..., n].
+"""Tensors a checkpoint already stores in MXFP4, in any format formats.py finds.
 
 There is no original to compare with, so the view shows what is stored: the scale exponents, the
-code usage, and single blocks decoded by MXTensor.from_gpt_oss. Read in slices like float tensors.
+code usage, and single blocks decoded by MXTensor. A tensor of any axis is seen as rows of blocks:
+row r is one line along the blocked axis (the other axes in C order), block b its b-th block.
+Codes and scales are read in slices, like float tensors.
 """
 
 from __future__ import annotations
@@ -10,68 +12,86 @@ import math
 
 import torch
 
-from ..format import BLOCK_SIZE, E8M0_BIAS, E8M0_NAN
+from ..format import E8M0_BIAS, E8M0_NAN
 from ..tensor import MXTensor
 from . import models
-from .validate import ApiError
-
-BLOCKS, SCALES = "_blocks", "_scales"
+from .validate import ApiError, plain
 
 
-def _pair(root, rel, name):
-    """(blocks path, blocks shape, scales path, scales name) of a stored MXFP4 tensor."""
+def _stored(root, rel, name):
+    """(Stored record, codes Entry, scales Entry) of a stored MXFP4 tensor."""
     index = models._index(root, rel)
-    if name not in index or models._kind(name, index[name][1], index[name][2], index) != models.STORED:
-        raise ApiError(404, f"no stored MXFP4 tensor {str(name)[:80]!r} (NAME{BLOCKS} with NAME{SCALES})")
-    scales_name = name[: -len(BLOCKS)] + SCALES
-    bpath, bshape, _ = index[name]
-    spath, sshape, sdtype = index[scales_name]
-    if bshape[-1] != BLOCK_SIZE // 2 or tuple(sshape) != tuple(bshape[:-1]) or sdtype != "U8" or len(bshape) < 2:
-        raise ApiError(422, f"{name!r} {list(bshape)} and {scales_name!r} {list(sshape)} are not a gpt-oss "
-                            f"MXFP4 pair ([..., n, {BLOCK_SIZE // 2}] uint8 blocks, [..., n] uint8 scales)")
-    return bpath, tuple(bshape), spath, scales_name
+    models._entry(index, rel, name)
+    if name not in index.stored:
+        raise ApiError(404, f"{str(name)[:80]!r} is not a stored MXFP4 tensor")
+    st = index.stored[name]
+    return st, index.tensors[st.codes], index.tensors[st.scales]
 
 
-def _slices(path, name, shape):
-    with models._open(path) as f:
-        s = f.get_slice(name)
-        for a, b in models._row_windows(shape, models.CHUNK_ELEMENTS, sample=False):
-            yield s[a:b]
+def _grid(spec: MXTensor) -> tuple[int, int]:
+    """(rows, blocks per row) of the tensor seen as rows of blocks along its axis."""
+    rows = math.prod(d for i, d in enumerate(spec.shape) if i != spec.axis)
+    return rows, spec.scales.shape[spec.axis]
+
+
+def _histogram(entry, minlength: int, count) -> torch.Tensor:
+    """Sum of count(slice) over slices of the tensor along its first axis."""
+    total = torch.zeros(minlength, dtype=torch.int64)
+    with models._open(entry.path) as f:
+        s = f.get_slice(entry.key)
+        for a, b in models._row_windows(entry.shape, models.CHUNK_ELEMENTS, sample=False):
+            total += count(s[a:b])
+    return total
 
 
 def detail(root, rel, name) -> dict:
-    bpath, bshape, spath, scales_name = _pair(root, rel, name)
-    scale_hist = torch.zeros(256, dtype=torch.int64)
-    code_hist = torch.zeros(16, dtype=torch.int64)
-    for chunk in _slices(spath, scales_name, bshape[:-1]):
-        scale_hist += torch.bincount(chunk.flatten(), minlength=256)
-    for chunk in _slices(bpath, name, bshape):
-        code_hist += models._code_counts(chunk, 0)
-    rows = math.prod(bshape[:-2])
-    return {"name": name, "stored": True, "shape": [*bshape[:-2], bshape[-2] * BLOCK_SIZE],
-            "rows": rows, "blocks_per_row": bshape[-2], "numel": rows * bshape[-2] * BLOCK_SIZE,
+    st, codes, scales = _stored(root, rel, name)
+    spec = st.spec
+    rows, n = _grid(spec)
+    length = spec.shape[spec.axis]
+    padding = rows * (n * spec.block_size - length)  # zeros that fill the last block of each row
+    scale_hist = _histogram(scales, 256, lambda x: torch.bincount(x.flatten(), minlength=256))
+    code_hist = _histogram(codes, 16, lambda x: models._code_counts(x, 0))
+    code_hist[0] -= padding
+    return {"name": name, "stored": True, "format": st.format, "shape": list(spec.shape),
+            "axis": spec.axis, "block_size": spec.block_size, "scale_rule": st.scale_rule,
+            "note": st.note, "rows": rows, "blocks_per_row": n, "numel": spec.numel(),
             "nan_blocks": int(scale_hist[E8M0_NAN]),
             "scale_exponents": [{"exponent": None if b == E8M0_NAN else b - E8M0_BIAS, "blocks": int(c)}
                                 for b, c in enumerate(scale_hist.tolist()) if c],
             "code_counts": code_hist.tolist()}
 
 
+def _where(spec: MXTensor, row: int, block: int) -> tuple[list, list]:
+    """Slices of the scales and codes tensors (MXTensor layout) that hold one block."""
+    others = [d for i, d in enumerate(spec.shape) if i != spec.axis]
+    index = []
+    for d in reversed(others):
+        row, i = divmod(row, d)
+        index.insert(0, slice(i, i + 1))
+    half = spec.block_size // 2
+    scale_at = index[:spec.axis] + [slice(block, block + 1)] + index[spec.axis:]
+    codes_at = index[:spec.axis] + [slice(block * half, (block + 1) * half)] + index[spec.axis:]
+    return scale_at, codes_at
+
+
 def block_values(root, rel, name, row: int, block: int) -> dict:
-    """One stored block decoded by the library: row and block of the [rows, n * 32] view."""
-    bpath, bshape, spath, scales_name = _pair(root, rel, name)
-    rows, n = math.prod(bshape[:-2]), bshape[-2]
+    """One stored block decoded by the library: row and block of the rows-of-blocks view."""
+    st, codes, scales = _stored(root, rel, name)
+    spec = st.spec
+    rows, n = _grid(spec)
     if not 0 <= row < rows or not 0 <= block < n:
-        raise ApiError(400, f"block ({row}, {block}) is outside {name!r} with {rows} rows of {n} blocks")
-    if len(bshape) == 2:  # one row: the first axis is the block axis
-        first, last, pick = block, block + 1, (0, 0)
-    else:
-        per = math.prod(bshape[1:-2])  # rows under one index of the first axis
-        first, last, pick = row // per, row // per + 1, (row % per, block)
-    with models._open(bpath) as f:
-        packed = f.get_slice(name)[first:last].reshape(-1, last - first if len(bshape) == 2 else n,
-                                                       BLOCK_SIZE // 2)[pick]
-    with models._open(spath) as f:
-        scale = f.get_slice(scales_name)[first:last].reshape(-1, 1 if len(bshape) == 2 else n)[pick]
-    q = MXTensor.from_gpt_oss(packed.reshape(1, BLOCK_SIZE // 2), scale.reshape(1))
+        raise ApiError(400, f"block ({row}, {block}) is outside {name!r} with {plain(rows)} rows of {plain(n)} blocks")
+    scale_at, codes_at = _where(spec, row, block)
+    if st.blocked:  # gpt-oss: the codes of a block are the last axis, under the scale's index
+        codes_at = scale_at + [slice(None)]
+    with models._open(scales.path) as f:
+        scale = f.get_slice(scales.key)[tuple(scale_at)].reshape(1)
+    if int(scale) == E8M0_NAN:
+        raise ApiError(422, f"block ({row}, {block}) of {name!r} has the NaN scale 0xFF: all its values are NaN")
+    with models._open(codes.path) as f:
+        packed = f.get_slice(codes.key)[tuple(codes_at)].reshape(-1)
+    length = min(spec.block_size, spec.shape[spec.axis] - block * spec.block_size)  # a padded last block
+    q = MXTensor(packed, scale, [length], axis=0, block_size=spec.block_size)
     return {"name": name, "row": row, "block": block, "values": q.dequantize().tolist(),
             "scale_exponent": int(scale) - E8M0_BIAS}

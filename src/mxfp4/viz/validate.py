@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+from decimal import Decimal
 
 import torch
 
@@ -23,6 +24,18 @@ class ApiError(Exception):
         self.message = message
 
 
+def plain(x) -> str:
+    """A number as people write it in a message: 1,048,576 and 0.000001, never 1.04858e+06."""
+    if isinstance(x, int) or (math.isfinite(x) and x == int(x) and abs(x) < 1e15):
+        return f"{int(x):,}"
+    if not math.isfinite(x):
+        return str(x)
+    if x != 0 and not 1e-6 <= abs(x) < 1e15:  # too many zeros to read: 3.39 × 10^38
+        mantissa, exponent = f"{x:.2e}".split("e")
+        return f"{float(mantissa):g} × 10^{int(exponent)}"
+    return f"{Decimal(repr(x)):,f}"
+
+
 def _reject_constant(name: str):
     raise ApiError(400, f"{name} is not a number the API accepts; send finite numbers only")
 
@@ -30,7 +43,7 @@ def _reject_constant(name: str):
 def parse_json(body: bytes) -> dict:
     """A JSON object from a request body; NaN/Infinity literals and non-objects are refused."""
     if len(body) > MAX_BODY_BYTES:
-        raise ApiError(413, f"request body is {len(body)} bytes; the limit is {MAX_BODY_BYTES}")
+        raise ApiError(413, f"request body is {plain(len(body))} bytes; the limit is {plain(MAX_BODY_BYTES)} bytes")
     if not body.strip():
         return {}
     try:
@@ -63,7 +76,7 @@ def number(value, name: str, lo: float = -BF16_MAX, hi: float = BF16_MAX) -> flo
     if not math.isfinite(value):
         raise ApiError(400, f"{name} must be finite, got {value}")
     if not lo <= value <= hi:
-        raise ApiError(400, f"{name} must be between {lo:g} and {hi:g}, got {value:g}")
+        raise ApiError(400, f"{name} must be between {plain(lo)} and {plain(hi)}, got {plain(value)}")
     return value
 
 
@@ -71,14 +84,14 @@ def integer(value, name: str, lo: int, hi: int) -> int:
     """An int in [lo, hi] (an integral float such as 4.0 is accepted)."""
     x = number(value, name, lo, hi)
     if x != int(x):
-        raise ApiError(400, f"{name} must be a whole number, got {x:g}")
+        raise ApiError(400, f"{name} must be a whole number, got {plain(x)}")
     return int(x)
 
 
 def power_of_two(value, name: str, lo: int, hi: int) -> int:
     x = integer(value, name, lo, hi)
     if x & (x - 1):
-        raise ApiError(400, f"{name} must be a power of two from {lo} to {hi}, got {x}")
+        raise ApiError(400, f"{name} must be a power of two from {plain(lo)} to {plain(hi)}, got {plain(x)}")
     return x
 
 
@@ -94,7 +107,7 @@ def number_list(value, name: str, max_len: int, min_len: int = 1) -> list[float]
     if not isinstance(value, list):
         raise ApiError(400, f"{name} must be a list of numbers, got {type(value).__name__}")
     if not min_len <= len(value) <= max_len:
-        raise ApiError(400, f"{name} must have {min_len} to {max_len} values, got {len(value)}")
+        raise ApiError(400, f"{name} must have {plain(min_len)} to {plain(max_len)} values, got {plain(len(value))}")
     return [number(v, f"{name}[{i}]") for i, v in enumerate(value)]
 
 

@@ -3,9 +3,37 @@
 
 import { h, s, num } from "./dom.js";
 
-export const COLORS = ["#3b6fd8", "#e0823a", "#2e9d68", "#b14fc5", "#d9485f", "#6b7280"];
+export const COLORS = ["#3b6fd8", "#e0823a", "#2e9d68", "#b14fc5", "#d9485f", "#6b7280",
+  "#0f9fb3", "#a3782b", "#7da832", "#e377c2"];
 let clipCount = 0;
 const PAD = { left: 56, right: 14, top: 14, bottom: 44 };
+let measurer = null;
+
+// Width in pixels of `text` in the page's font: labels are placed so that none overlap.
+export function textWidth(text, size = 11) {
+  measurer = measurer || document.createElement("canvas").getContext("2d");
+  measurer.font = `${size}px ${getComputedStyle(document.body).fontFamily}`;
+  return measurer.measureText(String(text)).width;
+}
+
+// `text` broken into lines of at most `width` pixels, at spaces.
+function wrap(text, width, size = 12) {
+  const lines = [];
+  for (const word of String(text).split(" ")) {
+    const line = lines.length ? `${lines.at(-1)} ${word}` : word;
+    if (lines.length && textWidth(line, size) <= width) lines[lines.length - 1] = line;
+    else lines.push(word);
+  }
+  return lines;
+}
+
+// `text` cut to at most `width` pixels, with an ellipsis.
+function fit(text, width, size = 11) {
+  if (textWidth(text, size) <= width) return text;
+  let n = text.length;
+  while (n > 1 && textWidth(`${text.slice(0, n)}…`, size) > width) n--;
+  return `${text.slice(0, n)}…`;
+}
 
 export function mount(container, draw) {
   const box = h("div", { class: "chart" });
@@ -68,7 +96,8 @@ export function bars({ labels, series, height = 260, xLabel, yLabel, format = nu
     const group = inner / labels.length;
     const bw = Math.max(1, (group * 0.8) / series.length);
     const x = (i) => PAD.left + group * (i + 0.5);
-    const every = Math.ceil(labels.length / Math.max(1, Math.floor(inner / 34)));
+    const widest = Math.max(0, ...labels.map((l) => textWidth(l)));
+    const every = Math.max(1, Math.ceil((widest + 8) / group));  // every k-th label: no two overlap
     axes(svg, x, y, [], niceTicks(yMin, top || 1, 4), width, height, { xLabel, yLabel });
     labels.forEach((lab, i) => {
       if (i % every === 0) svg.append(s("text", { x: x(i), y: height - PAD.bottom + 16, class: "tick", "text-anchor": "middle" }, lab));
@@ -80,7 +109,7 @@ export function bars({ labels, series, height = 260, xLabel, yLabel, format = nu
           fill: se.color || COLORS[k % COLORS.length], class: highlight.includes(i) ? "bar hl" : "bar",
         }, s("title", {}, `${lab}${se.name ? ` · ${se.name}` : ""}: ${format(v)}`));
         svg.append(rect);
-        const show = valueLabels ?? (labels.length * series.length <= 16 && bw > 26);
+        const show = (valueLabels ?? labels.length * series.length <= 16) && textWidth(format(v)) + 4 <= bw;
         if (show) svg.append(s("text", { x: bx + bw / 2, y: y(Math.max(v, yMin)) - 4, class: "tick", "text-anchor": "middle" }, format(v)));
       });
     });
@@ -90,6 +119,94 @@ export function bars({ labels, series, height = 260, xLabel, yLabel, format = nu
     }
     return svg;
   };
+}
+
+// Horizontal grouped bars: each group's label on a line of its own above its bars, so that no two
+// labels meet at any width; values at the bar ends; marks (bounds, targets) as short dashed lines.
+// groups: [{ label, bars: [{ key, value, title }], marks: [{ key, value, title }] }], colors: key -> colour.
+export function hbars({ groups, colors, format = num, axisLabel, refLines = [] }) {
+  const BAR = 13, STEP = 16, HEAD = 17, SEP = 8;
+  const labelOf = (b) => `${format(b.value)}${b.best ? " · best" : ""}`;
+  return (width) => {
+    const left = 8, top = refLines.length ? 18 : 4;
+    const values = groups.flatMap((g) => [...g.bars, ...g.marks].map((b) => b.value)).concat(refLines.map((r) => r.value)).filter(Number.isFinite);
+    const room = Math.min(width * 0.3, 8 + Math.max(0, ...groups.flatMap((g) => g.bars.map((b) => textWidth(labelOf(b), 10)))));
+    const right = width - room;
+    const { x, ticks, log } = valueAxis(values, left, right);
+    const rows = [];
+    let y = top;
+    for (const g of groups) {
+      rows.push({ g, y });
+      y += HEAD + Math.max(1, g.bars.length) * STEP + SEP;
+    }
+    const said = axisLabel ? wrap(log ? `${axisLabel} (log scale)` : axisLabel, width - 8) : [];
+    const bottom = y - SEP + 4, height = bottom + 18 + 16 * said.length + (said.length ? 2 : 0);
+    const svg = s("svg", { width, height, viewBox: `0 0 ${width} ${height}`, class: "plot hbars", role: "img" });
+    for (const v of ticks) {
+      svg.append(s("line", { x1: x(v), x2: x(v), y1: top, y2: bottom, class: "grid" }));
+      const w = textWidth(tickLabel(v)), anchor = x(v) - w / 2 < 0 ? "start" : x(v) + w / 2 > width ? "end" : "middle";
+      svg.append(s("text", { x: x(v), y: bottom + 14, class: "tick", "text-anchor": anchor }, tickLabel(v)));
+    }
+    svg.append(s("line", { x1: left, x2: left, y1: top, y2: bottom, class: "axis" }));
+    for (const { g, y: y0 } of rows) {
+      const shown = fit(g.label, width - left - 4, 12);
+      svg.append(s("g", {}, shown === g.label ? null : s("title", {}, g.label), s("text", { x: left, y: y0 + 12, class: "glabel" }, shown)));
+      const first = y0 + HEAD;
+      g.bars.forEach((b, i) => {
+        const by = first + i * STEP, end = x(b.value);
+        svg.append(s("rect", { x: left, y: by, width: Math.max(1, end - left), height: BAR, fill: colors[b.key] || COLORS[0], class: b.best ? "bar best" : "bar" },
+          s("title", {}, b.title || `${g.label} · ${b.key}: ${format(b.value)}`)));
+        const label = labelOf(b), inside = end + 4 + textWidth(label, 10) > width;
+        svg.append(s("text", { x: inside ? end - 4 : end + 4, y: by + BAR - 3, class: `value ${inside ? "inside" : ""}`, "text-anchor": inside ? "end" : "start" }, label));
+      });
+      for (const m of g.marks) {
+        const span = Math.max(1, g.bars.length) * STEP;
+        svg.append(s("line", { x1: x(m.value), x2: x(m.value), y1: first - 2, y2: first + span, stroke: colors[m.key] || COLORS[5], class: "mark" },
+          s("title", {}, m.title || `${g.label} · ${m.key}: ${format(m.value)}`)));
+      }
+    }
+    for (const r of refLines) {
+      const rx = x(r.value), after = rx < width / 2;
+      svg.append(s("line", { x1: rx, x2: rx, y1: top - 4, y2: bottom, class: "ref" }));
+      svg.append(s("text", { x: after ? rx + 4 : rx - 4, y: 12, class: "ref-label", "text-anchor": after ? "start" : "end" }, r.label));
+    }
+    said.forEach((line, i) => svg.append(s("text", { x: width / 2, y: bottom + 32 + 16 * i, class: "label", "text-anchor": "middle" }, line)));
+    return svg;
+  };
+}
+
+// The value axis of hbars: linear from 0, or logarithmic when the values span more than 100x
+// (1 us next to 10 ms: on a linear axis the small bars would vanish). Values outside clamp to it.
+function valueAxis(values, left, right) {
+  const positive = values.filter((v) => v > 0);
+  const lo = Math.min(...positive), hi = Math.max(0, ...values) || 1;
+  if (positive.length && hi / lo > 100) {
+    const grid = (e0, e1) => Array.from({ length: e1 - e0 + 1 }, (_, i) => [1, 2, 5].map((m) => Number((m * 10 ** (e0 + i)).toPrecision(12)))).flat();
+    const e0 = Math.floor(Math.log10(lo)), e1 = Math.ceil(Math.log10(hi));
+    const all = grid(e0, e1);
+    const a = all.filter((v) => v <= lo).at(-1), b = all.find((v) => v >= hi);  // 1-2-5 ends around the data
+    const toX = linear(Math.log10(a), Math.log10(b), left, right);
+    const x = (v) => toX(Math.log10(Math.min(b, Math.max(a, v))));
+    const fine = all.filter((v) => v >= a && v <= b);
+    const decades = fine.filter((v) => Math.abs(Math.log10(v) - Math.round(Math.log10(v))) < 1e-9);
+    return { log: true, x, ticks: spaced(fine.length <= (right - left) / 60 ? fine : [a, ...decades, b], x) };
+  }
+  let ticks = niceTicks(0, hi, Math.max(2, Math.floor((right - left) / 90)));
+  if (ticks.length < 2) ticks = [0, hi];
+  if (ticks.at(-1) < hi) ticks.push(Number((2 * ticks.at(-1) - ticks.at(-2)).toPrecision(12)));
+  const toX = linear(0, ticks.at(-1), left, right);
+  const x = (v) => toX(Math.max(0, v));
+  return { log: false, x, ticks: spaced(ticks, x) };
+}
+
+// The ticks whose labels stay at least 10 px apart, from the left.
+function spaced(ticks, x) {
+  const out = [];
+  const edge = (v) => [x(v) - textWidth(tickLabel(v)) / 2, x(v) + textWidth(tickLabel(v)) / 2];
+  for (const v of [...new Set(ticks)].sort((p, q) => p - q)) {
+    if (!out.length || edge(v)[0] >= edge(out.at(-1))[1] + 10) out.push(v);
+  }
+  return out;
 }
 
 // Line / step charts. series: [{x, y, color, step, dash, name, width}], points: [{x, y, color, r, label}].
@@ -125,9 +242,10 @@ export function lines({ series, points = [], vlines = [], hlines = [], height = 
   };
 }
 
+// items: [name, colour] or [name, colour, true] for a mark (drawn as a dashed line).
 export function legend(items) {
-  return h("div", { class: "legend" }, items.map(([name, color]) =>
-    h("span", {}, h("i", { style: { background: color } }), name)));
+  return h("div", { class: "legend" }, items.map(([name, color, mark]) =>
+    h("span", {}, h("i", { class: mark ? "mark" : null, style: mark ? { borderColor: color } : { background: color } }), name)));
 }
 
 // Heatmap of a 2-D array on a canvas; null cells are drawn grey. Higher values are greener.

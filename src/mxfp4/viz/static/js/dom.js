@@ -54,7 +54,12 @@ export function bytes(b) {
 export function count(n) {
   if (n >= 1e9) return `${(n / 1e9).toFixed(2)} B`;
   if (n >= 1e6) return `${(n / 1e6).toFixed(1)} M`;
-  return n.toLocaleString("en-US");
+  return whole(n);
+}
+
+// Whole numbers with thousands separators: counts and limits (1,048,576, never 1.04858e+06).
+export function whole(n) {
+  return n === null || n === undefined ? "—" : n.toLocaleString("en-US");
 }
 
 export function pow2(e) {
@@ -109,9 +114,15 @@ export function debounce(fn, ms = 120) {
   return (...args) => { clearTimeout(t); t = setTimeout(() => fn(...args), ms); };
 }
 
+// A table in a box that scrolls sideways when the table is wider; a hint under it says so, because
+// overlay scrollbars (phones, macOS) stay invisible until one scrolls and the table looks cut off.
 export function table(columns, rows, attrs = {}) {
-  return h("div", { class: "table-wrap" },
-    h("table", attrs,
-      h("thead", {}, h("tr", {}, columns.map((c) => h("th", {}, c)))),
-      h("tbody", {}, rows.map((r) => (r instanceof Node ? r : h("tr", {}, r.map((c) => h("td", {}, c))))))));
+  const el = h("table", attrs,
+    h("thead", {}, h("tr", {}, columns.map((c) => h("th", {}, c)))),
+    h("tbody", {}, rows.map((r) => (r instanceof Node ? r : h("tr", {}, r.map((c) => h("td", {}, c)))))));
+  const wrap = h("div", { class: "table-wrap" }, el);
+  const hint = h("p", { class: "scroll-hint", hidden: true }, "Scroll sideways for more columns →");
+  const check = () => { hint.hidden = wrap.scrollWidth <= wrap.clientWidth + 1; };
+  if (window.ResizeObserver) { const ro = new ResizeObserver(check); ro.observe(wrap); ro.observe(el); }
+  return h("div", { class: "table-box" }, wrap, hint);
 }

@@ -3,7 +3,7 @@
 
 import { get, showError } from "../api.js";
 import { COLORS, bars, heatmap, mount, ramp } from "../chart.js";
-import { button, card, count, db, emptyState, h, note, num, pct, select, table } from "../dom.js";
+import { button, card, count, db, emptyState, h, note, num, pct, select, table, whole } from "../dom.js";
 
 export const title = "Your model";
 
@@ -12,7 +12,8 @@ const STORED = "mxfp4 (stored)";
 export async function render(root, { fmt, params, navigate }) {
   const list = await get("/api/models");
   root.append(h("div", { class: "view-head" }, h("h1", {}, title),
-    note("Tensors of a .safetensors file or Hugging Face model folder, read lazily in slices. QSNR per scale rule is measured on up to 262,144 values per tensor (* marks a sample); click a tensor for the full picture.")));
+    note(`Tensors of a .safetensors file or Hugging Face model folder, read lazily in slices. QSNR per scale rule is measured on up to ${whole(list.sample_elements)} values per tensor (* marks a sample); click a tensor for the full picture. `,
+      "Tensors already stored in MXFP4 (mxfp4 checkpoints, compressed-tensors, MXTensor files, gpt-oss) are decoded as stored.")));
   if (!list.configured) { root.append(card(null, emptyState("No models directory.", list.how_to))); return; }
   if (!list.entries.length) { root.append(card(null, emptyState("No .safetensors files in the models directory.", list.how_to))); return; }
 
@@ -29,7 +30,7 @@ export async function render(root, { fmt, params, navigate }) {
     tableBox),
     detail);
 
-  let tensors = [];
+  let tensors = [], warnings = [];
   const qsnr = new Map();
 
   async function loadModel() {
@@ -37,6 +38,7 @@ export async function render(root, { fmt, params, navigate }) {
       const r = await get("/api/model", { path: state.path });
       showError(null);
       tensors = r.tensors;
+      warnings = r.warnings;
       qsnr.clear();
       drawTable();
       if (state.selected) openTensor(state.selected);
@@ -65,14 +67,17 @@ export async function render(root, { fmt, params, navigate }) {
     return h("tr", { "data-name": t.name, class: `${opens ? "clickable" : ""} ${t.name === state.selected ? "selected" : ""}`,
       onclick: opens ? () => openTensor(t.name) : null },
     h("td", { class: "name", title: t.name }, t.name), h("td", {}, `[${t.shape.join(", ")}]`), h("td", {}, t.dtype),
-    h("td", {}, count(t.numel)), t.kind === "float" ? cells : h("td", { colspan: fmt.scale_rules.length }, h("span", { class: `badge ${t.kind === STORED ? "mx" : ""}` }, t.kind)));
+    h("td", {}, count(t.numel)), t.kind === "float" ? cells : h("td", { colspan: fmt.scale_rules.length },
+      h("span", { class: `badge ${t.kind === STORED ? "mx" : ""}` }, t.kind),
+      t.format ? h("span", { class: "muted" }, ` ${t.format}${t.kind === STORED ? `, logical [${t.logical_shape.join(", ")}]` : ""}`) : ""));
   }
 
   function drawTable() {
     const shown = tensors.filter((t) => t.name.includes(state.filter));
     tableBox.replaceChildren(table(["tensor", "shape", "dtype", "elements", ...fmt.scale_rules.map((r) => `QSNR ${r}`)],
       shown.map(tensorRow), { class: "data" }),
-    note(`${shown.length} of ${tensors.length} tensors.`));
+    note(`${shown.length} of ${tensors.length} tensors.`),
+    ...warnings.map((w) => h("p", { class: "warning" }, w)));
   }
 
   async function openTensor(name) {
@@ -92,17 +97,20 @@ export async function render(root, { fmt, params, navigate }) {
     const row = h("input", { type: "number", min: 0, max: d.rows - 1, value: 0, class: "small", id: "pick-row" });
     const blk = h("input", { type: "number", min: 0, max: d.blocks_per_row - 1, value: 0, class: "small", id: "pick-block" });
     return h("div", { class: "controls" },
-      h("label", { class: "field" }, h("span", {}, `row (0–${d.rows - 1})`), row),
-      h("label", { class: "field" }, h("span", {}, `block (0–${d.blocks_per_row - 1})`), blk),
-      button("Open in block quantizer", () => openBlock(d.name, Number(row.value), Number(blk.value)), { id: "pick-open" }));
+      h("label", { class: "field" }, h("span", { id: "pick-row-range" }, `row (0–${whole(d.rows - 1)})`), row),
+      h("label", { class: "field" }, h("span", {}, `block (0–${whole(d.blocks_per_row - 1)})`), blk),
+      button("Open in block quantizer", () => openBlock(d, Number(row.value), Number(blk.value)), { id: "pick-open" }));
   }
 
   function storedDetail(d) {
     const scaleBox = h("div", { id: "scale-hist" }), codeBox = h("div", { id: "tensor-codes" });
     const section = card(`${d.name}  (stored MXFP4, logical [${d.shape.join(", ")}])`,
-      note("Already MXFP4 in the checkpoint: there is no original to measure the error against. Shown: the stored scales and codes."),
-      h("div", { class: "stat-row" }, stat("blocks", count(d.rows * d.blocks_per_row)), stat("rows × blocks", `${d.rows} × ${d.blocks_per_row}`),
-        stat("NaN scales", String(d.nan_blocks))),
+      note("Already MXFP4 in the file: there is no original to measure the error against. Shown: the stored scales and codes, and any block decoded by the library."),
+      h("div", { class: "stat-row" }, stat("format", d.format, "stored-format"), stat("blocks", count(d.rows * d.blocks_per_row)),
+        stat("rows × blocks", `${whole(d.rows)} × ${whole(d.blocks_per_row)}`), stat("block size", String(d.block_size)),
+        stat("blocked axis", String(d.axis)), stat("scale rule", d.scale_rule || "not recorded"), stat("NaN scales", whole(d.nan_blocks))),
+      d.note ? note(d.note) : "",
+      note(`Row r is one line of ${d.shape[d.axis]} values along axis ${d.axis}; the other axes count the rows.`),
       h("div", { class: "grid2" }, h("div", {}, h("h3", {}, "Block scale exponents"), scaleBox), h("div", {}, h("h3", {}, "Code usage"), codeBox)),
       h("h3", {}, "Decode one block"), blockPicker(d));
     drawHistograms(d, scaleBox, codeBox);
@@ -130,7 +138,7 @@ export async function render(root, { fmt, params, navigate }) {
       h("div", { class: "controls" }, select("scale rule", fmt.scale_rules, state.rule, (v) => { state.rule = v; openTensor(d.name); }, { id: "tensor-rule" })),
       h("div", { class: "stat-row" },
         stat("QSNR", db(d.qsnr_db), "tensor-qsnr"), stat("clipped", pct(d.clipped_fraction, 3)), stat("MSE", num(d.mse, 3)),
-        stat("blocks", count(d.rows * d.blocks_per_row)), stat("rows × blocks", `${d.rows} × ${d.blocks_per_row}`)),
+        stat("blocks", count(d.rows * d.blocks_per_row)), stat("rows × blocks", `${whole(d.rows)} × ${whole(d.blocks_per_row)}`)),
       h("div", { class: "grid2" },
         h("div", {}, h("h3", {}, "Block scale exponents"), scaleBox),
         h("div", {}, h("h3", {}, "Code usage"), codeBox)),
@@ -144,17 +152,19 @@ export async function render(root, { fmt, params, navigate }) {
         h("div", {}, h("h3", {}, "Worst blocks"),
           table(["row", "block", "QSNR", "scale", "max |x|", ""], d.worst_blocks.map((w) => [
             String(w.row), String(w.block), db(w.qsnr_db), `2^${w.scale_exponent}`, num(w.amax, 4),
-            button("open", () => openBlock(d.name, w.row, w.block), { class: "open-block", "data-row": w.row, "data-block": w.block })]),
+            button("open", () => openBlock(d, w.row, w.block), { class: "open-block", "data-row": w.row, "data-block": w.block })]),
           { class: "data", id: "worst-blocks" }))),
       h("h3", {}, "Open any block"), blockPicker(d));
     drawHistograms(d, scaleBox, codeBox);
     return section;
   }
 
-  async function openBlock(name, row, block) {
+  // A stored block opens with the scale rule its file records, so that it quantizes back to itself.
+  async function openBlock(d, row, block) {
     try {
-      const b = await get("/api/model/block", { path: state.path, name, row, block });
-      const q = new URLSearchParams({ values: b.values.map(String).join(","), rule: state.rule, from: `${name} row ${row} block ${block}` });
+      const b = await get("/api/model/block", { path: state.path, name: d.name, row, block });
+      const rule = d.stored ? d.scale_rule || "floor" : state.rule;
+      const q = new URLSearchParams({ values: b.values.map(String).join(","), rule, from: `${d.name} row ${row} block ${block}` });
       navigate(`/block?${q}`);
     } catch (err) { showError(err); }
   }

@@ -2,7 +2,7 @@
 
 import { latest, post, showError } from "../api.js";
 import { COLORS, bars, legend, lines, mount } from "../chart.js";
-import { button, card, db, debounce, h, note, num, pct, select, slider, table } from "../dom.js";
+import { button, card, db, debounce, h, note, num, pct, select, slider, table, whole } from "../dom.js";
 
 export const title = "Scale rules";
 
@@ -53,18 +53,17 @@ export async function render(root, { fmt }) {
     out.table.replaceChildren(table(["rule", "QSNR", "clipped", "clipped %", "MSE", "max |error|", "mean error (bias)"],
       rules.map((x) => h("tr", { "data-rule": x.scale_rule },
         h("td", {}, x.scale_rule, x.qsnr_db === best ? h("span", { class: "badge yes", style: { marginLeft: "6px" } }, "best") : ""),
-        h("td", {}, db(x.qsnr_db)), h("td", {}, x.clipped.toLocaleString("en-US")), h("td", {}, pct(x.clipped_fraction, 3)),
+        h("td", {}, db(x.qsnr_db)), h("td", {}, whole(x.clipped)), h("td", {}, pct(x.clipped_fraction, 3)),
         h("td", {}, num(x.mse, 4)), h("td", {}, num(x.max_abs_error, 4)), h("td", {}, num(x.mean_error, 3)))),
       { class: "data" }),
-    note(`${r.n.toLocaleString("en-US")} values (${r.distribution}), blocks of ${r.block_size}, ${r.rounding} rounding.`));
+    note(`${whole(r.n)} values (${r.distribution}), blocks of ${r.block_size}, ${r.rounding} rounding.`));
     const labels = rules.map((x) => x.scale_rule);
     const colors = rules.map((_, i) => COLORS[i % COLORS.length]);
-    const finite = rules.map((x) => x.qsnr_db).filter((v) => v !== null);
-    const floorDb = finite.length ? Math.max(0, Math.floor(Math.min(...finite) - 1)) : 0;
-    for (const [box, values, fmtv, label, yMin] of [[out.qsnr, rules.map((x) => x.qsnr_db), (v) => `${v.toFixed(2)} dB`, "QSNR (dB)", floorDb],
-      [out.clipped, rules.map((x) => x.clipped_fraction), (v) => pct(v, 2), "share clipped", 0]]) {
+    // Both axes start at 0: a QSNR axis cut at the smallest value would make 0.3 dB look like 3x.
+    for (const [box, values, fmtv, label] of [[out.qsnr, rules.map((x) => x.qsnr_db), (v) => `${v.toFixed(2)} dB`, "QSNR (dB)"],
+      [out.clipped, rules.map((x) => x.clipped_fraction), (v) => pct(v, 2), "share clipped"]]) {
       box.replaceChildren();
-      mount(box, bars({ labels, series: [{ values, color: COLORS[0] }], format: fmtv, yLabel: label, height: 220, valueLabels: true, yMin }));
+      mount(box, bars({ labels, series: [{ values, color: COLORS[0] }], format: fmtv, yLabel: label, height: 220, valueLabels: true }));
     }
     const exps = [...new Set(rules.flatMap((x) => x.scale_exponents.map((e) => e.exponent)))].sort((a, b) => a - b);
     out.scales.replaceChildren(legend(labels.map((l, i) => [l, colors[i]])));

@@ -4,7 +4,7 @@
 import { get, latest, post, showError } from "../api.js";
 import { COLORS, bars, lines, mount } from "../chart.js";
 import { DATA_NAMES } from "./rules.js";
-import { card, codeBits, db, debounce, h, note, num, pct, s, select, slider, table } from "../dom.js";
+import { card, codeBits, db, debounce, h, note, num, pct, s, select, slider, table, whole } from "../dom.js";
 
 export const title = "Value space";
 
@@ -58,7 +58,7 @@ export async function render(root, { fmt }) {
       showError(null);
       distStats.replaceChildren(
         stat("QSNR", db(r.qsnr_db), "dist-qsnr"), stat("clipped", pct(r.clipped_fraction, 3)),
-        stat("elements", r.n.toLocaleString("en-US")), stat("blocks", (r.n / r.block_size).toLocaleString("en-US")));
+        stat("elements", whole(r.n)), stat("blocks", whole(r.n / r.block_size)));
       const order = fmt.codes.map((c) => c.code).sort((a, b) => fmt.codes[a].value - fmt.codes[b].value || b - a);
       usageBox.replaceChildren();
       mount(usageBox, bars({
