@@ -76,6 +76,15 @@ def _logits(model: nn.Module, ids: torch.Tensor, keep: int) -> torch.Tensor:
     return logits[:, -keep:]
 
 
+def _input_device(model: nn.Module) -> torch.device:
+    """Where the token ids go: the input embedding's device (the first layer when dispatched)."""
+    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    for t in ([emb.weight] if emb is not None else []) + list(model.parameters()):
+        if t.device.type != "meta":
+            return t.device
+    return torch.device("cpu")
+
+
 @torch.no_grad()
 def perplexity(model: nn.Module, tokens: torch.Tensor, *, context: int = 512, stride: int = 256,
                bos_id: int | None = None, progress=None) -> Perplexity:
@@ -89,7 +98,7 @@ def perplexity(model: nn.Module, tokens: torch.Tensor, *, context: int = 512, st
         raise ValueError("tokens must be a 1-D tensor of token ids")
     start = time.perf_counter()
     windows = sliding_windows(tokens.numel(), context, stride)
-    device = next(iter(model.buffers()), torch.empty(0)).device
+    device = _input_device(model)
     nll, count = 0.0, 0
     for i, (begin, end, scored) in enumerate(windows):
         ids = tokens[begin:end]
@@ -125,12 +134,12 @@ def _block_outputs(model: nn.Module, ids: torch.Tensor) -> tuple[list, torch.Ten
     outs, hooks = [], []
 
     def grab(module, args, output):
-        outs.append((output[0] if isinstance(output, (tuple, list)) else output).float())
+        outs.append((output[0] if isinstance(output, (tuple, list)) else output).float().cpu())
 
     for block in decoder_blocks(model):
         hooks.append(block.register_forward_hook(grab))
     try:
-        logits = _logits(model, ids, ids.shape[1]).float()
+        logits = _logits(model, ids.to(_input_device(model)), ids.shape[1]).float().cpu()
     finally:
         for h in hooks:
             h.remove()

@@ -21,8 +21,9 @@ from .hadamard import rotate
 class HessianAccumulator:
     """Running H = 2/n · Σ xᵀx over the rows x of a layer's inputs (optionally rotated)."""
 
-    def __init__(self, in_features: int, hadamard_size: int | None = None):
-        self.hessian = torch.zeros(in_features, in_features, dtype=torch.float64)
+    def __init__(self, in_features: int, hadamard_size: int | None = None, device=None):
+        # on the layer's device: GPTQ then runs where the weight is, with no copy per batch
+        self.hessian = torch.zeros(in_features, in_features, dtype=torch.float64, device=device)
         self.count = 0
         self.hadamard_size = hadamard_size
 
@@ -104,7 +105,7 @@ def _inverse_hessian_factor(h: torch.Tensor, w: torch.Tensor, damp: float) -> to
     h[diag, diag] += damp * torch.diagonal(h).mean()
     for extra in (0.0, 1e-3, 1e-2, 1e-1):  # more damping if H is numerically not positive definite
         try:
-            hd = h + extra * torch.diagonal(h).mean() * torch.eye(h.shape[0], dtype=h.dtype)
+            hd = h + extra * torch.diagonal(h).mean() * torch.eye(h.shape[0], dtype=h.dtype, device=h.device)
             lower = torch.linalg.cholesky(hd)
             return torch.linalg.cholesky(torch.cholesky_inverse(lower), upper=True)
         except torch.linalg.LinAlgError:

@@ -316,7 +316,8 @@ def _gptq_model(model, linears, calibration, scale_rule, block_size, hadamard, d
     def gptq_layers(layers: dict, run_batch) -> None:
         """Collect each layer's input Hessian while `run_batch(b)` runs calibration batch b
         (only the positions its attention mask keeps), then GPTQ it."""
-        accs = {n: HessianAccumulator(linear_weight(m).shape[1], block_size if hadamard else None)
+        accs = {n: HessianAccumulator(linear_weight(m).shape[1], block_size if hadamard else None,
+                                    linear_weight(m).device)
                 for n, m in layers.items()}
         mask = None  # the attention mask of the batch being run; the hooks read it
 

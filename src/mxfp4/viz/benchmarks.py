@@ -17,9 +17,10 @@ from .bench_layout import layout
 
 MAX_FILE_BYTES = 4 << 20
 PACKAGE_DIR = Path(__file__).resolve().parents[1] / "data" / "benchmarks"
-HOW_TO = ("Run a suite on the machine you want numbers for, e.g. `mxfp4 bench quantize --device cuda`;"
-          " it writes docs/benchmarks/NAME.json. `mxfp4 viz --sync-benchmarks` copies those files into"
-          " the package so that an installed mxfp4 shows them too.")
+HOW_TO = ("Run a suite on the machine you want numbers for, e.g. `mxfp4 bench quantize --device cuda"
+          " --out docs/benchmarks` in a source checkout (without --out it writes ./bench-quantize/);"
+          " `mxfp4 viz --sync-benchmarks` copies those files into the package so that an installed"
+          " mxfp4 shows them too.")
 
 
 def source_dir() -> Path | None:
