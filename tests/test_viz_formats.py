@@ -145,3 +145,19 @@ def test_a_pair_that_cannot_be_decoded_is_named(tmp_path):
     assert {x["kind"] for x in t["tensors"]} == {"other"}
     text = " ".join(t["warnings"])
     assert "x.weight_packed" in text and "y.weight_codes" in text and "mxfp4_config.json" in text
+
+
+def test_a_cli_checkpoint_shows_the_qsnr_recorded_when_it_was_quantized(tmp_path):
+    from mx_tiny_models import save_tiny_folder
+
+    from mxfp4.cli import main
+
+    save_tiny_folder(tmp_path / "float")
+    assert main(["quantize", str(tmp_path / "float"), "-o", str(tmp_path / "q"), "--json",
+                 str(tmp_path / "s.json")]) == 0
+    layers = {r["name"]: r["qsnr_db"] for r in json.load(open(tmp_path / "s.json"))["layers"]}
+    t = ok(TestClient(create_app(models_dir=str(tmp_path))).get("/api/model", params={"path": "q"}))
+    shown = {x["name"][: -len(".weight_codes")]: x["recorded_qsnr_db"]
+             for x in t["tensors"] if x["kind"] == STORED}
+    assert shown.keys() == layers.keys()
+    assert all(abs(shown[n] - layers[n]) < 1e-3 for n in layers)

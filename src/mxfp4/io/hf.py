@@ -13,6 +13,7 @@ Output formats: "mxfp4" (our checkpoint, see mxfp4.io.checkpoint) or "compressed
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -215,6 +216,9 @@ def _quantize_into(model, files, names, src, dst, *, method, scale_rule, block_s
             summary.skipped.pop(owner, None)
             summary.layers.append(LayerReport(owner, "tied", done[target_owner].shape,
                                               done[target_owner].qsnr_db, 0, 0))
+    for r in summary.layers:  # what the visualizer shows for a stored layer (no original there)
+        if r.name in records:
+            records[r.name]["qsnr_db"] = round(r.qsnr_db, 3) if math.isfinite(r.qsnr_db) else None
     _write_configs(model, src, dst, fmt, records, out_files, weight_map, tied)
     summary.seconds = time.perf_counter() - start
     return summary

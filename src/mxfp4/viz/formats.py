@@ -33,6 +33,7 @@ class Stored:
     blocked: bool = False  # codes stored as [..., n, block_size / 2] (gpt-oss), not as MXTensor.codes
     scale_rule: str | None = None  # as the format records it; None where it does not
     note: str = ""
+    qsnr_db: float | None = None  # against the float weight, where `mxfp4 quantize` recorded it
 
 
 def _meta(entry) -> torch.Tensor:
@@ -67,7 +68,7 @@ class _Finder:
                 self.add(codes, scales, CHECKPOINT, lambda: MXTensor(
                     _meta(index[codes]), _meta(index[scales]), rec["shape"], axis=rec["axis"],
                     block_size=rec["block_size"], scale_rule=rec["scale_rule"]),
-                    scale_rule=rec["scale_rule"],
+                    scale_rule=rec["scale_rule"], qsnr_db=rec.get("qsnr_db"),
                     note="Hadamard-rotated: the decoded values are those of the rotated weight."
                     if rec.get("hadamard") else "")
             elif codes in index or scales in index:  # a shard of a folder holds the other one

@@ -131,7 +131,8 @@ def _row(name: str, e: Entry, index: Index) -> dict:
            "kind": _kind(name, index)}
     stored = index.stored.get(name) or index.stored.get(index.scales.get(name))
     if stored is not None:
-        row.update(format=stored.format, logical_shape=list(stored.spec.shape))
+        row.update(format=stored.format, logical_shape=list(stored.spec.shape),
+                   recorded_qsnr_db=None if stored.qsnr_db is None else finite_or_none(stored.qsnr_db))
     return row
 
 

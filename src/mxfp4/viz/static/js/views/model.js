@@ -69,7 +69,8 @@ export async function render(root, { fmt, params, navigate }) {
     h("td", { class: "name", title: t.name }, t.name), h("td", {}, `[${t.shape.join(", ")}]`), h("td", {}, t.dtype),
     h("td", {}, count(t.numel)), t.kind === "float" ? cells : h("td", { colspan: fmt.scale_rules.length },
       h("span", { class: `badge ${t.kind === STORED ? "mx" : ""}` }, t.kind),
-      t.format ? h("span", { class: "muted" }, ` ${t.format}${t.kind === STORED ? `, logical [${t.logical_shape.join(", ")}]` : ""}`) : ""));
+      t.format ? h("span", { class: "muted" }, ` ${t.format}${t.kind === STORED ? `, logical [${t.logical_shape.join(", ")}]` : ""}`) : "",
+      t.recorded_qsnr_db != null ? h("span", { class: "recorded-qsnr" }, ` · QSNR ${db(t.recorded_qsnr_db)} (against the float weight, recorded by mxfp4 quantize)`) : ""));
   }
 
   function drawTable() {
