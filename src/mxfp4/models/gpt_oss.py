@@ -1,0 +1,421 @@
+"""GPT-OSS (gpt-oss-20b, gpt-oss-120b) as one torch module, experts in MXFP4.
+
+embedding -> N x [x + attention(rmsnorm(x)); x + MoE(rmsnorm(x))] -> rmsnorm -> unembedding.
+Attention: fused QKV with bias, grouped-query heads, YaRN RoPE (models/rope.py), a learned sink
+logit per head in the softmax denominator, a sliding window on the layers the config marks,
+output projection with bias. The MoE is mxfp4.nn.MoE: experts stay in the checkpoint's MXFP4
+codes and scales (Triton kernels on CUDA, the float32 reference elsewhere); every other weight
+is held in the model's dtype. Norms, RoPE and the softmax are computed in float32.
+
+Checkpoint tensor names (what mxfp4.io.gpt_oss_checkpoint.iter_tensors streams; `shapes`):
+  embedding.weight, norm.weight, unembedding.weight, and per layer i
+  blocks.{i}.attn.{norm.weight, qkv.weight, qkv.bias, sinks, out.weight, out.bias},
+  blocks.{i}.mlp.{norm.weight, router.weight, router.bias, w1.blocks, w1.scales, w1.bias,
+  w2.blocks, w2.scales, w2.bias}.
+The module's own parameter names are the same, except that router / w1 / w2 live in
+blocks.{i}.mlp.moe (an mxfp4.nn.MoE, built once the layer's eight tensors have arrived).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, fields
+
+import torch
+from torch import nn
+
+from ..format import BLOCK_SIZE
+from ..nn.moe import MoE
+from ..tensor import MXTensor
+from .kv_cache import KVCache
+from .rope import Rope, apply_rope
+
+LAYER_TYPES = ("sliding_attention", "full_attention")
+EXPERT_TENSORS = ("router.weight", "router.bias", "w1.blocks", "w1.scales", "w1.bias",
+                  "w2.blocks", "w2.scales", "w2.bias")
+_SCORES_BUDGET = 1 << 28  # bytes of float32 attention scores at once; longer inputs go in chunks
+
+
+@dataclass
+class GptOssConfig:
+    """The numbers of a GPT-OSS model; the defaults are gpt-oss-120b's."""
+
+    vocab_size: int = 201088
+    hidden_size: int = 2880
+    num_hidden_layers: int = 36
+    num_experts: int = 128
+    experts_per_token: int = 4
+    intermediate_size: int = 2880
+    head_dim: int = 64
+    num_attention_heads: int = 64
+    num_key_value_heads: int = 8
+    sliding_window: int = 128
+    layer_types: list[str] | None = None  # None: even layers slide (as the original format has it)
+    rope_theta: float = 150000.0
+    rope_scaling_factor: float = 32.0
+    rope_ntk_alpha: float = 1.0
+    rope_ntk_beta: float = 32.0
+    initial_context_length: int = 4096
+    swiglu_limit: float = 7.0
+    swiglu_alpha: float = 1.702
+    rms_norm_eps: float = 1e-5
+    eos_token_ids: tuple[int, ...] = ()  # generate's default `stop`
+    pad_token_id: int = 0  # fills left padding and the tail of rows that stopped early
+
+    def __post_init__(self):
+        if self.layer_types is None:
+            self.layer_types = [LAYER_TYPES[i % 2] for i in range(self.num_hidden_layers)]
+        self.layer_types = list(self.layer_types)
+        self.eos_token_ids = tuple(int(t) for t in self.eos_token_ids)
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_experts",
+                     "intermediate_size", "head_dim", "num_attention_heads",
+                     "num_key_value_heads", "sliding_window", "initial_context_length"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"GptOssConfig.{name} must be a positive int, got {getattr(self, name)!r}")
+        checks = [
+            (self.hidden_size % BLOCK_SIZE == 0 and self.intermediate_size % BLOCK_SIZE == 0,
+             f"hidden_size and intermediate_size must be multiples of {BLOCK_SIZE} (MXFP4 blocks)"),
+            (self.head_dim % 2 == 0, "head_dim must be even (RoPE rotates pairs)"),
+            (self.num_attention_heads % self.num_key_value_heads == 0,
+             "num_attention_heads must be a multiple of num_key_value_heads"),
+            (1 <= self.experts_per_token <= self.num_experts, "experts_per_token must be in [1, num_experts]"),
+            (len(self.layer_types) == self.num_hidden_layers, "layer_types needs one entry per layer"),
+            (set(self.layer_types) <= set(LAYER_TYPES), f"layer_types entries must be in {LAYER_TYPES}"),
+            (0 <= self.pad_token_id < self.vocab_size, "pad_token_id must be a token id"),
+            (all(0 <= t < self.vocab_size for t in self.eos_token_ids), "eos_token_ids must be token ids"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"GptOssConfig: {message}; got {self}")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "GptOssConfig":
+        """The fields of `values` that GptOssConfig has; other keys are ignored."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+    @classmethod
+    def gpt_oss_120b(cls) -> "GptOssConfig":
+        return cls(eos_token_ids=(200002, 200012), pad_token_id=199999)  # <|return|>, <|call|>
+
+    @classmethod
+    def gpt_oss_20b(cls) -> "GptOssConfig":
+        return cls(num_hidden_layers=24, num_experts=32, eos_token_ids=(200002, 200012),
+                   pad_token_id=199999)
+
+
+def shapes(c: GptOssConfig) -> dict[str, tuple[int, ...]]:
+    """Every checkpoint tensor's name and shape; blocks and scales are uint8, the rest float."""
+    H, D, E, I = c.hidden_size, c.head_dim, c.num_experts, c.intermediate_size
+    nq, nkv = c.num_attention_heads, c.num_key_value_heads
+    out = {"embedding.weight": (c.vocab_size, H)}
+    for i in range(c.num_hidden_layers):
+        p = f"blocks.{i}."
+        out.update({
+            p + "attn.norm.weight": (H,), p + "attn.qkv.weight": ((nq + 2 * nkv) * D, H),
+            p + "attn.qkv.bias": ((nq + 2 * nkv) * D,), p + "attn.sinks": (nq,),
+            p + "attn.out.weight": (H, nq * D), p + "attn.out.bias": (H,),
+            p + "mlp.norm.weight": (H,), p + "mlp.router.weight": (E, H), p + "mlp.router.bias": (E,),
+            p + "mlp.w1.blocks": (E, 2 * I, H // 32, 16), p + "mlp.w1.scales": (E, 2 * I, H // 32),
+            p + "mlp.w1.bias": (E, 2 * I), p + "mlp.w2.blocks": (E, H, I // 32, 16),
+            p + "mlp.w2.scales": (E, H, I // 32), p + "mlp.w2.bias": (E, H)})
+    out.update({"norm.weight": (H,), "unembedding.weight": (c.vocab_size, H)})
+    return out
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, size: int, eps: float, dtype: torch.dtype):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(size, dtype=dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = x.float()
+        t = t * torch.rsqrt(t.pow(2).mean(dim=-1, keepdim=True) + self.eps)
+        return (t * self.weight.float()).to(x.dtype)
+
+
+def attention(q, k, v, q_pos, k_pos, sinks, sm_scale: float, window: int) -> torch.Tensor:
+    """Grouped-query attention with a sink logit per head, masked by token positions.
+
+    q [B, T, KV, G, D] (G query heads share each KV head); k, v [B, S, KV, D]; q_pos [B, T] and
+    k_pos [B, S] (-1: padding or an empty cache slot, seen by nobody). The query at position p
+    sees the keys at positions p - window < pos <= p (window 0: all pos <= p). The sink joins
+    the softmax denominator only. Returns [B, T, KV * G * D] in v's dtype.
+    """
+    B, T, KV, G, D = q.shape
+    rows = max(1, _SCORES_BUDGET // (4 * B * KV * G * k.shape[1]))
+    if T > rows:  # bound the score matrix of long prompts
+        return torch.cat([attention(q[:, i:i + rows], k, v, q_pos[:, i:i + rows], k_pos, sinks,
+                                    sm_scale, window) for i in range(0, T, rows)], dim=1)
+    kp, qp = k_pos[:, None, :], q_pos[:, :, None]
+    seen = (kp >= 0) & (kp <= qp)
+    if window:
+        seen &= kp > qp - window
+    scores = torch.einsum("btkgd,bskd->bkgts", q, k).float().mul_(sm_scale)
+    scores.masked_fill_(~seen[:, None, None], float("-inf"))
+    sink = sinks.float().view(1, KV, G, 1, 1)
+    top = torch.maximum(scores.amax(dim=-1, keepdim=True), sink)  # finite even with no key seen
+    probs = scores.sub_(top).exp_()
+    probs.div_(probs.sum(dim=-1, keepdim=True) + (sink - top).exp())
+    out = torch.einsum("bkgts,bskd->btkgd", probs.to(v.dtype), v)
+    return out.reshape(B, T, KV * G * D)
+
+
+class AttentionBlock(nn.Module):
+    def __init__(self, c: GptOssConfig, layer: int, dtype: torch.dtype):
+        super().__init__()
+        self.heads, self.kv_heads, self.head_dim = c.num_attention_heads, c.num_key_value_heads, c.head_dim
+        self.window = c.sliding_window if c.layer_types[layer] == "sliding_attention" else 0
+        self.sm_scale = 1 / math.sqrt(c.head_dim)
+        self.norm = RMSNorm(c.hidden_size, c.rms_norm_eps, dtype)
+        self.qkv = nn.Linear(c.hidden_size, (self.heads + 2 * self.kv_heads) * c.head_dim, dtype=dtype)
+        self.sinks = nn.Parameter(torch.zeros(self.heads, dtype=dtype))
+        self.out = nn.Linear(self.heads * c.head_dim, c.hidden_size, dtype=dtype)
+
+    def forward(self, x, cos, sin, pos, cache=None, start: int = 0) -> torch.Tensor:
+        B, T, _ = x.shape
+        D, KV = self.head_dim, self.kv_heads
+        q, k, v = self.qkv(self.norm(x)).split([self.heads * D, KV * D, KV * D], dim=-1)
+        q = apply_rope(q.view(B, T, KV, self.heads // KV, D), cos, sin)
+        k = apply_rope(k.view(B, T, KV, D), cos, sin)
+        v = v.view(B, T, KV, D)
+        keys, values, key_pos = (k, v, pos) if cache is None else cache.update(k, v, pos, start)
+        out = attention(q, keys, values, pos, key_pos, self.sinks, self.sm_scale, self.window)
+        return x + self.out(out)
+
+
+class MLPBlock(nn.Module):
+    def __init__(self, c: GptOssConfig, dtype: torch.dtype):
+        super().__init__()
+        self.norm = RMSNorm(c.hidden_size, c.rms_norm_eps, dtype)
+        self.moe: MoE | None = None  # set by GptOss.from_tensors
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.moe(self.norm(x))
+
+
+class Block(nn.Module):
+    def __init__(self, c: GptOssConfig, layer: int, dtype: torch.dtype):
+        super().__init__()
+        self.attn = AttentionBlock(c, layer, dtype)
+        self.mlp = MLPBlock(c, dtype)
+
+    def forward(self, x, cos, sin, pos, cache=None, start: int = 0) -> torch.Tensor:
+        return self.mlp(self.attn(x, cos, sin, pos, cache, start))
+
+
+def _default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class GptOss(nn.Module):
+    """GPT-OSS with MXFP4 experts. Build it with from_pretrained, from_config or from_tensors
+    (the constructor alone gives an empty skeleton on the meta device)."""
+
+    def __init__(self, config: GptOssConfig, dtype: torch.dtype = torch.bfloat16):
+        super().__init__()
+        c = self.config = config
+        self.dtype = dtype
+        with torch.device("meta"):
+            self.embedding = nn.Embedding(c.vocab_size, c.hidden_size, dtype=dtype)
+            self.blocks = nn.ModuleList(Block(c, i, dtype) for i in range(c.num_hidden_layers))
+            self.norm = RMSNorm(c.hidden_size, c.rms_norm_eps, dtype)
+            self.unembedding = nn.Linear(c.hidden_size, c.vocab_size, bias=False, dtype=dtype)
+        self.rope = Rope(c.head_dim, c.rope_theta, c.rope_scaling_factor, c.rope_ntk_alpha,
+                         c.rope_ntk_beta, c.initial_context_length)
+        self.requires_grad_(False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.embedding.weight.device
+
+    # -- building ----------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, path, *, device=None, dtype: torch.dtype = torch.bfloat16,
+                        progress=True) -> "GptOss":
+        """Load a gpt-oss checkpoint folder (Hugging Face or original layout), streaming each
+        tensor onto `device` (default: cuda when present) as it is read."""
+        from ..io.gpt_oss_checkpoint import iter_tensors, read_config
+
+        device = device or _default_device()
+        values = read_config(path)
+        return cls.from_tensors(GptOssConfig.from_dict(values),
+                                iter_tensors(path, values, device=device, progress=progress),
+                                device=device, dtype=dtype)
+
+    @classmethod
+    def from_config(cls, config: GptOssConfig, *, device=None, dtype: torch.dtype = torch.bfloat16,
+                    seed: int = 0) -> "GptOss":
+        """Random weights of any shape; experts are MXFP4 quantizations of random floats.
+        The same seed gives the same model on the same kind of device."""
+        device = device or _default_device()
+        return cls.from_tensors(config, random_tensors(config, device, dtype, seed),
+                                device=device, dtype=dtype)
+
+    @classmethod
+    def from_tensors(cls, config: GptOssConfig, tensors: Iterable[tuple[str, torch.Tensor]], *,
+                     device=None, dtype: torch.dtype = torch.bfloat16) -> "GptOss":
+        """Fill a model from (name, tensor) pairs under the names of `shapes(config)`, each put
+        in place as it arrives (a layer's MoE once its eight tensors are in). Every name must
+        come exactly once with its shape; otherwise a ValueError names the tensor."""
+        device = torch.device(device or _default_device())
+        model = cls(config, dtype)
+        expected, done = shapes(config), set()
+        pending: dict[int, dict[str, torch.Tensor]] = {}
+        for name, t in tensors:
+            if name not in expected:
+                raise ValueError(f"unexpected tensor {name!r}: not part of a GPT-OSS model with "
+                                 f"{config.num_hidden_layers} layers")
+            if name in done:
+                raise ValueError(f"tensor {name!r} arrived twice")
+            if tuple(t.shape) != expected[name]:
+                raise ValueError(f"tensor {name!r} has shape {tuple(t.shape)}, expected {expected[name]}")
+            packed = name.endswith((".blocks", ".scales"))
+            if packed != (t.dtype == torch.uint8) or not (packed or t.dtype.is_floating_point):
+                raise ValueError(f"tensor {name!r} has dtype {t.dtype}, expected "
+                                 f"{'uint8' if packed else 'a float dtype'}")
+            done.add(name)
+            t = t.to(device) if packed else t.to(device, dtype)
+            parts = name.split(".")
+            if parts[0] == "blocks" and parts[2] == "mlp" and parts[3] != "norm":
+                layer = pending.setdefault(int(parts[1]), {})
+                layer[".".join(parts[3:])] = t
+                if len(layer) == len(EXPERT_TENSORS):
+                    model.blocks[int(parts[1])].mlp.moe = _moe(config, pending.pop(int(parts[1])))
+            else:
+                module, attr = name.rsplit(".", 1)
+                setattr(model.get_submodule(module), attr, nn.Parameter(t, requires_grad=False))
+        missing = [n for n in expected if n not in done]
+        if missing:
+            raise ValueError(f"{len(missing)} tensor(s) missing, first {missing[:3]}")
+        return model
+
+    # -- running -----------------------------------------------------------------------------
+    def new_cache(self, batch: int, max_len: int) -> KVCache:
+        """An empty KV cache for `batch` rows of at most `max_len` tokens (padding included)."""
+        return KVCache(self.config, batch, max_len, device=self.device, dtype=self.dtype)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                cache: KVCache | None = None) -> torch.Tensor:
+        """input_ids [T] or [B, T] -> logits [T, V] or [B, T, V] in the model's dtype.
+
+        attention_mask (same shape, 1 = token, 0 = padding): padding is skipped, and positions
+        count real tokens only, so each row gives the logits it would give alone (the logits at
+        padding are meaningless). With a `cache`, the tokens continue the cached ones (prefill,
+        then one column per decode step); padding is then allowed on the left of the first call
+        only. Without a cache the whole input is computed from scratch.
+        """
+        ids, mask, one = self._check(input_ids, attention_mask, cache)
+        logits = self.unembedding(self.norm(self.hidden(ids, mask, cache)))
+        return logits[0] if one else logits
+
+    def hidden(self, ids: torch.Tensor, mask: torch.Tensor | None = None,
+               cache: KVCache | None = None) -> torch.Tensor:
+        """The residual stream after the last block, [B, T, H] (no input checks)."""
+        valid = torch.ones_like(ids, dtype=torch.bool) if mask is None else mask
+        seen = cache.seen[:, None] if cache is not None else 0
+        pos = (seen + valid.cumsum(dim=1) - 1).masked_fill(~valid, -1)
+        cos, sin = self.rope.cos_sin(pos)
+        x = self.embedding(ids.masked_fill(~valid, 0))
+        start = cache.length if cache is not None else 0
+        for i, block in enumerate(self.blocks):
+            x = block(x, cos, sin, pos, None if cache is None else cache.layers[i], start)
+        if cache is not None:
+            cache.length += ids.shape[1]
+            cache.seen += valid.sum(dim=1)
+        return x
+
+    def logits_last(self, ids, mask=None, cache=None) -> torch.Tensor:
+        """Logits [B, V] of the last column only (what decoding needs; no input checks)."""
+        return self.unembedding(self.norm(self.hidden(ids, mask, cache)[:, -1]))
+
+    def _check(self, input_ids, attention_mask, cache):
+        """(ids [B, T] on the model's device, mask [B, T] bool or None, whether input was 1-D)."""
+        if not isinstance(input_ids, torch.Tensor):
+            raise TypeError(f"input_ids must be a torch.LongTensor of token ids, got {type(input_ids).__name__}")
+        if input_ids.dtype.is_floating_point or input_ids.dtype.is_complex or input_ids.dtype == torch.bool:
+            raise TypeError(f"input_ids must be an integer tensor of token ids (torch.long), got {input_ids.dtype}")
+        if input_ids.dim() not in (1, 2) or input_ids.shape[-1] == 0 or input_ids.numel() == 0:
+            raise ValueError(f"input_ids must be [T] or [B, T] with T >= 1, got shape {tuple(input_ids.shape)}")
+        one = input_ids.dim() == 1
+        ids = input_ids.to(self.device, torch.long).reshape(-1, input_ids.shape[-1])
+        mask = None
+        if attention_mask is not None:
+            if not isinstance(attention_mask, torch.Tensor) or attention_mask.shape != input_ids.shape:
+                raise ValueError(f"attention_mask must be a tensor of input_ids' shape {tuple(input_ids.shape)}, "
+                                 f"got {getattr(attention_mask, 'shape', type(attention_mask).__name__)}")
+            mask = attention_mask.to(self.device).reshape(ids.shape)
+            if not ((mask == 0) | (mask == 1)).all():
+                raise ValueError("attention_mask must hold only 0 (padding) and 1 (token)")
+            mask = mask.bool()
+        real = ids if mask is None else ids[mask]
+        bad = (real < 0) | (real >= self.config.vocab_size)
+        if bad.any():
+            raise ValueError(f"input_ids holds {int(real[bad][0])}, outside the vocabulary "
+                             f"[0, {self.config.vocab_size})")
+        if cache is not None:
+            B, T = ids.shape
+            if cache.batch != B:
+                raise ValueError(f"the cache holds {cache.batch} rows, input_ids has {B}")
+            if cache.length + T > cache.max_len:
+                raise ValueError(f"input of {T} tokens after {cache.length} cached ones is longer "
+                                 f"than the cache (max_len {cache.max_len})")
+            if mask is not None and not mask.all() and (cache.length > 0 or (mask[:, 1:] < mask[:, :-1]).any()):
+                raise ValueError("with a cache, padding must be on the left of the first call only")
+        return ids, mask, one
+
+    def generate(self, input_ids, max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
+                 seed: int | None = None, stop: Iterable[int] | None = None, **kwargs) -> torch.Tensor:
+        """Prompt(s) followed by generated tokens; see mxfp4.models.generation.generate."""
+        from .generation import generate
+
+        return generate(self, input_ids, max_new_tokens, temperature, top_p, seed, stop, **kwargs)
+
+    def stream(self, input_ids, max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
+               seed: int | None = None, stop: Iterable[int] | None = None, **kwargs) -> Iterator[torch.Tensor]:
+        """One tensor [B] of new tokens per step; see mxfp4.models.generation.stream."""
+        from .generation import stream
+
+        return stream(self, input_ids, max_new_tokens, temperature, top_p, seed, stop, **kwargs)
+
+
+def _moe(c: GptOssConfig, t: dict[str, torch.Tensor]) -> MoE:
+    """A layer's MoE from its checkpoint tensors: blocks and scales taken as they are."""
+    w1 = MXTensor.from_gpt_oss(t["w1.blocks"], t["w1.scales"])
+    w2 = MXTensor.from_gpt_oss(t["w2.blocks"], t["w2.scales"])
+    return MoE(t["router.weight"], t["router.bias"], w1, t["w1.bias"], w2, t["w2.bias"],
+               experts_per_token=c.experts_per_token, swiglu_alpha=c.swiglu_alpha,
+               swiglu_limit=c.swiglu_limit)
+
+
+def random_tensors(c: GptOssConfig, device, dtype: torch.dtype, seed: int) -> Iterator[tuple[str, torch.Tensor]]:
+    """Random checkpoint tensors for `c`: matrices ~ N(0, 1/fan_in) (so activations stay O(1)),
+    biases ~ N(0, 0.02^2), sinks ~ N(0, 1), norms 1, embedding ~ N(0, 1); experts are MXFP4
+    quantizations of random floats, one expert at a time (no float copy of a whole layer)."""
+    from ..ops import quantize
+
+    g = torch.Generator(device=device).manual_seed(seed)
+
+    def randn(*shape, std=1.0, out_dtype=dtype):
+        return torch.randn(shape, generator=g, device=device).mul_(std).to(out_dtype)
+
+    for name, shape in shapes(c).items():
+        if name.endswith(".scales"):
+            continue  # yielded with their blocks
+        if name.endswith(".blocks"):
+            E, n, kb, _ = shape
+            experts = (quantize(randn(n, kb * 32, std=(kb * 32) ** -0.5, out_dtype=torch.float32))
+                       for _ in range(E))
+            codes, scales = zip(*(q.to_gpt_oss() for q in experts))
+            yield name, torch.stack(codes)
+            yield name[:-len("blocks")] + "scales", torch.stack(scales)
+        elif name.endswith("norm.weight"):
+            yield name, torch.ones(shape, device=device, dtype=dtype)
+        elif name.endswith(".bias"):
+            yield name, randn(*shape, std=0.02)
+        elif name.endswith("sinks") or name == "embedding.weight":
+            yield name, randn(*shape)
+        else:
+            yield name, randn(*shape, std=shape[-1] ** -0.5)
