@@ -9,6 +9,10 @@ original (openai/gpt-oss):                      Hugging Face (transformers GptOs
 
 Both store MXFP4 blocks [E, rows, K/32, 16] uint8 and E8M0 scales [E, rows, K/32] uint8
 (the same bytes mxfp4.MXTensor uses), W1 rows interleaved gate (even) / linear (odd).
+
+`model_names` extends the table to the whole model under one canonical naming (embedding,
+blocks.{n}.attn.*, blocks.{n}.mlp.*, norm, unembedding), which mxfp4.io.gpt_oss_checkpoint
+streams from either layout.
 """
 
 from __future__ import annotations
@@ -40,6 +44,44 @@ NAMINGS = {
         w2_scales="model.layers.{n}.mlp.experts.down_proj_scales",
         b2="model.layers.{n}.mlp.experts.down_proj_bias"),
 }
+
+
+# The whole model under one canonical naming (what mxfp4.models.GptOss reads), and where each
+# canonical tensor comes from in either layout: {canonical: (Hugging Face name(s), original name)}.
+# Hugging Face splits gpt-oss's fused QKV projection into q/k/v; the canonical qkv is their rows
+# concatenated in that order, as gpt-oss stores it.
+MODEL_NAMES = {
+    "embedding.weight": (("model.embed_tokens.weight",), "embedding.weight"),
+    "norm.weight": (("model.norm.weight",), "norm.scale"),
+    "unembedding.weight": (("lm_head.weight",), "unembedding.weight"),
+}
+LAYER_NAMES = {  # under blocks.{n}. / model.layers.{n}. / block.{n}.
+    "attn.norm.weight": (("input_layernorm.weight",), "attn.norm.scale"),
+    "attn.qkv.weight": (tuple(f"self_attn.{p}_proj.weight" for p in "qkv"), "attn.qkv.weight"),
+    "attn.qkv.bias": (tuple(f"self_attn.{p}_proj.bias" for p in "qkv"), "attn.qkv.bias"),
+    "attn.sinks": (("self_attn.sinks",), "attn.sinks"),
+    "attn.out.weight": (("self_attn.o_proj.weight",), "attn.out.weight"),
+    "attn.out.bias": (("self_attn.o_proj.bias",), "attn.out.bias"),
+    "mlp.norm.weight": (("post_attention_layernorm.weight",), "mlp.norm.scale"),
+}
+MOE_CANONICAL = {  # canonical suffix -> MoELayerTensors field (names from NAMINGS)
+    "mlp.router.weight": "router_weight", "mlp.router.bias": "router_bias",
+    "mlp.w1.blocks": "w1_blocks", "mlp.w1.scales": "w1_scales", "mlp.w1.bias": "b1",
+    "mlp.w2.blocks": "w2_blocks", "mlp.w2.scales": "w2_scales", "mlp.w2.bias": "b2",
+}
+
+
+def model_names(naming: str, layers: int) -> dict[str, tuple[str, ...]]:
+    """{canonical name: its checkpoint name(s) in `naming` ("hf" or "gpt-oss")} for `layers` blocks."""
+    hf = naming == "hf"
+    out = {c: (hf_names if hf else (orig,)) for c, (hf_names, orig) in MODEL_NAMES.items()}
+    for n in range(layers):
+        prefix = f"model.layers.{n}." if hf else f"block.{n}."
+        for c, (hf_names, orig) in LAYER_NAMES.items():
+            out[f"blocks.{n}.{c}"] = tuple(prefix + s for s in (hf_names if hf else (orig,)))
+        moe = layer_names(naming, n)
+        out.update({f"blocks.{n}.{c}": (moe[f],) for c, f in MOE_CANONICAL.items()})
+    return out
 
 
 @dataclass

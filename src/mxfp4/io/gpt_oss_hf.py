@@ -9,15 +9,19 @@ The blocks are our MXTensor bytes (element 2i in the low nibble, E8M0 scales) vi
 [..., K/32, 16]; the layout names come from mxfp4.io.gpt_oss. The rest of the model stays in
 its float dtype: transformers' mxfp4 loader quantizes experts only.
 
-Sources of expert weights: our mxfp4.nn.MoE modules (written as they are), or float
-transformers GptOssExperts modules, whose parameters are stored [E, in, out] and are
-quantized here along `in` with the given scale rule.
+Sources of expert weights: our mxfp4.nn.MoE modules (written as they are), float
+transformers GptOssExperts modules (`save_gpt_oss_hf`), or a whole GPT-OSS folder with float
+experts, a bf16 fine-tune, streamed shard by shard (`quantize_gpt_oss_folder`, behind
+`mxfp4 quantize`). Float experts are stored [E, in, out] and quantized here along `in`.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import shutil
+import time
 
 import torch
 from torch import nn
@@ -53,16 +57,35 @@ def expert_tensors(module: nn.Module, prefix: str, scale_rule: str) -> dict[str,
         return {names[f]: v for f, v in values.items()}
     out = {}
     for pname in ("gate_up_proj", "down_proj"):
-        w = getattr(module, pname).detach()  # [E, in, out] in transformers' GptOssExperts
-        if not torch.isfinite(w).all():
-            raise ValueError(f"{prefix}.{pname} contains NaN or Inf")
-        if w.shape[1] % 32:
-            raise ValueError(f"{prefix}.{pname}: input size {w.shape[1]} is not a multiple of 32")
-        mx = quantize(w.transpose(1, 2).contiguous(), axis=2, scale_rule=scale_rule)
+        mx, _ = quantize_experts(getattr(module, pname).detach(), f"{prefix}.{pname}", scale_rule)
         blocks, scales = _blocks(mx)
         out[f"{prefix}.{pname}_blocks"], out[f"{prefix}.{pname}_scales"] = blocks, scales
         out[f"{prefix}.{pname}_bias"] = getattr(module, f"{pname}_bias").detach()
     return out
+
+
+def quantize_experts(w: torch.Tensor, name: str, scale_rule: str,
+                     device=None) -> tuple[MXTensor, float]:
+    """(MXTensor [E, out, in] on the CPU, QSNR dB) of float experts `w` [E, in, out] (as
+    transformers stores them), blocks of 32 along `in`, one expert at a time on `device`
+    (None: w's) so that temporaries stay the size of one expert."""
+    if not torch.isfinite(w).all():
+        raise ValueError(f"{name} contains NaN or Inf")
+    E, n_in, n_out = w.shape
+    if n_in % 32:
+        raise ValueError(f"{name}: input size {n_in} is not a multiple of 32")
+    codes = torch.empty(E, n_out, n_in // 2, dtype=torch.uint8)
+    scales = torch.empty(E, n_out, n_in // 32, dtype=torch.uint8)
+    signal = noise = 0.0
+    for e in range(E):
+        ref = (w[e] if device is None else w[e].to(device)).t().contiguous()
+        mx = quantize(ref, axis=1, scale_rule=scale_rule)
+        codes[e], scales[e] = mx.codes.cpu(), mx.scales.cpu()
+        ref = ref.to(torch.float64)
+        signal += float((ref * ref).sum())
+        noise += float(((ref - mx.dequantize(torch.float32).to(torch.float64)) ** 2).sum())
+    qsnr = math.inf if noise == 0 else 10 * math.log10(signal / noise) if signal else -math.inf
+    return MXTensor(codes, scales, (E, n_out, n_in), axis=2, scale_rule=scale_rule), qsnr
 
 
 def save_gpt_oss_hf(model: nn.Module, directory: str | os.PathLike, *, scale_rule: str = "floor",
@@ -100,3 +123,102 @@ def save_gpt_oss_hf(model: nn.Module, directory: str | os.PathLike, *, scale_rul
         write_index(tmp, files, tensors)
         write_json(os.path.join(tmp, "config.json"), hf)
     return os.path.join(os.fspath(directory), "config.json")
+
+
+# -- bf16 fine-tunes back to the gpt-oss MXFP4 layout -------------------------------------
+
+# modules_to_not_convert as openai/gpt-oss-20b and -120b publish it (and transformers' converter)
+NOT_CONVERTED = ["model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens",
+                 "lm_head"]
+_FLOAT_EXPERTS = (".mlp.experts.gate_up_proj", ".mlp.experts.down_proj")
+
+
+def is_gpt_oss_folder(directory) -> bool:
+    """Whether the folder's config.json names model_type gpt_oss."""
+    try:
+        with open(os.path.join(directory, "config.json")) as f:
+            return json.load(f).get("model_type") == "gpt_oss"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def quantize_gpt_oss_folder(src, dst, *, method: str = "rtn", scale_rule: str | None = None,
+                            block_size: int = 32, hadamard: bool = False, include=None,
+                            exclude=None, embeddings: bool = False, calibration=None,
+                            fmt: str = "mxfp4", progress=None, overwrite: bool = False,
+                            device="cpu", dtype=None):
+    """Turn a GPT-OSS Hugging Face folder with float experts (a fine-tune) into the gpt-oss
+    MXFP4 layout that transformers and vLLM load; return a mxfp4.nn.convert.QuantizeSummary.
+
+    Each expert tensor gate_up_proj [E, H, 2I] / down_proj [E, I, H] becomes `_blocks` /
+    `_scales` (rtn with `scale_rule`, or mse), quantized one expert at a time on `device`;
+    every other tensor is copied bit for bit (so `dtype` is not used), shard by shard, each
+    output shard written before the next is read. The options of quantize_folder that the
+    gpt-oss layout cannot hold are refused. Written beside `dst`, moved into place when complete.
+    """
+    from ..nn.convert import LayerReport, QuantizeSummary
+    from .checkpoint import write_json
+    from .gpt_oss_checkpoint import (load_json, check_shards, expected_tensors, open_shard,
+                                     read_config, shard_files)
+    from .hf import INDEX_NAME, _save, check_not_quantized
+    from .output_folder import staged_folder
+    from ..tensor import atomic_write
+
+    if method == "gptq":
+        raise ValueError("--method gptq is not available for GPT-OSS experts (it needs "
+                         "calibration inputs routed to each expert); use --method rtn or mse")
+    if method not in ("rtn", "mse"):
+        raise ValueError(f"method must be 'rtn' or 'mse' for a GPT-OSS folder, got {method!r}")
+    for option, used in (("--hadamard", hadamard), ("--embeddings", embeddings),
+                         ("--include", include), ("--exclude", exclude),
+                         (f"--format {fmt}", fmt != "mxfp4"), ("block_size", block_size != 32)):
+        if used:
+            raise ValueError(f"{option} does not apply to a GPT-OSS folder: its experts are "
+                             "written in the gpt-oss MXFP4 layout, everything else as it is")
+    if method == "mse" and scale_rule not in (None, "mse"):
+        raise ValueError("--scale-rule is not used by --method mse")
+    rule = "mse" if method == "mse" else (scale_rule or "floor")
+    src, device = os.fspath(src), torch.device(device)
+    check_not_quantized(src)
+    config_path = os.path.join(src, "config.json")
+    config = read_config(src, layout="hf")
+    files, weight_map = shard_files(src, "hf")
+    expected = expected_tensors(config, "hf", float_experts=True)
+    check_shards(files, expected, config_path, weight_map)
+    summary = QuantizeSummary(method, rule, False)
+    summary.skipped = {m: "kept as stored (gpt-oss layout)" for m in NOT_CONVERTED}
+    start, total = time.perf_counter(), 2 * config["num_hidden_layers"]
+    with staged_folder(dst, overwrite=overwrite, inputs=[src]) as tmp:
+        out_files, out_map = {}, {}
+        for file in files:
+            out = {}
+            with open_shard(file) as f:
+                for key in f.keys():
+                    t = f.get_tensor(key)
+                    if not key.endswith(_FLOAT_EXPERTS):
+                        out[key] = t  # bit for bit
+                        continue
+                    mx, qsnr = quantize_experts(t, key, rule, device)
+                    out[f"{key}_blocks"], out[f"{key}_scales"] = _blocks(mx)
+                    summary.layers.append(LayerReport(key, "experts", tuple(mx.shape), qsnr,
+                                                      t.nbytes, mx.nbytes))
+                    if progress:
+                        progress(key, len(summary.layers), total)
+            fname = os.path.basename(file)
+            _save(out, os.path.join(tmp, fname))
+            out_files[fname] = {"bytes": os.path.getsize(os.path.join(tmp, fname))}
+            out_map.update({k: fname for k in out})
+            summary.bytes_before += os.path.getsize(file)
+            summary.bytes_after += out_files[fname]["bytes"]
+        write_index(tmp, out_files, weight_map=out_map)
+        for name in os.listdir(src):  # tokenizer, chat template, generation config, ...
+            path = os.path.join(src, name)
+            if (os.path.isfile(path) and name not in ("config.json", INDEX_NAME)
+                    and not name.endswith((".safetensors", ".bin", ".pt", ".pth"))):
+                atomic_write(os.path.join(tmp, name), lambda tmp_file, p=path: shutil.copyfile(p, tmp_file))
+        hf = load_json(config_path)
+        hf["quantization_config"] = {"quant_method": "mxfp4",
+                                     "modules_to_not_convert": NOT_CONVERTED}
+        write_json(os.path.join(tmp, "config.json"), hf)
+    summary.seconds = time.perf_counter() - start
+    return summary
