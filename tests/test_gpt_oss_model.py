@@ -12,7 +12,7 @@ import torch
 
 import mxfp4
 from mxfp4.models import GptOss, GptOssConfig
-from mxfp4.models.gpt_oss import shapes
+from mxfp4.models.gpt_oss_weights import shapes
 from mxfp4.models.rope import yarn_inv_freq
 from mxfp4.models.sampling import sample
 
@@ -63,7 +63,8 @@ def _hf_pair(config: GptOssConfig, seed: int = 0):
               p + "attn.qkv.weight": torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]),
               p + "attn.qkv.bias": torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias]),
               p + "attn.sinks": a.sinks, p + "attn.out.weight": a.o_proj.weight,
-              p + "attn.out.bias": a.o_proj.bias, p + "mlp.norm.weight": layer.post_attention_layernorm.weight,
+              p + "attn.out.bias": a.o_proj.bias,
+              p + "mlp.norm.weight": layer.post_attention_layernorm.weight,
               p + "mlp.router.weight": m.router.weight, p + "mlp.router.bias": m.router.bias,
               p + "mlp.w1.bias": m.experts.gate_up_proj_bias, p + "mlp.w2.bias": m.experts.down_proj_bias}
         for ours, theirs in (("w1", "gate_up_proj"), ("w2", "down_proj")):
@@ -281,12 +282,15 @@ def test_from_config_random_model_is_reproducible_with_mxfp4_experts():
 
 def test_presets_have_the_published_numbers():
     small, big = GptOssConfig.gpt_oss_20b(), GptOssConfig.gpt_oss_120b()
-    assert (small.num_hidden_layers, small.num_experts, big.num_hidden_layers, big.num_experts) == (24, 32, 36, 128)
+    assert (small.num_hidden_layers, small.num_experts) == (24, 32)
+    assert (big.num_hidden_layers, big.num_experts) == (36, 128)
     for c in (small, big):
         assert (c.hidden_size, c.intermediate_size, c.num_attention_heads, c.num_key_value_heads,
-                c.head_dim, c.vocab_size, c.sliding_window, c.experts_per_token) == (2880, 2880, 64, 8, 64, 201088, 128, 4)
+                c.head_dim, c.vocab_size, c.sliding_window, c.experts_per_token) == \
+            (2880, 2880, 64, 8, 64, 201088, 128, 4)
         assert (c.rope_theta, c.rope_scaling_factor, c.rope_ntk_alpha, c.rope_ntk_beta,
-                c.initial_context_length, c.swiglu_limit, c.rms_norm_eps) == (150000, 32, 1, 32, 4096, 7.0, 1e-5)
+                c.initial_context_length, c.swiglu_limit, c.rms_norm_eps) == \
+            (150000, 32, 1, 32, 4096, 7.0, 1e-5)
         assert c.layer_types[:2] == ["sliding_attention", "full_attention"]
     with pytest.raises(ValueError, match="multiples of 32"):
         _tiny(hidden_size=48)
@@ -313,21 +317,40 @@ def test_from_tensors_names_missing_unexpected_and_misshapen_tensors(pair):
 
 
 def test_from_pretrained_streams_the_checkpoint_reader(pair, monkeypatch):
+    """The agreed reader interface, faked: read_config's dict (Hugging Face style token ids
+    included) and iter_tensors' stream of canonical names with progress(done, total)."""
     config, _, tensors, ours = pair
-    seen = {}
+    seen, reports = {}, []
 
     def read_config(path):
-        return {**{k: v for k, v in vars(config).items()}, "model_type": "gpt_oss"}
+        fields = {k: v for k, v in vars(config).items() if k not in ("eos_token_ids", "pad_token_id")}
+        return {**fields, "eos_token_id": [5, 6], "pad_token_id": None}
 
     def iter_tensors(path, values, *, device="cpu", progress=None):
-        seen.update(path=path, device=device, progress=progress, layers=values["num_hidden_layers"])
-        yield from ((n, t.bfloat16() if t.is_floating_point() else t) for n, t in tensors.items())
+        seen.update(path=path, device=device, layers=values["num_hidden_layers"])
+        for done, (n, t) in enumerate(tensors.items(), 1):
+            yield n, t.bfloat16() if t.is_floating_point() else t  # as shipped
+            progress(done, len(tensors))
 
     fake = types.ModuleType("mxfp4.io.gpt_oss_checkpoint")
     fake.read_config, fake.iter_tensors = read_config, iter_tensors
     monkeypatch.setitem(sys.modules, "mxfp4.io.gpt_oss_checkpoint", fake)
-    model = GptOss.from_pretrained("ckpt", device="cpu", dtype=torch.float32, progress=False)
-    assert seen == dict(path="ckpt", device="cpu", progress=False, layers=3)
-    assert model.config == config
+    model = GptOss.from_pretrained("ckpt", device="cpu", dtype=torch.float32,
+                                   progress=lambda done, total: reports.append((done, total)))
+    assert seen == dict(path="ckpt", device="cpu", layers=3)
+    assert reports[-1] == (len(tensors), len(tensors))
+    assert model.config.eos_token_ids == (5, 6) and model.config.pad_token_id == 0
     ids = _prompt(7, 15)
     assert torch.equal(model(ids), ours(ids))
+
+
+def test_from_pretrained_reads_a_hugging_face_export(pair, tmp_path):
+    pytest.importorskip("mxfp4.io.gpt_oss_checkpoint")  # the checkpoint reader (issue 21, item 2)
+    from mxfp4.io.gpt_oss_hf import save_gpt_oss_hf
+
+    config, hf, _, ours = pair
+    save_gpt_oss_hf(copy.deepcopy(hf), tmp_path / "ckpt")  # experts re-quantize to the same values
+    model = GptOss.from_pretrained(tmp_path / "ckpt", device="cpu", dtype=torch.float32)
+    assert model.config.layer_types == config.layer_types
+    ids = _prompt(9, 16)
+    assert _rel(model(ids), ours(ids)) <= 1e-6

@@ -3,7 +3,7 @@
 Prompts of different lengths are left-padded (pad_token_id, attention_mask 0), so that every row
 advances by one column per step and each sliding-window ring holds the same columns for all
 rows; positions count real tokens only, so padding changes no row's result.
-Works with any model that has `config` (pad_token_id, eos_token_ids), `device`, `_check`,
+Works with any model that has `config` (pad_token_id, eos_token_ids), `check_inputs`,
 `new_cache` and `logits_last` (see GptOss).
 """
 
@@ -40,7 +40,7 @@ def _prepare(model, input_ids, max_new_tokens, temperature, top_p, seed, stop,
         if attention_mask is not None:
             raise ValueError("pass attention_mask with a padded tensor, not with a list of prompts")
         input_ids, attention_mask = left_pad(input_ids, model.config.pad_token_id)
-    ids, mask, one = model._check(input_ids, attention_mask, None)
+    ids, mask, one = model.check_inputs(input_ids, attention_mask)
     if mask is not None:
         if (mask[:, 1:] < mask[:, :-1]).any():
             raise ValueError("generate needs left padding: attention_mask 0s before the 1s of each row")

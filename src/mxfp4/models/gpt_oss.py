@@ -7,33 +7,26 @@ output projection with bias. The MoE is mxfp4.nn.MoE: experts stay in the checkp
 codes and scales (Triton kernels on CUDA, the float32 reference elsewhere); every other weight
 is held in the model's dtype. Norms, RoPE and the softmax are computed in float32.
 
-Checkpoint tensor names (what mxfp4.io.gpt_oss_checkpoint.iter_tensors streams; `shapes`):
-  embedding.weight, norm.weight, unembedding.weight, and per layer i
-  blocks.{i}.attn.{norm.weight, qkv.weight, qkv.bias, sinks, out.weight, out.bias},
-  blocks.{i}.mlp.{norm.weight, router.weight, router.bias, w1.blocks, w1.scales, w1.bias,
-  w2.blocks, w2.scales, w2.bias}.
-The module's own parameter names are the same, except that router / w1 / w2 live in
-blocks.{i}.mlp.moe (an mxfp4.nn.MoE, built once the layer's eight tensors have arrived).
+Weights come by name (models/gpt_oss_weights.py): from a checkpoint, from random numbers,
+or from any stream of (name, tensor) pairs.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 
 import torch
 from torch import nn
 
 from ..format import BLOCK_SIZE
 from ..nn.moe import MoE
-from ..tensor import MXTensor
+from .gpt_oss_weights import fill, progress_bar, random_tensors
 from .kv_cache import KVCache
 from .rope import Rope, apply_rope
 
 LAYER_TYPES = ("sliding_attention", "full_attention")
-EXPERT_TENSORS = ("router.weight", "router.bias", "w1.blocks", "w1.scales", "w1.bias",
-                  "w2.blocks", "w2.scales", "w2.bias")
 _SCORES_BUDGET = 1 << 28  # bytes of float32 attention scores at once; longer inputs go in chunks
 
 
@@ -79,7 +72,8 @@ class GptOssConfig:
             (self.head_dim % 2 == 0, "head_dim must be even (RoPE rotates pairs)"),
             (self.num_attention_heads % self.num_key_value_heads == 0,
              "num_attention_heads must be a multiple of num_key_value_heads"),
-            (1 <= self.experts_per_token <= self.num_experts, "experts_per_token must be in [1, num_experts]"),
+            (1 <= self.experts_per_token <= self.num_experts,
+             "experts_per_token must be in [1, num_experts]"),
             (len(self.layer_types) == self.num_hidden_layers, "layer_types needs one entry per layer"),
             (set(self.layer_types) <= set(LAYER_TYPES), f"layer_types entries must be in {LAYER_TYPES}"),
             (0 <= self.pad_token_id < self.vocab_size, "pad_token_id must be a token id"),
@@ -91,9 +85,15 @@ class GptOssConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "GptOssConfig":
-        """The fields of `values` that GptOssConfig has; other keys are ignored."""
+        """The fields of `values` that GptOssConfig has (mxfp4.io.gpt_oss_checkpoint.read_config's
+        dict); other keys are ignored. A Hugging Face style `eos_token_id` (int or list) gives
+        eos_token_ids; None values keep the defaults."""
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})
+        kept = {k: v for k, v in values.items() if k in names and v is not None}
+        eos = values.get("eos_token_id")
+        if "eos_token_ids" not in kept and eos is not None:
+            kept["eos_token_ids"] = (eos,) if isinstance(eos, int) else tuple(eos)
+        return cls(**kept)
 
     @classmethod
     def gpt_oss_120b(cls) -> "GptOssConfig":
@@ -103,25 +103,6 @@ class GptOssConfig:
     def gpt_oss_20b(cls) -> "GptOssConfig":
         return cls(num_hidden_layers=24, num_experts=32, eos_token_ids=(200002, 200012),
                    pad_token_id=199999)
-
-
-def shapes(c: GptOssConfig) -> dict[str, tuple[int, ...]]:
-    """Every checkpoint tensor's name and shape; blocks and scales are uint8, the rest float."""
-    H, D, E, I = c.hidden_size, c.head_dim, c.num_experts, c.intermediate_size
-    nq, nkv = c.num_attention_heads, c.num_key_value_heads
-    out = {"embedding.weight": (c.vocab_size, H)}
-    for i in range(c.num_hidden_layers):
-        p = f"blocks.{i}."
-        out.update({
-            p + "attn.norm.weight": (H,), p + "attn.qkv.weight": ((nq + 2 * nkv) * D, H),
-            p + "attn.qkv.bias": ((nq + 2 * nkv) * D,), p + "attn.sinks": (nq,),
-            p + "attn.out.weight": (H, nq * D), p + "attn.out.bias": (H,),
-            p + "mlp.norm.weight": (H,), p + "mlp.router.weight": (E, H), p + "mlp.router.bias": (E,),
-            p + "mlp.w1.blocks": (E, 2 * I, H // 32, 16), p + "mlp.w1.scales": (E, 2 * I, H // 32),
-            p + "mlp.w1.bias": (E, 2 * I), p + "mlp.w2.blocks": (E, H, I // 32, 16),
-            p + "mlp.w2.scales": (E, H, I // 32), p + "mlp.w2.bias": (E, H)})
-    out.update({"norm.weight": (H,), "unembedding.weight": (c.vocab_size, H)})
-    return out
 
 
 class RMSNorm(nn.Module):
@@ -236,14 +217,24 @@ class GptOss(nn.Module):
     def from_pretrained(cls, path, *, device=None, dtype: torch.dtype = torch.bfloat16,
                         progress=True) -> "GptOss":
         """Load a gpt-oss checkpoint folder (Hugging Face or original layout), streaming each
-        tensor onto `device` (default: cuda when present) as it is read."""
+        tensor onto `device` (default: cuda when present) as it is read.
+
+        progress: True for a progress bar on stderr, a callable `progress(done, total)`, or
+        False / None for nothing."""
         from ..io.gpt_oss_checkpoint import iter_tensors, read_config
 
         device = device or _default_device()
         values = read_config(path)
-        return cls.from_tensors(GptOssConfig.from_dict(values),
-                                iter_tensors(path, values, device=device, progress=progress),
-                                device=device, dtype=dtype)
+        config = GptOssConfig.from_dict(values)
+
+        def load(report):
+            return cls.from_tensors(config, iter_tensors(path, values, device=device, progress=report),
+                                    device=device, dtype=dtype)
+
+        if progress is not True:
+            return load(progress or None)
+        with progress_bar(f"loading {path}") as report:
+            return load(report)
 
     @classmethod
     def from_config(cls, config: GptOssConfig, *, device=None, dtype: torch.dtype = torch.bfloat16,
@@ -257,39 +248,10 @@ class GptOss(nn.Module):
     @classmethod
     def from_tensors(cls, config: GptOssConfig, tensors: Iterable[tuple[str, torch.Tensor]], *,
                      device=None, dtype: torch.dtype = torch.bfloat16) -> "GptOss":
-        """Fill a model from (name, tensor) pairs under the names of `shapes(config)`, each put
-        in place as it arrives (a layer's MoE once its eight tensors are in). Every name must
-        come exactly once with its shape; otherwise a ValueError names the tensor."""
-        device = torch.device(device or _default_device())
+        """A model from (name, tensor) pairs, each put in place as it arrives (see
+        gpt_oss_weights.fill: every name once, with its shape, or a ValueError naming it)."""
         model = cls(config, dtype)
-        expected, done = shapes(config), set()
-        pending: dict[int, dict[str, torch.Tensor]] = {}
-        for name, t in tensors:
-            if name not in expected:
-                raise ValueError(f"unexpected tensor {name!r}: not part of a GPT-OSS model with "
-                                 f"{config.num_hidden_layers} layers")
-            if name in done:
-                raise ValueError(f"tensor {name!r} arrived twice")
-            if tuple(t.shape) != expected[name]:
-                raise ValueError(f"tensor {name!r} has shape {tuple(t.shape)}, expected {expected[name]}")
-            packed = name.endswith((".blocks", ".scales"))
-            if packed != (t.dtype == torch.uint8) or not (packed or t.dtype.is_floating_point):
-                raise ValueError(f"tensor {name!r} has dtype {t.dtype}, expected "
-                                 f"{'uint8' if packed else 'a float dtype'}")
-            done.add(name)
-            t = t.to(device) if packed else t.to(device, dtype)
-            parts = name.split(".")
-            if parts[0] == "blocks" and parts[2] == "mlp" and parts[3] != "norm":
-                layer = pending.setdefault(int(parts[1]), {})
-                layer[".".join(parts[3:])] = t
-                if len(layer) == len(EXPERT_TENSORS):
-                    model.blocks[int(parts[1])].mlp.moe = _moe(config, pending.pop(int(parts[1])))
-            else:
-                module, attr = name.rsplit(".", 1)
-                setattr(model.get_submodule(module), attr, nn.Parameter(t, requires_grad=False))
-        missing = [n for n in expected if n not in done]
-        if missing:
-            raise ValueError(f"{len(missing)} tensor(s) missing, first {missing[:3]}")
+        fill(model, tensors, torch.device(device or _default_device()))
         return model
 
     # -- running -----------------------------------------------------------------------------
@@ -307,7 +269,7 @@ class GptOss(nn.Module):
         then one column per decode step); padding is then allowed on the left of the first call
         only. Without a cache the whole input is computed from scratch.
         """
-        ids, mask, one = self._check(input_ids, attention_mask, cache)
+        ids, mask, one = self.check_inputs(input_ids, attention_mask, cache)
         logits = self.unembedding(self.norm(self.hidden(ids, mask, cache)))
         return logits[0] if one else logits
 
@@ -331,21 +293,27 @@ class GptOss(nn.Module):
         """Logits [B, V] of the last column only (what decoding needs; no input checks)."""
         return self.unembedding(self.norm(self.hidden(ids, mask, cache)[:, -1]))
 
-    def _check(self, input_ids, attention_mask, cache):
-        """(ids [B, T] on the model's device, mask [B, T] bool or None, whether input was 1-D)."""
+    def check_inputs(self, input_ids, attention_mask=None, cache=None):
+        """(ids [B, T] long on the model's device, mask [B, T] bool or None, whether the input
+        was 1-D), or a clear error for a wrong type, dtype or rank, ids outside the vocabulary,
+        a bad mask, or an input that does not fit the cache."""
         if not isinstance(input_ids, torch.Tensor):
-            raise TypeError(f"input_ids must be a torch.LongTensor of token ids, got {type(input_ids).__name__}")
-        if input_ids.dtype.is_floating_point or input_ids.dtype.is_complex or input_ids.dtype == torch.bool:
-            raise TypeError(f"input_ids must be an integer tensor of token ids (torch.long), got {input_ids.dtype}")
-        if input_ids.dim() not in (1, 2) or input_ids.shape[-1] == 0 or input_ids.numel() == 0:
-            raise ValueError(f"input_ids must be [T] or [B, T] with T >= 1, got shape {tuple(input_ids.shape)}")
+            raise TypeError(f"input_ids must be a torch.LongTensor of token ids, "
+                            f"got {type(input_ids).__name__}")
+        dtype = input_ids.dtype
+        if dtype.is_floating_point or dtype.is_complex or dtype == torch.bool:
+            raise TypeError(f"input_ids must be an integer tensor of token ids (torch.long), got {dtype}")
+        if input_ids.dim() not in (1, 2) or input_ids.numel() == 0:
+            raise ValueError(f"input_ids must be [T] or [B, T] with T >= 1, "
+                             f"got shape {tuple(input_ids.shape)}")
         one = input_ids.dim() == 1
         ids = input_ids.to(self.device, torch.long).reshape(-1, input_ids.shape[-1])
         mask = None
         if attention_mask is not None:
             if not isinstance(attention_mask, torch.Tensor) or attention_mask.shape != input_ids.shape:
-                raise ValueError(f"attention_mask must be a tensor of input_ids' shape {tuple(input_ids.shape)}, "
-                                 f"got {getattr(attention_mask, 'shape', type(attention_mask).__name__)}")
+                got = getattr(attention_mask, "shape", type(attention_mask).__name__)
+                raise ValueError(f"attention_mask must be a tensor of input_ids' shape "
+                                 f"{tuple(input_ids.shape)}, got {got}")
             mask = attention_mask.to(self.device).reshape(ids.shape)
             if not ((mask == 0) | (mask == 1)).all():
                 raise ValueError("attention_mask must hold only 0 (padding) and 1 (token)")
@@ -362,60 +330,31 @@ class GptOss(nn.Module):
             if cache.length + T > cache.max_len:
                 raise ValueError(f"input of {T} tokens after {cache.length} cached ones is longer "
                                  f"than the cache (max_len {cache.max_len})")
-            if mask is not None and not mask.all() and (cache.length > 0 or (mask[:, 1:] < mask[:, :-1]).any()):
+            right_padded = mask is not None and bool((mask[:, 1:] < mask[:, :-1]).any())
+            if mask is not None and not mask.all() and (cache.length > 0 or right_padded):
                 raise ValueError("with a cache, padding must be on the left of the first call only")
         return ids, mask, one
 
     def generate(self, input_ids, max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
-                 seed: int | None = None, stop: Iterable[int] | None = None, **kwargs) -> torch.Tensor:
-        """Prompt(s) followed by generated tokens; see mxfp4.models.generation.generate."""
+                 seed: int | None = None, stop: Iterable[int] | None = None, *, attention_mask=None,
+                 max_len: int | None = None, use_cache: bool = True) -> torch.Tensor:
+        """Prefill, then decode up to max_new_tokens tokens with a KV cache.
+
+        Returns the prompt columns followed by the new tokens, LongTensor [B, T + n] ([T + n]
+        for a 1-D prompt). Prompts of different lengths: a list of sequences, or a left-padded
+        tensor with attention_mask. Details: mxfp4.models.generation.generate.
+        """
         from .generation import generate
 
-        return generate(self, input_ids, max_new_tokens, temperature, top_p, seed, stop, **kwargs)
+        return generate(self, input_ids, max_new_tokens, temperature, top_p, seed, stop,
+                        attention_mask=attention_mask, max_len=max_len, use_cache=use_cache)
 
     def stream(self, input_ids, max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
-               seed: int | None = None, stop: Iterable[int] | None = None, **kwargs) -> Iterator[torch.Tensor]:
-        """One tensor [B] of new tokens per step; see mxfp4.models.generation.stream."""
+               seed: int | None = None, stop: Iterable[int] | None = None, *, attention_mask=None,
+               max_len: int | None = None, use_cache: bool = True) -> Iterator[torch.Tensor]:
+        """generate, one step at a time: yields a LongTensor [B] of new tokens per step (the
+        first right after prefill), for callers that print as tokens come."""
         from .generation import stream
 
-        return stream(self, input_ids, max_new_tokens, temperature, top_p, seed, stop, **kwargs)
-
-
-def _moe(c: GptOssConfig, t: dict[str, torch.Tensor]) -> MoE:
-    """A layer's MoE from its checkpoint tensors: blocks and scales taken as they are."""
-    w1 = MXTensor.from_gpt_oss(t["w1.blocks"], t["w1.scales"])
-    w2 = MXTensor.from_gpt_oss(t["w2.blocks"], t["w2.scales"])
-    return MoE(t["router.weight"], t["router.bias"], w1, t["w1.bias"], w2, t["w2.bias"],
-               experts_per_token=c.experts_per_token, swiglu_alpha=c.swiglu_alpha,
-               swiglu_limit=c.swiglu_limit)
-
-
-def random_tensors(c: GptOssConfig, device, dtype: torch.dtype, seed: int) -> Iterator[tuple[str, torch.Tensor]]:
-    """Random checkpoint tensors for `c`: matrices ~ N(0, 1/fan_in) (so activations stay O(1)),
-    biases ~ N(0, 0.02^2), sinks ~ N(0, 1), norms 1, embedding ~ N(0, 1); experts are MXFP4
-    quantizations of random floats, one expert at a time (no float copy of a whole layer)."""
-    from ..ops import quantize
-
-    g = torch.Generator(device=device).manual_seed(seed)
-
-    def randn(*shape, std=1.0, out_dtype=dtype):
-        return torch.randn(shape, generator=g, device=device).mul_(std).to(out_dtype)
-
-    for name, shape in shapes(c).items():
-        if name.endswith(".scales"):
-            continue  # yielded with their blocks
-        if name.endswith(".blocks"):
-            E, n, kb, _ = shape
-            experts = (quantize(randn(n, kb * 32, std=(kb * 32) ** -0.5, out_dtype=torch.float32))
-                       for _ in range(E))
-            codes, scales = zip(*(q.to_gpt_oss() for q in experts))
-            yield name, torch.stack(codes)
-            yield name[:-len("blocks")] + "scales", torch.stack(scales)
-        elif name.endswith("norm.weight"):
-            yield name, torch.ones(shape, device=device, dtype=dtype)
-        elif name.endswith(".bias"):
-            yield name, randn(*shape, std=0.02)
-        elif name.endswith("sinks") or name == "embedding.weight":
-            yield name, randn(*shape)
-        else:
-            yield name, randn(*shape, std=shape[-1] ** -0.5)
+        return stream(self, input_ids, max_new_tokens, temperature, top_p, seed, stop,
+                      attention_mask=attention_mask, max_len=max_len, use_cache=use_cache)

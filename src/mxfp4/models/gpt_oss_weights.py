@@ -1,0 +1,131 @@
+"""GPT-OSS weights by name: the checkpoint tensors a model needs, filling a model from a stream
+of them, and random ones for from_config.
+
+Names (what mxfp4.io.gpt_oss_checkpoint.iter_tensors streams), i = layer:
+  embedding.weight [V, H], norm.weight [H], unembedding.weight [V, H];
+  blocks.{i}.attn.{norm.weight, qkv.weight, qkv.bias, sinks, out.weight, out.bias}
+      (qkv rows: the query heads, then the key heads, then the value heads);
+  blocks.{i}.mlp.norm.weight, blocks.{i}.mlp.router.{weight, bias},
+  blocks.{i}.mlp.{w1, w2}.{blocks, scales} (uint8, gpt-oss layout), blocks.{i}.mlp.{w1, w2}.bias.
+A GptOss module's parameters carry the same names, except that router / w1 / w2 become the
+buffers of blocks.{i}.mlp.moe (an mxfp4.nn.MoE).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from ..nn.moe import MoE
+from ..ops import quantize
+from ..tensor import MXTensor
+
+EXPERT_TENSORS = ("router.weight", "router.bias", "w1.blocks", "w1.scales", "w1.bias",
+                  "w2.blocks", "w2.scales", "w2.bias")
+
+
+def shapes(c) -> dict[str, tuple[int, ...]]:
+    """Every tensor's name and shape for config `c`; blocks and scales are uint8, the rest float."""
+    H, D, E, I = c.hidden_size, c.head_dim, c.num_experts, c.intermediate_size
+    qkv = (c.num_attention_heads + 2 * c.num_key_value_heads) * D
+    layer = {"attn.norm.weight": (H,), "attn.qkv.weight": (qkv, H), "attn.qkv.bias": (qkv,),
+             "attn.sinks": (c.num_attention_heads,), "attn.out.weight": (H, c.num_attention_heads * D),
+             "attn.out.bias": (H,), "mlp.norm.weight": (H,),
+             "mlp.router.weight": (E, H), "mlp.router.bias": (E,),
+             "mlp.w1.blocks": (E, 2 * I, H // 32, 16), "mlp.w1.scales": (E, 2 * I, H // 32),
+             "mlp.w1.bias": (E, 2 * I), "mlp.w2.blocks": (E, H, I // 32, 16),
+             "mlp.w2.scales": (E, H, I // 32), "mlp.w2.bias": (E, H)}
+    out = {"embedding.weight": (c.vocab_size, H)}
+    for i in range(c.num_hidden_layers):
+        out.update({f"blocks.{i}.{k}": v for k, v in layer.items()})
+    out.update({"norm.weight": (H,), "unembedding.weight": (c.vocab_size, H)})
+    return out
+
+
+def fill(model, tensors: Iterable[tuple[str, torch.Tensor]], device: torch.device) -> None:
+    """Put each (name, tensor) into `model` (a GptOss skeleton) as it arrives: float tensors in
+    the model's dtype, a layer's MoE built once its eight tensors are in. Every name must come
+    exactly once, with its shape and kind; otherwise a ValueError names the tensor."""
+    config = model.config
+    expected, done = shapes(config), set()
+    pending: dict[int, dict[str, torch.Tensor]] = {}
+    for name, t in tensors:
+        if name not in expected:
+            raise ValueError(f"unexpected tensor {name!r}: not part of a GPT-OSS model with "
+                             f"{config.num_hidden_layers} layers")
+        if name in done:
+            raise ValueError(f"tensor {name!r} arrived twice")
+        if tuple(t.shape) != expected[name]:
+            raise ValueError(f"tensor {name!r} has shape {tuple(t.shape)}, expected {expected[name]}")
+        packed = name.endswith((".blocks", ".scales"))
+        if packed != (t.dtype == torch.uint8) or not (packed or t.dtype.is_floating_point):
+            raise ValueError(f"tensor {name!r} has dtype {t.dtype}, expected "
+                             f"{'uint8' if packed else 'a float dtype'}")
+        done.add(name)
+        t = t.to(device) if packed else t.to(device, model.dtype)
+        parts = name.split(".")
+        if parts[0] == "blocks" and parts[2] == "mlp" and parts[3] != "norm":
+            i = int(parts[1])
+            layer = pending.setdefault(i, {})
+            layer[".".join(parts[3:])] = t
+            if len(layer) == len(EXPERT_TENSORS):
+                model.blocks[i].mlp.moe = build_moe(config, pending.pop(i))
+        else:
+            module, attr = name.rsplit(".", 1)
+            setattr(model.get_submodule(module), attr, nn.Parameter(t, requires_grad=False))
+    missing = [n for n in expected if n not in done]
+    if missing:
+        raise ValueError(f"{len(missing)} tensor(s) missing, first {missing[:3]}")
+
+
+def build_moe(c, t: dict[str, torch.Tensor]) -> MoE:
+    """A layer's MoE from its tensors: blocks and scales taken as they are (no requantizing)."""
+    w1 = MXTensor.from_gpt_oss(t["w1.blocks"], t["w1.scales"])
+    w2 = MXTensor.from_gpt_oss(t["w2.blocks"], t["w2.scales"])
+    return MoE(t["router.weight"], t["router.bias"], w1, t["w1.bias"], w2, t["w2.bias"],
+               experts_per_token=c.experts_per_token, swiglu_alpha=c.swiglu_alpha,
+               swiglu_limit=c.swiglu_limit)
+
+
+def random_tensors(c, device, dtype: torch.dtype, seed: int) -> Iterator[tuple[str, torch.Tensor]]:
+    """Random tensors for config `c`: matrices ~ N(0, 1/fan_in) (activations stay O(1)), biases
+    ~ N(0, 0.02^2), sinks and the embedding ~ N(0, 1), norms 1; experts are MXFP4
+    quantizations of random floats, one expert at a time (no float copy of a whole layer)."""
+    g = torch.Generator(device=device).manual_seed(seed)
+
+    def randn(*shape, std=1.0, out_dtype=dtype):
+        return torch.randn(shape, generator=g, device=device).mul_(std).to(out_dtype)
+
+    for name, shape in shapes(c).items():
+        if name.endswith(".scales"):
+            continue  # yielded with their blocks
+        if name.endswith(".blocks"):
+            E, n, kb, _ = shape
+            experts = (quantize(randn(n, kb * 32, std=(kb * 32) ** -0.5, out_dtype=torch.float32))
+                       for _ in range(E))
+            codes, scales = zip(*(q.to_gpt_oss() for q in experts))
+            yield name, torch.stack(codes)
+            yield name[:-len("blocks")] + "scales", torch.stack(scales)
+        elif name.endswith("norm.weight"):
+            yield name, torch.ones(shape, device=device, dtype=dtype)
+        elif name.endswith(".bias"):
+            yield name, randn(*shape, std=0.02)
+        elif name.endswith("sinks") or name == "embedding.weight":
+            yield name, randn(*shape)
+        else:
+            yield name, randn(*shape, std=shape[-1] ** -0.5)
+
+
+@contextmanager
+def progress_bar(title: str):
+    """A transient rich progress bar on stderr; yields its `report(done, total)`."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn(title), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  transient=True, console=Console(stderr=True)) as bar:
+        task = bar.add_task(title, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
