@@ -138,6 +138,13 @@ def quantize_folder(src: str, dst: str, *, method: str = "rtn", scale_rule: str 
         raise ValueError("compressed-tensors cannot hold Hadamard-rotated layers or MXFP4 "
                          "embeddings; use --format mxfp4")
     check_output_folder(dst, overwrite=overwrite, inputs=[src])
+    from .gpt_oss_hf import is_gpt_oss_folder, quantize_gpt_oss_folder
+    if is_gpt_oss_folder(src):  # a gpt-oss fine-tune goes back to the gpt-oss MXFP4 layout
+        return quantize_gpt_oss_folder(
+            src, dst, method=method, scale_rule=scale_rule, block_size=block_size,
+            hadamard=hadamard, include=include, exclude=exclude, embeddings=embeddings,
+            calibration=calibration, fmt=fmt, progress=progress, overwrite=overwrite,
+            device=device, dtype=dtype)
     files = weight_files(src)
     check_not_quantized(src)
     model = build_hf_skeleton(src)
