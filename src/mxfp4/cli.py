@@ -17,6 +17,7 @@ COMMANDS = (
     "mxfp4.demo",
     "mxfp4.bench.cli",
     "mxfp4.models_cli",
+    "mxfp4.generate_cli",
     "mxfp4.viz.cli",
 )
 
