@@ -111,13 +111,13 @@ def test_float32_logits_match_transformers(pair, length):
     assert _rel(ours(ids[0]), got[0]) <= 1e-6  # [T] -> [T, V]
 
 
-def _bf16_errors(config, hf, tensors):
+def _bf16_errors(config, hf, tensors, device="cpu"):
     """(ours, transformers') relative distance of bf16 logits from the float32 logits, over 32
     prompts shorter and 32 longer than the window."""
-    ours = GptOss.from_tensors(config, tensors.items(), device="cpu", dtype=torch.bfloat16)
-    hf16 = copy.deepcopy(hf).to(torch.bfloat16)
+    ours = GptOss.from_tensors(config, tensors.items(), device=device, dtype=torch.bfloat16)
+    hf, hf16 = copy.deepcopy(hf).to(device), copy.deepcopy(hf).to(device, torch.bfloat16)
     for length in (6, 3 * WINDOW):
-        ids = torch.stack([_prompt(length, 1000 * length + j) for j in range(32)])
+        ids = torch.stack([_prompt(length, 1000 * length + j) for j in range(32)]).to(device)
         with torch.no_grad():
             ref, theirs = hf(ids).logits, hf16(ids).logits
         got = ours(ids)
@@ -141,6 +141,20 @@ def test_bfloat16_logits_as_close_to_float32_as_transformers(pair):
             tensors[f"blocks.{i}.mlp.router.bias"] = bias.detach().clone()
     for ours, theirs in _bf16_errors(config, hf, tensors):
         assert ours <= theirs, (ours, theirs)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_logits_match_transformers_on_cuda(pair):
+    config, hf, tensors, _ = pair
+    ours = GptOss.from_tensors(config, tensors.items(), device="cuda", dtype=torch.float32)
+    for block in ours.blocks:
+        block.mlp.backend = "reference"  # the Triton MoE keeps bf16 intermediates
+    ids = torch.stack([_prompt(3 * WINDOW + 1, 1), _prompt(3 * WINDOW + 1, 2)])
+    with torch.no_grad():
+        want = hf(ids).logits
+    assert _rel(ours(ids.cuda()).cpu(), want) <= 1e-4
+    for ours_err, theirs_err in _bf16_errors(config, hf, tensors, "cuda"):  # Triton MoE
+        assert ours_err <= 1.5 * theirs_err, (ours_err, theirs_err)
 
 
 def test_yarn_frequencies_match_transformers():

@@ -172,9 +172,10 @@ class MLPBlock(nn.Module):
         super().__init__()
         self.norm = RMSNorm(c.hidden_size, c.rms_norm_eps, dtype)
         self.moe: MoE | None = None  # set by GptOss.from_tensors
+        self.backend = "auto"  # MoE.forward's: Triton on CUDA (bf16 intermediates), else reference
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.moe(self.norm(x))
+        return x + self.moe(self.norm(x), backend=self.backend)
 
 
 class Block(nn.Module):
