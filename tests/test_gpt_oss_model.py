@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import mxfp4
-from mxfp4.models import GptOss, GptOssConfig
+from mxfp4.models import GptOss, GptOssConfig, gpt_oss
 from mxfp4.models.gpt_oss_weights import shapes
 from mxfp4.models.rope import yarn_inv_freq
 from mxfp4.models.sampling import sample
@@ -179,8 +179,19 @@ def test_cached_decode_gives_full_recompute_logits_step_by_step(pair):
     for a, b in pieces:
         got = ours(ids[:, a:b], cache=cache)
         assert _rel(got, full[:, a:b]) <= 1e-5, (a, b)
-    assert cache.length == total and cache.layers[0].k.shape[1] == WINDOW  # sliding layers: a ring
-    assert cache.layers[1].k.shape[1] == total
+    assert cache.length == total and cache.layers[0].k.shape[2] == WINDOW  # sliding layers: a ring
+    assert cache.layers[1].k.shape[2] == total
+
+
+def test_query_chunks_and_caches_without_a_ring_change_nothing(pair, monkeypatch):
+    _, _, _, ours = pair
+    ids = _prompt(3 * WINDOW + 1, 17)
+    whole = ours(ids)
+    monkeypatch.setattr(gpt_oss, "_SCORES_BUDGET", 1)  # long inputs: one query row at a time
+    assert _rel(ours(ids), whole) <= 1e-6
+    assert not ours.new_cache(1, WINDOW).layers[0].ring  # the window holds the whole cache
+    assert torch.equal(ours.generate(ids[:4], WINDOW - 4, stop=()),
+                       ours.generate(ids[:4], WINDOW - 4, stop=(), use_cache=False))
 
 
 def test_greedy_generation_same_with_and_without_cache(pair):

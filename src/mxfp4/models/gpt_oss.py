@@ -120,7 +120,7 @@ class RMSNorm(nn.Module):
 def attention(q, k, v, q_pos, k_pos, sinks, sm_scale: float, window: int) -> torch.Tensor:
     """Grouped-query attention with a sink logit per head, masked by token positions.
 
-    q [B, T, KV, G, D] (G query heads share each KV head); k, v [B, S, KV, D]; q_pos [B, T] and
+    q [B, T, KV, G, D] (G query heads share each KV head); k, v [B, KV, S, D]; q_pos [B, T] and
     k_pos [B, S] (-1: padding or an empty cache slot, seen by nobody). The query at position p
     sees the keys at positions p - window < pos <= p (window 0: all pos <= p). The sink joins
     the softmax denominator only. Returns [B, T, KV * G * D] in v's dtype.
@@ -134,13 +134,13 @@ def attention(q, k, v, q_pos, k_pos, sinks, sm_scale: float, window: int) -> tor
     seen = (kp >= 0) & (kp <= qp)
     if window:
         seen &= kp > qp - window
-    scores = torch.einsum("btkgd,bskd->bkgts", q, k).float().mul_(sm_scale)
+    scores = torch.einsum("btkgd,bksd->bkgts", q, k).float().mul_(sm_scale)
     scores.masked_fill_(~seen[:, None, None], float("-inf"))
     sink = sinks.float().view(1, KV, G, 1, 1)
     top = torch.maximum(scores.amax(dim=-1, keepdim=True), sink)  # finite even with no key seen
     probs = scores.sub_(top).exp_()
     probs.div_(probs.sum(dim=-1, keepdim=True) + (sink - top).exp())
-    out = torch.einsum("bkgts,bskd->btkgd", probs.to(v.dtype), v)
+    out = torch.einsum("bkgts,bksd->btkgd", probs.to(v.dtype), v)
     return out.reshape(B, T, KV * G * D)
 
 
@@ -160,8 +160,8 @@ class AttentionBlock(nn.Module):
         D, KV = self.head_dim, self.kv_heads
         q, k, v = self.qkv(self.norm(x)).split([self.heads * D, KV * D, KV * D], dim=-1)
         q = apply_rope(q.view(B, T, KV, self.heads // KV, D), cos, sin)
-        k = apply_rope(k.view(B, T, KV, D), cos, sin)
-        v = v.view(B, T, KV, D)
+        k = apply_rope(k.view(B, T, KV, D), cos, sin).transpose(1, 2)  # [B, KV, T, D], as cached
+        v = v.view(B, T, KV, D).transpose(1, 2)
         keys, values, key_pos = (k, v, pos) if cache is None else cache.update(k, v, pos, start)
         out = attention(q, keys, values, pos, key_pos, self.sinks, self.sm_scale, self.window)
         return x + self.out(out)

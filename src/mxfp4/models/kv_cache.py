@@ -12,35 +12,37 @@ import torch
 
 
 class LayerCache:
-    """One layer's keys and values [B, size, kv_heads, head_dim] and their positions [B, size]."""
+    """One layer's keys and values [B, kv_heads, size, head_dim] and their positions [B, size].
+    (Heads before slots: a filled prefix is then a view that attention reads without a copy.)"""
 
     def __init__(self, batch: int, size: int, kv_heads: int, head_dim: int, *, ring: bool,
                  device, dtype):
         self.size, self.ring = size, ring
-        self.k = torch.zeros(batch, size, kv_heads, head_dim, device=device, dtype=dtype)
+        self.k = torch.zeros(batch, kv_heads, size, head_dim, device=device, dtype=dtype)
         self.v = torch.zeros_like(self.k)
         self.pos = torch.full((batch, size), -1, dtype=torch.long, device=device)
 
     def update(self, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor, start: int):
-        """Add T new columns (k, v [B, T, kv, D], pos [B, T]) at column `start`; return the keys,
+        """Add T new columns (k, v [B, kv, T, D], pos [B, T]) at column `start`; return the keys,
         values and positions the new queries attend over."""
         if not self.ring:  # slot = column: write first, then read the filled prefix
             self._write(k, v, pos, start)
-            end = start + k.shape[1]
-            return self.k[:, :end], self.v[:, :end], self.pos[:, :end]
+            end = start + k.shape[2]
+            return self.k[:, :, :end], self.v[:, :, :end], self.pos[:, :end]
         # A ring holds the last `size` columns. New queries may need old columns that their own
         # writes would overwrite, so they read the ring as it was, plus the new columns.
-        keys = torch.cat([self.k, k], dim=1)
-        values = torch.cat([self.v, v], dim=1)
+        keys = torch.cat([self.k, k], dim=2)
+        values = torch.cat([self.v, v], dim=2)
         positions = torch.cat([self.pos, pos], dim=1)
-        keep = min(k.shape[1], self.size)
-        self._write(k[:, -keep:], v[:, -keep:], pos[:, -keep:], start + k.shape[1] - keep)
+        T = k.shape[2]
+        keep = min(T, self.size)
+        self._write(k[:, :, -keep:], v[:, :, -keep:], pos[:, -keep:], start + T - keep)
         return keys, values, positions
 
     def _write(self, k, v, pos, start: int) -> None:
-        slots = torch.arange(start, start + k.shape[1], device=k.device) % self.size
-        self.k[:, slots] = k
-        self.v[:, slots] = v
+        slots = torch.arange(start, start + k.shape[2], device=k.device) % self.size
+        self.k[:, :, slots] = k
+        self.v[:, :, slots] = v
         self.pos[:, slots] = pos
 
 
