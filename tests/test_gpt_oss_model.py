@@ -187,8 +187,11 @@ def test_query_chunks_and_caches_without_a_ring_change_nothing(pair, monkeypatch
     _, _, _, ours = pair
     ids = _prompt(3 * WINDOW + 1, 17)
     whole = ours(ids)
-    monkeypatch.setattr(gpt_oss, "_SCORES_BUDGET", 1)  # long inputs: one query row at a time
+    rows, real, calls = 5, gpt_oss.attention, []
+    monkeypatch.setattr(gpt_oss, "_SCORES_BUDGET", 4 * 2 * 2 * len(ids) * rows)  # [KV, G, T, S] fp32
+    monkeypatch.setattr(gpt_oss, "attention", lambda q, *args: calls.append(q.shape[1]) or real(q, *args))
     assert _rel(ours(ids), whole) <= 1e-6
+    assert sorted(set(calls)) == [rows, len(ids)]  # each layer: 25 queries in 5 chunks of 5
     assert not ours.new_cache(1, WINDOW).layers[0].ring  # the window holds the whole cache
     assert torch.equal(ours.generate(ids[:4], WINDOW - 4, stop=()),
                        ours.generate(ids[:4], WINDOW - 4, stop=(), use_cache=False))

@@ -126,7 +126,7 @@ def attention(q, k, v, q_pos, k_pos, sinks, sm_scale: float, window: int) -> tor
     the softmax denominator only. Returns [B, T, KV * G * D] in v's dtype.
     """
     B, T, KV, G, D = q.shape
-    rows = max(1, _SCORES_BUDGET // (4 * B * KV * G * k.shape[1]))
+    rows = max(1, _SCORES_BUDGET // (4 * B * KV * G * k.shape[2]))
     if T > rows:  # bound the score matrix of long prompts
         return torch.cat([attention(q[:, i:i + rows], k, v, q_pos[:, i:i + rows], k_pos, sinks,
                                     sm_scale, window) for i in range(0, T, rows)], dim=1)
