@@ -363,8 +363,11 @@ def test_from_pretrained_streams_the_checkpoint_reader(pair, monkeypatch):
             yield n, t.bfloat16() if t.is_floating_point() else t  # as shipped
             progress(done, len(tensors))
 
+    from mxfp4.io.gpt_oss_checkpoint import canonical_shapes
+
     fake = types.ModuleType("mxfp4.io.gpt_oss_checkpoint")
     fake.read_config, fake.iter_tensors = read_config, iter_tensors
+    fake.canonical_shapes = canonical_shapes  # (the model's own table of names comes from there)
     monkeypatch.setitem(sys.modules, "mxfp4.io.gpt_oss_checkpoint", fake)
     model = GptOss.from_pretrained("ckpt", device="cpu", dtype=torch.float32,
                                    progress=lambda done, total: reports.append((done, total)))

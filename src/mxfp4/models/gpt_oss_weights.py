@@ -13,6 +13,7 @@ buffers of blocks.{i}.mlp.moe (an mxfp4.nn.MoE).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
@@ -29,20 +30,9 @@ EXPERT_TENSORS = ("router.weight", "router.bias", "w1.blocks", "w1.scales", "w1.
 
 def shapes(c) -> dict[str, tuple[int, ...]]:
     """Every tensor's name and shape for config `c`; blocks and scales are uint8, the rest float."""
-    H, D, E, I = c.hidden_size, c.head_dim, c.num_experts, c.intermediate_size
-    qkv = (c.num_attention_heads + 2 * c.num_key_value_heads) * D
-    layer = {"attn.norm.weight": (H,), "attn.qkv.weight": (qkv, H), "attn.qkv.bias": (qkv,),
-             "attn.sinks": (c.num_attention_heads,), "attn.out.weight": (H, c.num_attention_heads * D),
-             "attn.out.bias": (H,), "mlp.norm.weight": (H,),
-             "mlp.router.weight": (E, H), "mlp.router.bias": (E,),
-             "mlp.w1.blocks": (E, 2 * I, H // 32, 16), "mlp.w1.scales": (E, 2 * I, H // 32),
-             "mlp.w1.bias": (E, 2 * I), "mlp.w2.blocks": (E, H, I // 32, 16),
-             "mlp.w2.scales": (E, H, I // 32), "mlp.w2.bias": (E, H)}
-    out = {"embedding.weight": (c.vocab_size, H)}
-    for i in range(c.num_hidden_layers):
-        out.update({f"blocks.{i}.{k}": v for k, v in layer.items()})
-    out.update({"norm.weight": (H,), "unembedding.weight": (c.vocab_size, H)})
-    return out
+    from ..io.gpt_oss_checkpoint import canonical_shapes
+
+    return canonical_shapes(dataclasses.asdict(c))
 
 
 def fill(model, tensors: Iterable[tuple[str, torch.Tensor]], device: torch.device) -> None:
