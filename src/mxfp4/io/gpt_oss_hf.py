@@ -64,11 +64,12 @@ def expert_tensors(module: nn.Module, prefix: str, scale_rule: str) -> dict[str,
     return out
 
 
-def quantize_experts(w: torch.Tensor, name: str, scale_rule: str,
-                     device=None) -> tuple[MXTensor, float]:
+def quantize_experts(w: torch.Tensor, name: str, scale_rule: str, device=None,
+                     quantize_one=None) -> tuple[MXTensor, float]:
     """(MXTensor [E, out, in] on the CPU, QSNR dB) of float experts `w` [E, in, out] (as
     transformers stores them), blocks of 32 along `in`, one expert at a time on `device`
-    (None: w's) so that temporaries stay the size of one expert."""
+    (None: w's) so that temporaries stay the size of one expert. `quantize_one(e, W [out, in])`
+    gives expert e's MXTensor (default: round to nearest with `scale_rule`)."""
     if not torch.isfinite(w).all():
         raise ValueError(f"{name} contains NaN or Inf")
     E, n_in, n_out = w.shape
@@ -79,7 +80,7 @@ def quantize_experts(w: torch.Tensor, name: str, scale_rule: str,
     signal = noise = 0.0
     for e in range(E):
         ref = (w[e] if device is None else w[e].to(device)).t().contiguous()
-        mx = quantize(ref, axis=1, scale_rule=scale_rule)
+        mx = quantize_one(e, ref) if quantize_one else quantize(ref, axis=1, scale_rule=scale_rule)
         codes[e], scales[e] = mx.codes.cpu(), mx.scales.cpu()
         ref = ref.to(torch.float64)
         signal += float((ref * ref).sum())
@@ -151,7 +152,8 @@ def quantize_gpt_oss_folder(src, dst, *, method: str = "rtn", scale_rule: str | 
     MXFP4 layout that transformers and vLLM load; return a mxfp4.nn.convert.QuantizeSummary.
 
     Each expert tensor gate_up_proj [E, H, 2I] / down_proj [E, I, H] becomes `_blocks` /
-    `_scales` (rtn with `scale_rule`, or mse), quantized one expert at a time on `device`;
+    `_scales` (rtn with `scale_rule`, mse, or gptq with `scale_rule` on the `calibration`
+    batches of token ids: io/gpt_oss_gptq.py), quantized one expert at a time on `device`;
     every other tensor is copied bit for bit (so `dtype` is not used), shard by shard, each
     output shard written before the next is read. The options of quantize_folder that the
     gpt-oss layout cannot hold are refused. Written beside `dst`, moved into place when complete.
@@ -164,11 +166,13 @@ def quantize_gpt_oss_folder(src, dst, *, method: str = "rtn", scale_rule: str | 
     from .output_folder import staged_folder
     from ..tensor import atomic_write
 
-    if method == "gptq":
-        raise ValueError("--method gptq is not available for GPT-OSS experts (it needs "
-                         "calibration inputs routed to each expert); use --method rtn or mse")
-    if method not in ("rtn", "mse"):
-        raise ValueError(f"method must be 'rtn' or 'mse' for a GPT-OSS folder, got {method!r}")
+    from .gpt_oss_gptq import ExpertGPTQ
+
+    if method not in ("rtn", "mse", "gptq"):
+        raise ValueError(f"method must be 'rtn', 'mse' or 'gptq' for a GPT-OSS folder, "
+                         f"got {method!r}")
+    if method == "gptq" and not calibration:
+        raise ValueError("method 'gptq' needs calibration inputs (--calib TEXT_FILE)")
     for option, used in (("--hadamard", hadamard), ("--embeddings", embeddings),
                          ("--include", include), ("--exclude", exclude),
                          (f"--format {fmt}", fmt != "mxfp4"), ("block_size", block_size != 32)):
@@ -184,24 +188,32 @@ def quantize_gpt_oss_folder(src, dst, *, method: str = "rtn", scale_rule: str | 
     config = read_config(src, layout="hf")
     files, weight_map = shard_files(src, "hf")
     expected = expected_tensors(config, "hf", float_experts=True)
-    check_shards(files, expected, config_path, weight_map)
+    where = check_shards(files, expected, config_path, weight_map)
     summary = QuantizeSummary(method, rule, False)
     summary.skipped = {m: "kept as stored (gpt-oss layout)" for m in NOT_CONVERTED}
     start, total = time.perf_counter(), 2 * config["num_hidden_layers"]
+    gptq = (ExpertGPTQ(config, expected, where, calibration, scale_rule=rule, device=device)
+            if method == "gptq" else None)
+
+    def experts(key, f):  # (MXTensor, QSNR dB, report kind, bytes as stored)
+        if gptq:
+            return gptq.take(key)  # runs the calibration through the layers up to key's
+        t = f.get_tensor(key)
+        return *quantize_experts(t, key, rule, device), "experts", t.nbytes
+
     with staged_folder(dst, overwrite=overwrite, inputs=[src]) as tmp:
         out_files, out_map = {}, {}
         for file in files:
             out = {}
             with open_shard(file) as f:
                 for key in f.keys():
-                    t = f.get_tensor(key)
                     if not key.endswith(_FLOAT_EXPERTS):
-                        out[key] = t  # bit for bit
+                        out[key] = f.get_tensor(key)  # bit for bit
                         continue
-                    mx, qsnr = quantize_experts(t, key, rule, device)
+                    mx, qsnr, kind, stored = experts(key, f)
                     out[f"{key}_blocks"], out[f"{key}_scales"] = _blocks(mx)
-                    summary.layers.append(LayerReport(key, "experts", tuple(mx.shape), qsnr,
-                                                      t.nbytes, mx.nbytes))
+                    summary.layers.append(LayerReport(key, kind, tuple(mx.shape), qsnr, stored,
+                                                      mx.nbytes))
                     if progress:
                         progress(key, len(summary.layers), total)
             fname = os.path.basename(file)
