@@ -162,4 +162,6 @@ def test_the_output_runs_in_gpt_oss_as_in_transformers(finetune, tmp_path):
     with torch.no_grad():
         want = theirs(ids[None]).logits[0]
         got = ours(ids)
-    assert float((got - want).norm() / want.norm()) < 1e-4
+    # (2e-7 with the locked transformers 5.25; 1.8e-4 with 5.17, the device image's;
+    # the strict 1e-4 comparison of the two models is in test_gpt_oss_model.py)
+    assert float((got - want).norm() / want.norm()) < 5e-4
