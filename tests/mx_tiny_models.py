@@ -60,3 +60,25 @@ def write_text(path, words: int = 3000, seed: int = 0):
     with open(path, "w") as f:
         f.write(" ".join(rng.choice(vocab) for _ in range(words)))
     return path
+
+
+def tiny_gpt_oss(experts: int = 8, all_weights: bool = False, dtype=torch.float32, **config):
+    """A transformers GptOssForCausalLM: 2 layers, hidden 64, top-2, head_dim 32, 2 query heads /
+    1 KV head, window 8. Experts ~ N(0, 0.05); with all_weights every other parameter ~ N(0, 0.5)
+    too (so that sinks and biases are not all zero). `config` overrides GptOssConfig fields."""
+    from transformers import GptOssConfig, GptOssForCausalLM
+
+    torch.manual_seed(0)
+    config = GptOssConfig(**{**dict(
+        vocab_size=128, hidden_size=64, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=32, num_local_experts=experts,
+        num_experts_per_tok=2, sliding_window=8,
+        layer_types=["sliding_attention", "full_attention"]), **config})
+    model = GptOssForCausalLM(config).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "experts" in name:
+                p.normal_(0, 0.05)
+            elif all_weights:
+                p.normal_(0, 0.5)
+    return model.to(dtype)

@@ -177,19 +177,9 @@ def test_save_is_atomic_and_leaves_no_temp_files(saved):
 # -- MoE experts in the gpt-oss Hugging Face layout -----------------------------------------
 
 def _tiny_gpt_oss():
-    from transformers import GptOssConfig, GptOssForCausalLM
+    from mx_tiny_models import tiny_gpt_oss
 
-    torch.manual_seed(0)
-    config = GptOssConfig(vocab_size=128, hidden_size=64, intermediate_size=64,
-                          num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
-                          head_dim=32, num_local_experts=4, num_experts_per_tok=2,
-                          sliding_window=8, layer_types=["sliding_attention", "full_attention"])
-    model = GptOssForCausalLM(config).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "experts" in name:
-                p.normal_(0, 0.05)
-    return model
+    return tiny_gpt_oss(experts=4)
 
 
 def test_gpt_oss_experts_export_loads_in_transformers_bit_for_bit(tmp_path):

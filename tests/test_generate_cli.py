@@ -12,21 +12,11 @@ CHAT = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}"
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    from transformers import GptOssConfig, GptOssForCausalLM
+    from mx_tiny_models import tiny_gpt_oss
 
     from mxfp4.io.gpt_oss_hf import save_gpt_oss_hf
 
-    torch.manual_seed(0)
-    config = GptOssConfig(vocab_size=128, hidden_size=64, intermediate_size=64,
-                          num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
-                          head_dim=32, num_local_experts=4, num_experts_per_tok=2,
-                          sliding_window=8, layer_types=["sliding_attention", "full_attention"],
-                          eos_token_id=1, pad_token_id=0)
-    model = GptOssForCausalLM(config).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "experts" in name:
-                p.normal_(0, 0.05)
+    model = tiny_gpt_oss(experts=4, eos_token_id=1, pad_token_id=0)
     base = tmp_path_factory.mktemp("gen")
     save_gpt_oss_hf(model, base / "plain")
     char_tokenizer().save_pretrained(base / "plain")

@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 
+import mx_tiny_models
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -16,19 +17,7 @@ from mxfp4.io.gpt_oss_hf import save_gpt_oss_hf
 
 
 def tiny_gpt_oss(dtype=torch.float32):
-    """2 layers, hidden 64, 8 experts top-2, head_dim 32, 2 query heads / 1 KV head, window 8."""
-    from transformers import GptOssConfig, GptOssForCausalLM
-
-    torch.manual_seed(0)
-    config = GptOssConfig(vocab_size=128, hidden_size=64, intermediate_size=64,
-                          num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
-                          head_dim=32, num_local_experts=8, num_experts_per_tok=2,
-                          sliding_window=8, layer_types=["sliding_attention", "full_attention"])
-    model = GptOssForCausalLM(config).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.normal_(0, 0.05 if "experts" in name else 0.5)  # sinks and biases not all zero
-    return model.to(dtype)
+    return mx_tiny_models.tiny_gpt_oss(all_weights=True, dtype=dtype)
 
 
 @pytest.fixture(scope="module")
