@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 from safetensors import safe_open
-from test_gpt_oss_checkpoint import tiny_gpt_oss
+from mx_tiny_models import tiny_gpt_oss
 
 import mxfp4
 from mxfp4.cli import main
@@ -21,7 +21,7 @@ EXPERTS = ("gate_up_proj", "down_proj")
 @pytest.fixture(scope="module")
 def finetune(tmp_path_factory):
     """(bf16 model, its folder as transformers saves a fine-tune: sharded, indexed, tokenizer)."""
-    model = tiny_gpt_oss(torch.bfloat16)
+    model = tiny_gpt_oss(all_weights=True, dtype=torch.bfloat16)
     folder = tmp_path_factory.mktemp("finetune") / "bf16"
     model.save_pretrained(folder, max_shard_size="40KB")
     (folder / "tokenizer_config.json").write_text('{"model_max_length": 64}\n')
@@ -138,7 +138,7 @@ def test_an_already_quantized_folder_is_refused(finetune, tmp_path):
 def test_nan_in_an_expert_names_it_and_writes_nothing(tmp_path):
     from safetensors.torch import load_file, save_file
 
-    tiny_gpt_oss(torch.bfloat16).save_pretrained(tmp_path / "bf16")
+    tiny_gpt_oss(all_weights=True, dtype=torch.bfloat16).save_pretrained(tmp_path / "bf16")
     file = tmp_path / "bf16" / "model.safetensors"
     tensors = load_file(file)
     tensors["model.layers.1.mlp.experts.down_proj"][2, 3, 4] = float("inf")

@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 from mx_tiny_models import char_tokenizer, write_text
-from test_gpt_oss_checkpoint import tiny_gpt_oss
+from mx_tiny_models import tiny_gpt_oss
 from test_gpt_oss_finetune import EXPERTS, all_tensors
 
 from mxfp4.algorithms.gptq import gptq_quantize
@@ -22,7 +22,7 @@ CALIB = ["--calib-tokens", "2048", "--calib-seq", "64"]
 def save_finetune(folder, dead_expert=None):
     """A tiny bf16 fine-tune with its tokenizer; `dead_expert` (layer, e): a router bias that
     no token overcomes."""
-    model = tiny_gpt_oss(torch.bfloat16)
+    model = tiny_gpt_oss(all_weights=True, dtype=torch.bfloat16)
     if dead_expert is not None:
         layer, e = dead_expert
         with torch.no_grad():
