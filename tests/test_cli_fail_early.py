@@ -97,6 +97,32 @@ def test_a_short_calibration_text_says_how_many_tokens_it_has(folder, tmp_path, 
     assert "--calib-tokens 384" in err  # three whole sequences of 128
 
 
+def test_calibration_errors_name_the_options_that_fit(folder, tmp_path, capsys):
+    short = tmp_path / "short.txt"
+    short.write_text("the union " * 2)  # 20 tokens: not one sequence of 128
+    code, _, err = run(capsys, "quantize", folder / "float", "-o", tmp_path / "a", "--method",
+                       "gptq", "--calib", short, "--calib-tokens", "1024", "--calib-seq", "128")
+    assert code == 1
+    one_line_error(err, "smaller --calib-seq")
+    code, _, err = run(capsys, "quantize", folder / "float", "-o", tmp_path / "b", "--method",
+                       "gptq", "--calib", short, "--calib-tokens", "2", "--calib-seq", "2")
+    assert code == 1
+    one_line_error(err, "--calib-tokens / --calib-seq must give at least 2 tokens")
+
+
+def test_extra_tensors_such_as_rotary_tables_are_let_through(folder, tmp_path, capsys):
+    from safetensors.torch import load_file, save_file
+
+    src = tmp_path / "extra"
+    src.mkdir()
+    for name in os.listdir(folder / "float"):
+        (src / name).write_bytes((folder / "float" / name).read_bytes())
+    tensors = load_file(src / "model.safetensors")
+    tensors["model.layers.0.self_attn.rotary_emb.inv_freq"] = torch.rand(16)
+    save_file(tensors, src / "model.safetensors", metadata={"format": "pt"})
+    assert run(capsys, "quantize", src, "-o", tmp_path / "q")[0] == 0
+
+
 @pytest.mark.parametrize("extra, needle", [
     (["--context", "512"], "longer than the 256 positions"),
     (["--context", "64", "--plot", "{f}/afile/p.png", "--compare", "{f}/float"], "--plot"),
@@ -154,6 +180,22 @@ def test_piped_tables_are_not_folded_to_80_columns(folder, capsys):
     assert any("model.layers.0.self_attn.q_proj" in l for l in out.splitlines())
 
 
+def test_auto_dtype_keeps_the_stored_dtype(folder, tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    from mx_tiny_models import tiny_gemma3
+
+    src = tmp_path / "bf16"
+    tiny_gemma3().to(torch.bfloat16).save_pretrained(src)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (src / name).write_bytes((folder / "float" / name).read_bytes())
+    code, _, _ = run(capsys, "quantize", src, "-o", tmp_path / "q")  # on the CPU too
+    assert code == 0
+    kept = [t for t in load_file(tmp_path / "q" / "model.safetensors").values()
+            if t.is_floating_point()]
+    assert kept and all(t.dtype == torch.bfloat16 for t in kept)
+
+
 def test_dtype_converts_the_tensors_kept_in_float(folder, capsys):
     from safetensors.torch import load_file
 
@@ -163,6 +205,7 @@ def test_dtype_converts_the_tensors_kept_in_float(folder, capsys):
     tensors = load_file(folder / "bf" / "model.safetensors")
     kept = [t for k, t in tensors.items() if t.is_floating_point()]
     assert kept and all(t.dtype == torch.bfloat16 for t in kept)
+    assert json.load(open(folder / "bf" / "config.json"))["dtype"] == "bfloat16"
 
 
 def _options(parser):

@@ -59,6 +59,12 @@ def test_chat_uses_the_folders_template(folder, capsys):
     (["--top-p", "1.5"], "--top-p"),
     (["--temperature", "-1"], "--temperature"),
 ])
-def test_bad_arguments_fail_before_loading(folder, capsys, extra, message):
+def test_bad_arguments_fail_before_loading(folder, capsys, monkeypatch, extra, message):
+    from mxfp4.models import GptOss
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(GptOss, "from_pretrained", no_load)
     assert main(["generate", str(folder / "plain"), "--prompt", "x", *extra]) == 1
     assert message in capsys.readouterr().err

@@ -109,7 +109,8 @@ def test_gptq_and_options_the_layout_cannot_hold_are_refused(finetune, tmp_path)
     _, src = finetune
     with pytest.raises(ValueError, match="method 'gptq' needs calibration inputs"):
         quantize_gpt_oss_folder(src, tmp_path / "q", method="gptq", calibration=[])
-    for option in (dict(hadamard=True), dict(include=["*.q_proj"]), dict(embeddings=True)):
+    for option in (dict(hadamard=True), dict(include=["*.q_proj"]), dict(embeddings=True),
+                   dict(dtype=torch.float32)):
         with pytest.raises(ValueError, match="does not apply to a GPT-OSS folder"):
             quantize_gpt_oss_folder(src, tmp_path / "q", **option)
     assert not (tmp_path / "q").exists()
@@ -165,3 +166,16 @@ def test_the_output_runs_in_gpt_oss_as_in_transformers(finetune, tmp_path):
     # (2e-7 with the locked transformers 5.25; 1.8e-4 with 5.17, the device image's;
     # the strict 1e-4 comparison of the two models is in test_gpt_oss_model.py)
     assert float((got - want).norm() / want.norm()) < 5e-4
+
+
+def test_nan_in_a_copied_tensor_names_it_and_writes_nothing(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    tiny_gpt_oss(all_weights=True, dtype=torch.bfloat16).save_pretrained(tmp_path / "bf16")
+    file = tmp_path / "bf16" / "model.safetensors"
+    tensors = load_file(file)
+    tensors["model.layers.0.self_attn.q_proj.weight"][1, 2] = float("nan")
+    save_file(tensors, file, metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"model\.layers\.0\.self_attn\.q_proj\.weight holds NaN"):
+        quantize_gpt_oss_folder(tmp_path / "bf16", tmp_path / "q")
+    assert not (tmp_path / "q").exists()

@@ -176,3 +176,46 @@ def test_nan_weights_are_named_and_leave_no_output(tmp_path):
         hf_io.quantize_folder(str(src), str(tmp_path / "out"))
     assert sorted(os.listdir(tmp_path)) == ["nan"]
     assert torch.isnan(load_file(src / "model.safetensors")[name]).any()  # input untouched
+
+
+def test_a_signal_during_the_move_waits_until_the_folder_is_whole(tmp_path, monkeypatch):
+    from mxfp4.io import output_folder
+
+    target = tmp_path / "t"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    real_rename = os.rename
+
+    def rename_then_signal(a, b):  # SIGINT right between taking the old folder away and the move
+        real_rename(a, b)
+        if str(b).endswith(".old"):
+            os.kill(os.getpid(), signal.SIGINT)  # to the process: any of torch's threads may get it
+
+    monkeypatch.setattr(output_folder.os, "rename", rename_then_signal)
+    with pytest.raises(output_folder.Interrupted) as caught:
+        with staged_folder(target, overwrite=True) as tmp:
+            open(os.path.join(tmp, "new.txt"), "w").write("new")
+    assert caught.value.completed and os.listdir(target) == ["new.txt"]
+    assert leftovers(tmp_path) == []
+
+
+def test_a_folder_that_appears_meanwhile_is_not_replaced_without_overwrite(tmp_path):
+    target = tmp_path / "t"
+    with pytest.raises(ValueError, match="appeared"):
+        with staged_folder(target) as tmp:
+            target.mkdir()  # another run wrote here in the meantime
+            (target / "precious.txt").write_text("keep")
+            open(os.path.join(tmp, "new.txt"), "w").write("new")
+    assert os.listdir(target) == ["precious.txt"] and leftovers(tmp_path) == []
+
+
+def test_an_ignored_signal_stays_ignored_while_writing(tmp_path):
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        with staged_folder(tmp_path / "t") as tmp:
+            assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+            signal.raise_signal(signal.SIGTERM)  # ignored, as the caller asked
+            open(os.path.join(tmp, "x"), "w").write("x")
+        assert os.listdir(tmp_path / "t") == ["x"]
+    finally:
+        signal.signal(signal.SIGTERM, previous)

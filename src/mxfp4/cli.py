@@ -47,8 +47,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         signum = getattr(err, "signum", signal.SIGINT)
-        print(f"mxfp4 {args.command}: interrupted ({signal.Signals(signum).name}); "
-              "no output was left behind", file=sys.stderr)
+        where = ("after its output was complete" if getattr(err, "completed", False)
+                 else "before its output was complete; any output folder is as it was before")
+        print(f"mxfp4 {args.command}: interrupted ({signal.Signals(signum).name}) {where}",
+              file=sys.stderr)
         return 128 + signum
     except Exception as err:  # a user error is one line; --debug shows where it came from
         if args.debug:

@@ -43,7 +43,7 @@ def register(sub) -> None:
                    help="only modules matching (glob, or re:REGEX); repeatable")
     q.add_argument("--exclude", action="append", metavar="PATTERN",
                    help="skip modules matching (glob, or re:REGEX); repeatable")
-    _device_args(q, "quantize and run GPTQ on")
+    _device_args(q, "quantize and run GPTQ on", "as stored")
     q.add_argument("--json", metavar="FILE", help="also write the summary as JSON ('-': stdout)")
     q.set_defaults(func=run_quantize)
 
@@ -62,16 +62,16 @@ def register(sub) -> None:
     e.add_argument("--compare-tokens", type=int, default=2048, help="tokens for --compare")
     e.add_argument("--plot", metavar="PNG", help="where to draw the QSNR per block "
                                                  "(None: qsnr.png with --compare)")
-    _device_args(e, "run the model on")
+    _device_args(e, "run the model on", "as stored on cuda, float32 on cpu")
     e.add_argument("--json", metavar="FILE", help="also write the results as JSON ('-': stdout)")
     e.set_defaults(func=run_eval)
 
 
-def _device_args(parser, what: str) -> None:
+def _device_args(parser, what: str, auto_dtype: str) -> None:
     parser.add_argument("--device", default="auto",
                         help=f"device to {what} (auto: cuda when present, else cpu)")
     parser.add_argument("--dtype", choices=DTYPES, default="auto",
-                        help="float dtype of the model (auto: as stored on cuda, float32 on cpu)")
+                        help=f"float dtype of the model (auto: {auto_dtype})")
 
 
 def resolve_device(args):
@@ -86,6 +86,9 @@ def resolve_device(args):
         raise ValueError(f"--device {args.device!r}: {err}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {args.device!r}: no CUDA device is available")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"--device {args.device!r}: this machine has "
+                         f"{torch.cuda.device_count()} CUDA device(s)")
     if args.dtype == "auto":
         return device, None if device.type == "cuda" else torch.float32
     return device, getattr(torch, args.dtype)
@@ -118,12 +121,13 @@ def _progress(console):
                     TimeElapsedColumn(), transient=True, console=console)
 
 
-def text_tokens(tokenizer, path: str, max_tokens: int):
-    """The first max_tokens token ids of a UTF-8 text file (no special tokens)."""
+def text_tokens(tokenizer, path: str, max_tokens: int, option: str = "--max-tokens"):
+    """The first max_tokens token ids of a UTF-8 text file (no special tokens); `option` names
+    what set max_tokens, for the error."""
     import torch
 
     if max_tokens < 2:
-        raise ValueError(f"--max-tokens must be at least 2, got {max_tokens}")
+        raise ValueError(f"{option} must give at least 2 tokens, got {max_tokens}")
     if os.path.isdir(path):
         raise ValueError(f"{path!r} is a folder; give a UTF-8 text file")
     chars = 16 * max_tokens  # read only what the tokens need: large files tokenize slowly
@@ -158,8 +162,11 @@ def calibration_batches(tokenizer, path: str, n_tokens: int, seq: int, batch: in
     bos = tokenizer.bos_token_id
     body = seq - (bos is not None)
     wanted = n_tokens // seq * body
-    ids = text_tokens(tokenizer, path, wanted)
+    ids = text_tokens(tokenizer, path, wanted, "--calib-tokens / --calib-seq")
     n_seq = ids.numel() // body
+    if n_seq == 0:
+        raise ValueError(f"calibration text {path!r} has {ids.numel():,} tokens, fewer than one "
+                         f"sequence of --calib-seq {seq}; pass a smaller --calib-seq or a longer text")
     if ids.numel() < wanted:
         raise ValueError(f"calibration text {path!r} has {ids.numel():,} tokens, fewer than "
                          f"--calib-tokens {n_tokens:,} needs ({wanted:,} text tokens in "
@@ -187,6 +194,7 @@ def run_quantize(args) -> int:
     if args.method == "gptq" and not args.calib:
         raise ValueError("--method gptq needs --calib TEXT_FILE")
     device, dtype = resolve_device(args)
+    dtype = None if args.dtype == "auto" else dtype  # what is written stays as stored
     console = _console(args)
     calibration = None
     if args.method == "gptq":

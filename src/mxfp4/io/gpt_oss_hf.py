@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import time
 
 import torch
@@ -154,17 +153,16 @@ def quantize_gpt_oss_folder(src, dst, *, method: str = "rtn", scale_rule: str | 
     Each expert tensor gate_up_proj [E, H, 2I] / down_proj [E, I, H] becomes `_blocks` /
     `_scales` (rtn with `scale_rule`, mse, or gptq with `scale_rule` on the `calibration`
     batches of token ids: io/gpt_oss_gptq.py), quantized one expert at a time on `device`;
-    every other tensor is copied bit for bit (so `dtype` is not used), shard by shard, each
+    every other tensor is copied bit for bit (so a `dtype` is refused), shard by shard, each
     output shard written before the next is read. The options of quantize_folder that the
     gpt-oss layout cannot hold are refused. Written beside `dst`, moved into place when complete.
     """
     from ..nn.convert import LayerReport, QuantizeSummary
     from .checkpoint import write_json
-    from .gpt_oss_checkpoint import (load_json, check_shards, expected_tensors, open_shard,
-                                     read_config, shard_files)
-    from .hf import INDEX_NAME, _save, check_not_quantized
+    from .gpt_oss_checkpoint import (load_json, check_shards, check_values, expected_tensors,
+                                     open_shard, read_config, shard_files)
+    from .hf import _save, check_not_quantized, copy_side_files
     from .output_folder import staged_folder
-    from ..tensor import atomic_write
 
     from .gpt_oss_gptq import ExpertGPTQ
 
@@ -175,7 +173,8 @@ def quantize_gpt_oss_folder(src, dst, *, method: str = "rtn", scale_rule: str | 
         raise ValueError("method 'gptq' needs calibration inputs (--calib TEXT_FILE)")
     for option, used in (("--hadamard", hadamard), ("--embeddings", embeddings),
                          ("--include", include), ("--exclude", exclude),
-                         (f"--format {fmt}", fmt != "mxfp4"), ("block_size", block_size != 32)):
+                         (f"--format {fmt}", fmt != "mxfp4"), ("block_size", block_size != 32),
+                         (f"--dtype {dtype}", dtype is not None)):
         if used:
             raise ValueError(f"{option} does not apply to a GPT-OSS folder: its experts are "
                              "written in the gpt-oss MXFP4 layout, everything else as it is")
@@ -209,6 +208,7 @@ def quantize_gpt_oss_folder(src, dst, *, method: str = "rtn", scale_rule: str | 
                 for key in f.keys():
                     if not key.endswith(_FLOAT_EXPERTS):
                         out[key] = f.get_tensor(key)  # bit for bit
+                        check_values(file, key, out[key])  # what GptOss would refuse to load
                         continue
                     mx, qsnr, kind, stored = experts(key, f)
                     out[f"{key}_blocks"], out[f"{key}_scales"] = _blocks(mx)
@@ -223,11 +223,7 @@ def quantize_gpt_oss_folder(src, dst, *, method: str = "rtn", scale_rule: str | 
             summary.bytes_before += os.path.getsize(file)
             summary.bytes_after += out_files[fname]["bytes"]
         write_index(tmp, out_files, weight_map=out_map)
-        for name in os.listdir(src):  # tokenizer, chat template, generation config, ...
-            path = os.path.join(src, name)
-            if (os.path.isfile(path) and name not in ("config.json", INDEX_NAME)
-                    and not name.endswith((".safetensors", ".bin", ".pt", ".pth"))):
-                atomic_write(os.path.join(tmp, name), lambda tmp_file, p=path: shutil.copyfile(p, tmp_file))
+        copy_side_files(src, tmp)
         hf = load_json(config_path)
         hf["quantization_config"] = {"quant_method": "mxfp4",
                                      "modules_to_not_convert": NOT_CONVERTED}

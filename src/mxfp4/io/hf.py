@@ -74,24 +74,24 @@ def check_not_quantized(directory: str) -> None:
 
 
 def check_weights_match(model: nn.Module, directory: str, files: list[str]) -> dict:
-    """{tensor name: shard file}, after checking the files against the model from config.json."""
+    """{tensor name: shard file}, after checking the files' shapes against the model that
+    config.json describes. Extra or missing tensors are let through (checkpoints carry buffers
+    such as rotary tables, and transformers renames some on load); a shape that differs is not."""
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    tied = _tied_names(model)
     names, wrong = {}, []
     for fname in files:
         with _open(os.path.join(directory, fname)) as f:
             for key in f.keys():
                 names[key] = fname
                 shape = tuple(f.get_slice(key).get_shape())
-                if key not in expected:
-                    wrong.append(f"{key} is not in the model")
-                elif shape != expected[key]:
+                if key in expected and shape != expected[key]:
                     wrong.append(f"{key} has shape {shape}, config.json gives {expected[key]}")
-    params = {n for n, _ in model.named_parameters()}
-    wrong += [f"{k} is missing" for k in sorted(params - set(names) - set(tied))]
     if wrong:
         raise ValueError(f"config.json of {directory!r} disagrees with its weights "
-                         f"({len(wrong)} problems): " + "; ".join(wrong[:3]))
+                         f"({len(wrong)} tensors): " + "; ".join(wrong[:3]))
+    if not set(names) & set(expected):
+        raise ValueError(f"none of the tensor names in {directory!r} belong to the "
+                         f"{type(model).__name__} that its config.json describes")
     return names
 
 
@@ -106,8 +106,9 @@ def check_patterns(model: nn.Module, include, exclude) -> None:
                 except re.error as err:
                     raise ValueError(f"{option} {p!r} is not a valid regular expression: {err}") from None
             if not any(matches(n, [p]) for n in candidates):
-                raise ValueError(f"{option} {p!r} matches no Linear or Embedding layer of the model "
-                                 f"(names look like {candidates[len(candidates) // 2]!r})")
+                hint = f" (names look like {candidates[len(candidates) // 2]!r})" if candidates else ""
+                raise ValueError(f"{option} {p!r} matches no Linear or Embedding layer of the "
+                                 f"model{hint}")
 
 
 def _open(path: str):
@@ -226,7 +227,7 @@ def _quantize_into(model, files, names, src, dst, *, method, scale_rule, block_s
     for r in summary.layers:  # what the visualizer shows for a stored layer (no original there)
         if r.name in records:
             records[r.name]["qsnr_db"] = round(r.qsnr_db, 3) if math.isfinite(r.qsnr_db) else None
-    _write_configs(model, src, dst, fmt, records, out_files, weight_map, tied)
+    _write_configs(model, src, dst, fmt, records, out_files, weight_map, tied, dtype)
     summary.seconds = time.perf_counter() - start
     return summary
 
@@ -259,14 +260,23 @@ def _tied_names(model: nn.Module) -> dict:
     return aliases
 
 
-def _write_configs(model, src, dst, fmt, records, out_files, weight_map, tied) -> None:
-    with open(os.path.join(src, "config.json")) as f:
-        hf = json.load(f)
-    for name in os.listdir(src):  # tokenizer, generation config, ...
+def copy_side_files(src: str, dst: str) -> None:
+    """Copy the files of a model folder that are not its weights or configs (tokenizer, chat
+    template, generation config, ...)."""
+    for name in os.listdir(src):
         path = os.path.join(src, name)
         if (os.path.isfile(path) and not name.endswith((".safetensors", ".bin", ".pt", ".pth"))
                 and name not in ("config.json", INDEX_NAME, CONFIG_NAME)):
             atomic_write(os.path.join(dst, name), lambda tmp, p=path: shutil.copyfile(p, tmp))
+
+
+def _write_configs(model, src, dst, fmt, records, out_files, weight_map, tied, dtype=None) -> None:
+    with open(os.path.join(src, "config.json")) as f:
+        hf = json.load(f)
+    if dtype is not None:  # the float tensors were written in it
+        hf.pop("torch_dtype", None)
+        hf["dtype"] = str(dtype).replace("torch.", "")
+    copy_side_files(src, dst)
     if len(out_files) > 1:
         ct.write_index(dst, out_files, weight_map=weight_map)
     if fmt == "compressed-tensors":

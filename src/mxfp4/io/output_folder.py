@@ -22,9 +22,9 @@ import threading
 class Interrupted(KeyboardInterrupt):
     """SIGINT or SIGTERM arrived while an output folder was being written."""
 
-    def __init__(self, signum: int):
+    def __init__(self, signum: int, completed: bool = False):
         super().__init__(f"interrupted by {signal.Signals(signum).name}")
-        self.signum = signum
+        self.signum, self.completed = signum, completed  # completed: it came after the move
 
 
 def _inside(path: str, folder: str) -> bool:
@@ -80,17 +80,19 @@ def check_output_file(target: str | os.PathLike, what: str = "output file") -> s
     return path
 
 
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 @contextlib.contextmanager
-def _signals_raise():
-    """SIGTERM (and SIGINT) raise Interrupted, so cleanup runs; main thread only."""
+def _signals(handler):
+    """Route SIGINT and SIGTERM to `handler` (main thread only; an ignored signal stays ignored)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-
-    def handler(signum, frame):
-        raise Interrupted(signum)
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.getsignal(s) for s in _SIGNALS}
+    for s, h in previous.items():
+        if h is not signal.SIG_IGN:
+            signal.signal(s, handler)
     try:
         yield
     finally:
@@ -98,17 +100,8 @@ def _signals_raise():
             signal.signal(s, h)
 
 
-@contextlib.contextmanager
-def _signals_held():
-    held = {signal.SIGINT, signal.SIGTERM}
-    main = threading.current_thread() is threading.main_thread()
-    if main:
-        signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    try:
-        yield
-    finally:
-        if main:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
+def _raise(signum, frame):
+    raise Interrupted(signum)
 
 
 def _fsync_dir(path: str) -> None:
@@ -119,6 +112,27 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def _commit(tmp: str, path: str, overwrite: bool) -> None:
+    """Move `tmp` to `path`. Without overwrite only onto nothing or an empty folder (one that
+    appeared meanwhile is not ours to delete); with it the old folder goes only after the new one
+    is in place, and comes back if that move fails."""
+    if not overwrite or not os.path.isdir(path):
+        try:
+            os.rename(tmp, path)
+        except OSError as err:
+            raise ValueError(f"output folder {path!r} appeared or filled up while it was being "
+                             f"written ({err.strerror}); nothing was replaced") from None
+        return
+    old = tmp[: -len(".partial")] + ".old"
+    os.rename(path, old)
+    try:
+        os.rename(tmp, path)
+    except BaseException:
+        os.rename(old, path)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def staged_folder(target: str | os.PathLike, *, overwrite: bool = False, inputs=()):
     """Yield a temporary folder; on success it becomes `target` (see the module docstring)."""
@@ -127,18 +141,17 @@ def staged_folder(target: str | os.PathLike, *, overwrite: bool = False, inputs=
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=parent)
     try:
-        with _signals_raise():
+        with _signals(_raise):
             yield tmp
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give the usual permissions
-        with _signals_held():
-            if os.path.isdir(path):
-                old = tmp[: -len(".partial")] + ".old"
-                os.rename(path, old)
-                os.rename(tmp, path)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.rename(tmp, path)
+        # A signal during the move is only noted (masking would not do: any of torch's threads
+        # may receive it), and raised once the folder is whole again.
+        pending = []
+        with _signals(lambda signum, frame: pending.append(signum)):
+            _commit(tmp, path, overwrite)
             _fsync_dir(parent)
+        if pending:
+            raise Interrupted(pending[0], completed=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
