@@ -1,8 +1,8 @@
 """Write a whole output folder in one step, so that no interrupt or error loses a user's data.
 
 `staged_folder(target)` yields a fresh temporary folder beside `target`. Everything is written
-there; only when the block finishes does the folder move into place, with SIGINT and SIGTERM
-held back for the two renames. An error, Ctrl-C or SIGTERM before that deletes the temporary
+there; only when the block finishes does the folder move into place. A SIGINT or SIGTERM that
+arrives during that move is noted and raised once the folder is whole. An error, Ctrl-C or SIGTERM before that deletes the temporary
 folder and leaves `target` exactly as it was. Its name starts with a dot and ends in
 ".partial", so no loader pointed at `target` sees a half-written model.
 
