@@ -4,6 +4,7 @@ reported in one line naming the thing at fault, exit code != 0, no traceback (is
 import argparse
 import json
 import os
+import shutil
 
 import pytest
 import torch
@@ -26,6 +27,11 @@ def run(capsys, *args):
     code = main([str(a) for a in args])
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def copy_folder(src, dst):
+    shutil.copytree(src, dst)
+    return dst
 
 
 def one_line_error(err: str, needle: str) -> None:
@@ -74,10 +80,7 @@ def test_an_already_quantized_input_is_refused(folder, capsys):
 
 
 def test_a_config_that_disagrees_with_the_weights_is_refused(folder, tmp_path, capsys):
-    src = tmp_path / "bad"
-    src.mkdir()
-    for name in os.listdir(folder / "float"):
-        (src / name).write_bytes((folder / "float" / name).read_bytes())
+    src = copy_folder(folder / "float", tmp_path / "bad")
     config = json.load(open(src / "config.json"))
     config["intermediate_size"] = 96
     json.dump(config, open(src / "config.json", "w"))
@@ -113,10 +116,7 @@ def test_calibration_errors_name_the_options_that_fit(folder, tmp_path, capsys):
 def test_extra_tensors_such_as_rotary_tables_are_let_through(folder, tmp_path, capsys):
     from safetensors.torch import load_file, save_file
 
-    src = tmp_path / "extra"
-    src.mkdir()
-    for name in os.listdir(folder / "float"):
-        (src / name).write_bytes((folder / "float" / name).read_bytes())
+    src = copy_folder(folder / "float", tmp_path / "extra")
     tensors = load_file(src / "model.safetensors")
     tensors["model.layers.0.self_attn.rotary_emb.inv_freq"] = torch.rand(16)
     save_file(tensors, src / "model.safetensors", metadata={"format": "pt"})
