@@ -177,11 +177,13 @@ def model_bytes(model: nn.Module) -> int:
 
 
 def _tie_head(model, head, emb, new_emb: MXEmbedding, summary, linears) -> None:
-    """An LM head sharing the embedding's weight follows it: an MXLinear on the same codes."""
+    """An LM head sharing the embedding's weight follows it: an MXLinear on the same codes
+    (kept portable, even on CUDA, so that the two share them and a checkpoint stores them once;
+    `prepack()` the head to trade a second copy for the faster kernel layout)."""
     if not isinstance(head, nn.Linear) or head.weight is not emb.weight:
         return
     name = next(n for n, m in model.named_modules() if m is head)
-    tied = MXLinear(new_emb.weight_mx, head.bias)
+    tied = MXLinear(new_emb.weight_mx, head.bias, packed=False)
     summary.layers.append(LayerReport(name, "tied", tuple(head.weight.shape),
                                       summary.layers[-1].qsnr_db, 0, 0))
     summary.skipped.pop(name, None)
