@@ -136,7 +136,7 @@ class MXLinear(nn.Module):
 
     def __getattr__(self, name: str):
         # weight_codes / weight_scales read as the portable tensors in either layout
-        if name in PORTABLE and self.__dict__["_buffers"].get("packed_codes") is not None:
+        if name in PORTABLE and self.__dict__.get("_buffers", {}).get("packed_codes") is not None:
             mx = self.weight_mx
             return mx.codes if name == "weight_codes" else mx.scales
         return super().__getattr__(name)
