@@ -78,6 +78,9 @@ class QATLinear(nn.Module):
     master weight (outputs and gradients of nn.Linear). `activations=True` rounds the input to
     MXFP4 too (W4A4, blocks along the last axis, the same scale rule). `hadamard=True` rotates
     the weight's input dimension and the input in blocks before rounding, as MXLinear does.
+    The product is mxfp4.linear's reference (float32, then the bias), except for bf16 inputs on
+    CUDA, which multiply on the bf16 tensor cores (the MXFP4 weight is exact in bf16) for speed.
+    The new Parameters are trainable whatever the replaced layer's were.
     Reference twin of the converted layer: mxfp4.nn.MXLinear (see `to_mx`).
     """
 
@@ -118,6 +121,9 @@ class QATLinear(nn.Module):
         wq = fake_quantize(w, axis=1, block_size=self.block_size, scale_rule=self.scale_rule)
         xf = (fake_quantize(x, axis=-1, block_size=self.block_size, scale_rule=self.scale_rule)
               if self.activations else x.float())
+        if x.is_cuda and x.dtype == torch.bfloat16:  # tensor cores; MXFP4 values are exact in bf16
+            bias = None if self.bias is None else self.bias.to(x.dtype)
+            return F.linear(xf.to(x.dtype), wq.to(x.dtype), bias)
         y = xf @ wq.T  # mxfp4.linear's reference: float32 product, then the bias
         if self.bias is not None:
             y = y + self.bias.float()
@@ -160,11 +166,12 @@ def _select_linears(model, include, exclude, block_size) -> tuple[dict, dict]:
     block size does not divide is an error here (QAT of a model minus that layer would be a
     surprise), and GptOss's `unembedding` counts as the LM head."""
     chosen, skipped = select_modules(model, include=include, exclude=exclude, block_size=block_size)
-    bad = {n: why for n, why in skipped.items() if "is not a multiple of" in why}
+    wanted, _ = select_modules(model, include=include, exclude=exclude, block_size=1)  # any size
+    bad = [n for n in wanted if n not in chosen]
     if bad:
-        name, why = next(iter(bad.items()))
-        raise ValueError(f"block_size {block_size} does not divide layer {name!r} ({why}); "
-                         f"{len(bad)} layer(s) so: choose another block size or exclude them")
+        k = linear_weight(wanted[bad[0]]).shape[1]
+        raise ValueError(f"block_size {block_size} does not divide layer {bad[0]!r} (input size "
+                         f"{k}); {len(bad)} layer(s) so: choose another block size or exclude them")
     for name in [n for n in chosen if n.split(".")[-1] in HEAD_NAMES and n not in (include or ())]:
         del chosen[name]
         skipped[name] = "LM head (kept by default)"
