@@ -16,6 +16,8 @@ SUITES = {
     "quantize": ("mxfp4.bench.codec", "throughput of quantize/dequantize (reference or kernel)"),
     "kernels": ("mxfp4.bench.kernels", "Triton quantize/dequantize and linear vs cuBLAS bf16, CUDA graphs (GPU)"),
     "moe": ("mxfp4.bench.moe", "GPT-OSS MoE layer with MXFP4 experts, CUDA graphs (--stack gpt-oss-120b)"),
+    "model": ("mxfp4.bench.model", "whole GPT-OSS model (random weights, real shapes): decode, "
+              "prefill, floor, vs transformers (GPU)"),
 }
 
 

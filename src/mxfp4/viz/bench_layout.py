@@ -19,7 +19,7 @@ import re
 
 OPERATION = re.compile(r"^(op|operation|suite|case|shape|size|m|n|k|t|e|tokens|batch|path|model|layer)$", re.I)
 SERIES = re.compile(r"variant|backend|impl|kernel|library|baseline|method|rule|dtype", re.I)
-PARAMETER = re.compile(r"^([a-z]|tokens|batch|block_size|experts|top_k|threads|seed|layers)$", re.I)
+PARAMETER = re.compile(r"^([a-z]|tokens|batch|block_size|experts|top_k|threads|seed|layers|context|prompt)$", re.I)
 DETAIL = re.compile(r"config|command|note|error$", re.I)
 MARK = re.compile(r"floor|target|bound|roofline|peak|ideal", re.I)
 UNIT = re.compile(r"(?:(.+?)[_ ])?(us|ms|ns|s|GBps|MB|GB)")
@@ -39,6 +39,8 @@ WORDS = {
     "TFLOPs": "TFLOP/s", "weight_GBps": "weight bandwidth (GB/s)",
     "floor_frac": "fraction of speed of light (floor ÷ time)",
     "vs_cublas": "time ÷ cuBLAS time", "linear_vs_cublas": "linear time ÷ cuBLAS time",
+    "context": "tokens in the cache", "prompt": "prompt tokens", "tokens_per_s": "tokens per second",
+    "speedup": "speedup over transformers", "floor_GB": "bytes read per step at the floor (GB)",
 }
 NAMES = {"cublas": "cuBLAS", "floor": "speed-of-light floor", "target": "target", "bf16_torch": "bf16 torch"}
 LOWER = re.compile(r"(^|_)(us|ms|ns|s)$| s$|err|^vs_|_vs_|perplexity|delta", re.I)
