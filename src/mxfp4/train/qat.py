@@ -187,8 +187,10 @@ def prepare_qat(model: nn.Module, *, scale_rule: str = "floor", block_size: int 
     Selection as in quantize_model (glob or `re:` patterns on module names; the LM head, MoE
     routers and embeddings are kept unless an include pattern names them exactly); an MoE is
     taken when the patterns allow its module name. Master weights are trainable Parameters in
-    `master_dtype` (None: the layer's dtype when bf16 or fp32). The experts always use blocks
-    of 32 (mxfp4.nn.MoE's layout) and ignore `activations` and `hadamard`.
+    `master_dtype` (None: the layer's dtype when bf16 or fp32; float32 for MXFP4 experts).
+    The experts need blocks of 32 (mxfp4.nn.MoE's layout: another block_size is an error
+    unless they are excluded) and ignore `activations` and `hadamard`. Nothing is swapped
+    when an error is raised.
     """
     from ..nn.moe import MoE
     from .qat_moe import QATMoE
