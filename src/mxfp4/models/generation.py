@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 
 import torch
 
+from .decoder import Decoder
 from .sampling import check_sampling, sample
 
 
@@ -58,30 +59,68 @@ def _prepare(model, input_ids, max_new_tokens, temperature, top_p, seed, stop,
                          f"{max_new_tokens} is longer than max_len={max_len}")
     stop = model.config.eos_token_ids if stop is None else stop
     stop = torch.tensor([int(t) for t in stop], dtype=torch.long, device=ids.device)
-    generator = None if seed is None else torch.Generator(device=ids.device).manual_seed(seed)
-    cache = model.new_cache(B, max_len) if use_cache else None
-    steps = _steps(model, ids, mask, max_new_tokens, temperature, top_p, generator, stop, cache)
-    return ids, one, steps
+    if use_cache:
+        run = _cached(model, ids, mask, max_len, temperature, top_p, seed)
+    else:
+        run = _recomputed(model, ids, mask, temperature, top_p, seed)
+    return ids, one, _steps(model, max_new_tokens, *run, stop)
 
 
-def _steps(model, ids, mask, n, temperature, top_p, generator, stop, cache) -> Iterator[torch.Tensor]:
-    pad = model.config.pad_token_id
-    done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
-    new_ids, new_mask = ids, mask  # what the next forward reads: the prompt, then one column
-    for _ in range(n):
+def _cached(model, ids, mask, max_len, temperature, top_p, seed):
+    """Prefill into a Decoder (one CUDA graph per step on the GPU), kept on the model for the
+    next call with the same batch size, length and sampling."""
+    key = (ids.shape[0], max_len, float(temperature), float(top_p))
+    held = getattr(model, "_generate_decoder", None)
+    if held is None or held[0] != key or held[1].in_use:
+        model._generate_decoder = None  # free the old cache before allocating the new one
+        held = model._generate_decoder = (key, Decoder(model, ids.shape[0], max_len,
+                                                       temperature=temperature, top_p=top_p))
+    decoder = held[1]
+    decoder.reset()
+    decoder.in_use = True  # until its steps end: a second stream meanwhile gets its own
+    if seed is None:
+        decoder.generator.seed()
+    else:
+        decoder.generator.manual_seed(seed)
+    return (lambda: decoder.prefill(ids, mask)), decoder.step, decoder
+
+
+def _recomputed(model, ids, mask, temperature, top_p, seed):
+    """Every step recomputes the whole sequence so far (no cache)."""
+    generator = torch.Generator(device=ids.device)
+    generator.manual_seed(seed) if seed is not None else generator.seed()
+    state = {"ids": ids, "mask": mask}
+
+    def logits_next():
         with torch.no_grad():
-            logits = model.logits_last(new_ids, new_mask, cache)
-        token = sample(logits, temperature, top_p, generator).masked_fill(done, pad)
-        done |= torch.isin(token, stop)
-        yield token
-        if bool(done.all()):
-            return
-        if cache is not None:
-            new_ids, new_mask = token[:, None], None
-        else:  # recompute everything: the sequence so far plus the new column
-            new_ids = torch.cat([new_ids, token[:, None]], dim=1)
-            if new_mask is not None:
-                new_mask = torch.cat([new_mask, torch.ones_like(done)[:, None]], dim=1)
+            logits = model.logits_last(state["ids"], state["mask"], None)
+        return sample(logits, temperature, top_p, generator)
+
+    def step(token):
+        state["ids"] = torch.cat([state["ids"], token[:, None]], dim=1)
+        if state["mask"] is not None:
+            state["mask"] = torch.cat([state["mask"], torch.ones_like(token, dtype=torch.bool)[:, None]], dim=1)
+        return logits_next()
+
+    return logits_next, step, None
+
+
+def _steps(model, n, first, step, decoder, stop) -> Iterator[torch.Tensor]:
+    pad = model.config.pad_token_id
+    token = done = None
+    try:
+        for i in range(n):
+            token = first() if i == 0 else step(token)
+            if done is None:
+                done = torch.zeros_like(token, dtype=torch.bool)
+            token = token.masked_fill(done, pad)
+            done |= torch.isin(token, stop)
+            yield token
+            if bool(done.all()):
+                return
+    finally:
+        if decoder is not None:
+            decoder.in_use = False
 
 
 def stream(model, input_ids, max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0,

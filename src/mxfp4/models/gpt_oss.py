@@ -25,7 +25,8 @@ from torch import nn
 from ..format import BLOCK_SIZE
 from ..nn.moe import MoE
 from .gpt_oss_weights import check_quantize_attention, fill, progress_bar, random_tensors
-from .kv_cache import KVCache
+from .flex import flex_attention_with_sinks
+from .kv_cache import KVCache, LayerCache
 from .rope import Rope, apply_rope
 
 LAYER_TYPES = ("sliding_attention", "full_attention")
@@ -114,9 +115,29 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(size, dtype=dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.is_cuda:  # one fused kernel (kernels/decode_ops.py) instead of seven
+            from ..kernels.decode_ops import add_rmsnorm
+
+            return add_rmsnorm(x.reshape(-1, x.shape[-1]), None, self.weight, self.eps)[1].view(x.shape)
         t = x.float()
         t = t * torch.rsqrt(t.pow(2).mean(dim=-1, keepdim=True) + self.eps)
         return (t * self.weight.float()).to(x.dtype)
+
+
+def project(layer: nn.Module, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+    """residual + layer(x) for a Linear (or MXLinear) layer; on CUDA a bf16 nn.Linear with a few
+    rows runs the dense GEMV kernel (kernels/dense_gemv.py: faster than cuBLAS there, the residual
+    added before the one rounding)."""
+    if x.is_cuda and isinstance(layer, nn.Linear):
+        from ..kernels.dense_gemv import dense_linear, use_dense_gemv
+
+        rows = x.reshape(-1, x.shape[-1])
+        if use_dense_gemv(rows, layer.weight):
+            res = None if residual is None else residual.reshape(rows.shape[0], -1)
+            y = dense_linear(rows, layer.weight, layer.bias, res, weight_ready=True)
+            return y.view(*x.shape[:-1], y.shape[-1])
+    y = layer(x)
+    return y if residual is None else residual + y
 
 
 def attention(q, k, v, q_pos, k_pos, sinks, sm_scale: float, window: int) -> torch.Tensor:
@@ -146,6 +167,27 @@ def attention(q, k, v, q_pos, k_pos, sinks, sm_scale: float, window: int) -> tor
     return out.reshape(B, T, KV * G * D)
 
 
+@dataclass
+class Step:
+    """What every block of one forward call shares: token positions [B, T] (-1: padding), their
+    RoPE tables, the cache column the call starts at (a host int, and on the device for decode
+    steps a CUDA graph replays), and whether the fused GPU path runs (`kernels`)."""
+
+    pos: torch.Tensor
+    cos: torch.Tensor
+    sin: torch.Tensor
+    start: int = 0
+    column: torch.Tensor | None = None
+    kernels: bool = False
+    masks: dict | None = None  # FlexAttention block masks by window, built once per call
+    rope: tuple | None = None  # (inv_freq, concentration): the decode kernel computes cos / sin
+
+    @property
+    def decode(self) -> bool:
+        """One new token per row with a cache: the decode kernels' case."""
+        return self.kernels and self.column is not None and self.pos.shape[1] == 1
+
+
 class AttentionBlock(nn.Module):
     def __init__(self, c: GptOssConfig, layer: int, dtype: torch.dtype):
         super().__init__()
@@ -157,16 +199,31 @@ class AttentionBlock(nn.Module):
         self.sinks = nn.Parameter(torch.zeros(self.heads, dtype=dtype))
         self.out = nn.Linear(self.heads * c.head_dim, c.hidden_size, dtype=dtype)
 
-    def forward(self, x, cos, sin, pos, cache=None, start: int = 0) -> torch.Tensor:
+    def forward(self, x, step: Step, cache: LayerCache | None = None) -> torch.Tensor:
         B, T, _ = x.shape
         D, KV = self.head_dim, self.kv_heads
-        q, k, v = self.qkv(self.norm(x)).split([self.heads * D, KV * D, KV * D], dim=-1)
-        q = apply_rope(q.view(B, T, KV, self.heads // KV, D), cos, sin)
-        k = apply_rope(k.view(B, T, KV, D), cos, sin).transpose(1, 2)  # [B, KV, T, D], as cached
+        qkv = project(self.qkv, self.norm(x))
+        if step.decode:  # one fused RoPE + cache write, then attention over the cache
+            from ..kernels.decode_attention import decode_attention
+            from ..kernels.decode_ops import rope_kv_write
+
+            q = rope_kv_write(qkv.view(B, -1), step.pos.view(B), step.column, *step.rope,
+                              cache.k, cache.v, cache.pos, self.heads, KV, D)
+            out = decode_attention(q, cache.k, cache.v, cache.pos, step.pos.view(B), step.column,
+                                   self.sinks, self.sm_scale, self.window, cache.ring).view(B, 1, -1)
+            return project(self.out, out, x)
+        q, k, v = qkv.split([self.heads * D, KV * D, KV * D], dim=-1)
+        q = apply_rope(q.view(B, T, KV, self.heads // KV, D), step.cos, step.sin)
+        k = apply_rope(k.view(B, T, KV, D), step.cos, step.sin).transpose(1, 2)  # [B, KV, T, D], as cached
         v = v.view(B, T, KV, D).transpose(1, 2)
-        keys, values, key_pos = (k, v, pos) if cache is None else cache.update(k, v, pos, start)
-        out = attention(q, keys, values, pos, key_pos, self.sinks, self.sm_scale, self.window)
-        return x + self.out(out)
+        if step.kernels and (cache is None or step.start == 0):  # keys = the new tokens: Flex
+            if cache is not None:
+                cache.update(k, v, step.pos, 0)
+            out = flex_attention_with_sinks(q, k, v, step, self.sinks, self.sm_scale, self.window)
+        else:
+            keys, values, key_pos = (k, v, step.pos) if cache is None else cache.update(k, v, step.pos, step.start)
+            out = attention(q, keys, values, step.pos, key_pos, self.sinks, self.sm_scale, self.window)
+        return project(self.out, out, x)
 
 
 class MLPBlock(nn.Module):
@@ -186,8 +243,8 @@ class Block(nn.Module):
         self.attn = AttentionBlock(c, layer, dtype)
         self.mlp = MLPBlock(c, dtype)
 
-    def forward(self, x, cos, sin, pos, cache=None, start: int = 0) -> torch.Tensor:
-        return self.mlp(self.attn(x, cos, sin, pos, cache, start))
+    def forward(self, x, step: Step, cache: LayerCache | None = None) -> torch.Tensor:
+        return self.mlp(self.attn(x, step, cache))
 
 
 def _default_device() -> str:
@@ -203,6 +260,7 @@ class GptOss(nn.Module):
         c = self.config = config
         self.dtype = dtype
         self.quantize_attention: str | None = None  # from_tensors records its option
+        self.kernels: bool | str = "auto"  # see uses_kernels
         with torch.device("meta"):
             self.embedding = nn.Embedding(c.vocab_size, c.hidden_size, dtype=dtype)
             self.blocks = nn.ModuleList(Block(c, i, dtype) for i in range(c.num_hidden_layers))
@@ -275,6 +333,15 @@ class GptOss(nn.Module):
         """An empty KV cache for `batch` rows of at most `max_len` tokens (padding included)."""
         return KVCache(self.config, batch, max_len, device=self.device, dtype=self.dtype)
 
+    def decoder(self, batch: int, max_len: int, *, temperature: float = 0.0, top_p: float = 1.0,
+                seed: int | None = None, graphs: bool | None = None):
+        """A Decoder (models/decoder.py) with its own cache: prefill(ids), then step(tokens),
+        each step one CUDA graph replay on the GPU (graphs=None: on CUDA)."""
+        from .decoder import Decoder
+
+        return Decoder(self, batch, max_len, temperature=temperature, top_p=top_p, seed=seed,
+                       graphs=graphs)
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 cache: KVCache | None = None) -> torch.Tensor:
         """input_ids [T] or [B, T] -> logits [T, V] or [B, T, V] in the model's dtype.
@@ -289,25 +356,42 @@ class GptOss(nn.Module):
         logits = self.unembedding(self.norm(self.hidden(ids, mask, cache)))
         return logits[0] if one else logits
 
+    @property
+    def uses_kernels(self) -> bool:
+        """Whether forward runs the fused GPU path (decode attention over the cache, FlexAttention
+        prefill): `self.kernels` True or False, or "auto" (the default): on CUDA."""
+        return self.kernels is True or (self.kernels == "auto" and self.device.type == "cuda")
+
     def hidden(self, ids: torch.Tensor, mask: torch.Tensor | None = None,
                cache: KVCache | None = None) -> torch.Tensor:
-        """The residual stream after the last block, [B, T, H] (no input checks)."""
-        valid = torch.ones_like(ids, dtype=torch.bool) if mask is None else mask
+        """The residual stream after the last block, [B, T, H] (no input checks). With a cache
+        and no mask, nothing here reads a device value on the host, so a decode step can be
+        captured in a CUDA graph (models/decoder.py)."""
+        B, T = ids.shape
         seen = cache.seen[:, None] if cache is not None else 0
-        pos = (seen + valid.cumsum(dim=1) - 1).masked_fill(~valid, -1)
-        cos, sin = self.rope.cos_sin(pos)
-        x = self.embedding(ids.masked_fill(~valid, 0))
-        start = cache.length if cache is not None else 0
+        if mask is None:
+            pos = (seen + torch.arange(T, device=ids.device)).expand(B, T)
+        else:
+            pos = (seen + mask.cumsum(dim=1) - 1).masked_fill(~mask, -1)
+            ids = ids.masked_fill(~mask, 0)
+        step = Step(pos, None, None, start=cache.length if cache is not None else 0,
+                    column=cache.column if cache is not None else None, kernels=self.uses_kernels)
+        if step.decode:
+            step.rope = self.rope.tables(ids.device)
+        else:
+            step.cos, step.sin = self.rope.cos_sin(pos)
+        x = self.embedding(ids)
         for i, block in enumerate(self.blocks):
-            x = block(x, cos, sin, pos, None if cache is None else cache.layers[i], start)
+            x = block(x, step, None if cache is None else cache.layers[i])
         if cache is not None:
-            cache.length += ids.shape[1]
-            cache.seen += valid.sum(dim=1)
+            cache.length += T
+            cache.column += T
+            cache.seen += T if mask is None else mask.sum(dim=1)
         return x
 
     def logits_last(self, ids, mask=None, cache=None) -> torch.Tensor:
         """Logits [B, V] of the last column only (what decoding needs; no input checks)."""
-        return self.unembedding(self.norm(self.hidden(ids, mask, cache)[:, -1]))
+        return project(self.unembedding, self.norm(self.hidden(ids, mask, cache)[:, -1]))
 
     def check_inputs(self, input_ids, attention_mask=None, cache=None):
         """(ids [B, T] long on the model's device, mask [B, T] bool or None, whether the input

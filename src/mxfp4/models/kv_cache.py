@@ -39,6 +39,15 @@ class LayerCache:
         self._write(k[:, :, -keep:], v[:, :, -keep:], pos[:, -keep:], start + T - keep)
         return keys, values, positions
 
+    def write_at(self, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor, column: torch.Tensor) -> None:
+        """Write one new column (k, v [B, kv, 1, D], pos [B, 1]) at the device-held `column`
+        (a 1-element long tensor): no host value, so a CUDA graph can replay it as the cache
+        grows."""
+        slot = column % self.size
+        self.k.index_copy_(2, slot, k)
+        self.v.index_copy_(2, slot, v)
+        self.pos.index_copy_(1, slot, pos)
+
     def _write(self, k, v, pos, start: int) -> None:
         slots = torch.arange(start, start + k.shape[2], device=k.device) % self.size
         self.k[:, :, slots] = k
@@ -49,7 +58,8 @@ class LayerCache:
 class KVCache:
     """The cache of a whole model for `batch` rows of at most `max_len` columns.
 
-    length: columns written so far (the same for every row);
+    length: columns written so far (the same for every row), also held on the device as
+    `column` (1-element long tensor) for CUDA-graph replays, which advance it there;
     seen: [B] real (non-padding) tokens so far per row, the position of the next token.
     """
 
@@ -58,12 +68,38 @@ class KVCache:
             raise ValueError(f"a cache needs batch >= 1 and max_len >= 1, got {batch} and {max_len}")
         self.batch, self.max_len, self.length = batch, max_len, 0
         self.seen = torch.zeros(batch, dtype=torch.long, device=device)
+        self.column = torch.zeros(1, dtype=torch.long, device=device)
         self.layers = []
         for kind in config.layer_types:
             sliding = kind == "sliding_attention" and config.sliding_window < max_len
             size = config.sliding_window if sliding else max_len
             self.layers.append(LayerCache(batch, size, config.num_key_value_heads, config.head_dim,
                                           ring=sliding, device=device, dtype=dtype))
+
+    def reset(self) -> None:
+        """Empty the cache in place (a captured CUDA graph keeps pointing at the same memory)."""
+        self.length = 0
+        self.seen.zero_()
+        self.column.zero_()
+        for layer in self.layers:
+            layer.pos.fill_(-1)
+
+    def fill_random(self, context: int, seed: int = 0) -> None:
+        """Pretend every row has read `context` tokens: random keys and values at positions
+        0 .. context-1 (for benchmarks that time decoding at a given context without a prefill)."""
+        if not 0 <= context <= self.max_len:
+            raise ValueError(f"context must be in [0, max_len={self.max_len}], got {context}")
+        self.reset()
+        device = self.seen.device
+        gen = torch.Generator(device=device).manual_seed(seed)
+        for layer in self.layers:
+            layer.k.normal_(generator=gen)
+            layer.v.normal_(generator=gen)
+            last = torch.arange(max(0, context - layer.size), context, device=device)
+            layer.pos[:, last % layer.size] = last
+        self.length = context
+        self.seen.fill_(context)
+        self.column.fill_(context)
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for c in self.layers for t in (c.k, c.v, c.pos))

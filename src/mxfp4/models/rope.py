@@ -38,6 +38,14 @@ class Rope:
     def __init__(self, head_dim: int, theta: float, factor: float, ntk_alpha: float,
                  ntk_beta: float, initial_context_length: int):
         self.args = (head_dim, theta, factor, ntk_alpha, ntk_beta, initial_context_length)
+        self._tables = {}
+
+    def tables(self, device) -> tuple[torch.Tensor, float]:
+        """(inverse frequencies on `device`, concentration), computed once per device."""
+        key = torch.device(device)
+        if key not in self._tables:
+            self._tables[key] = yarn_inv_freq(*self.args, device=key)
+        return self._tables[key]
 
     def cos_sin(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """positions [...] int -> cos, sin [..., head_dim / 2] float32 (negative positions: 0)."""

@@ -1,0 +1,134 @@
+"""Attention of one new token per row over the KV cache, with a sink logit per head (decode).
+
+Reference twin: `mxfp4.models.gpt_oss.attention` with T = 1 (einsum scores, float32 softmax,
+the sink in the denominator).
+
+Split over the cache (flash-decoding): program (row b, KV head, split) scores the G query heads
+that share the KV head against its share of the slots, keeping a running max m, sum l and
+output acc (base-2 exponentials); a second kernel merges the splits of each query head and adds
+the sink to the denominator: out = sum_s 2^(m_s - M) acc_s / (sum_s 2^(m_s - M) l_s + 2^(sink - M)).
+
+Which slots count is read from the device, so that the launch can be captured in a CUDA graph
+whose cache grows between replays: a full-attention layer looks at slots [0, column]; a ring
+(sliding window) at all its slots. Each slot's stored position masks it (-1: empty or padding;
+beyond the query's position or outside its window: unseen).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import triton
+import triton.language as tl
+
+LOG2E = 1.4426950408889634
+BLOCK_S = 64  # cache slots per tile
+
+
+@triton.jit
+def _split_kernel(q_ptr, k_ptr, v_ptr, kpos_ptr, qpos_ptr, col_ptr, acc_ptr, ml_ptr,
+                  S, KV, SPLITS, qk_scale,
+                  G: tl.constexpr, BG: tl.constexpr, D: tl.constexpr, BS: tl.constexpr,
+                  WINDOW: tl.constexpr, RING: tl.constexpr):
+    b = tl.program_id(0)
+    kvh = tl.program_id(1)
+    split = tl.program_id(2)
+    if RING:
+        n = S
+    else:
+        n = tl.minimum(tl.load(col_ptr) + 1, S)
+    chunk = tl.cdiv(tl.cdiv(n, SPLITS), BS) * BS
+    start = split * chunk
+    stop = tl.minimum(start + chunk, n)
+
+    g = tl.arange(0, BG)
+    d = tl.arange(0, D)
+    head = kvh * G + g
+    q = tl.load(q_ptr + (b * KV * G + head)[:, None] * D + d[None, :], mask=(g < G)[:, None], other=0.0)
+    qpos = tl.load(qpos_ptr + b)
+    m = tl.full([BG], float("-inf"), tl.float32)
+    l = tl.zeros([BG], tl.float32)
+    acc = tl.zeros([BG, D], tl.float32)
+    base = (b * KV + kvh).to(tl.int64) * S
+    for s0 in range(start, stop, BS):
+        slots = s0 + tl.arange(0, BS)
+        ok = slots < stop
+        kpos = tl.load(kpos_ptr + b.to(tl.int64) * S + slots, mask=ok, other=-1)
+        seen = (kpos >= 0) & (kpos <= qpos)
+        if WINDOW > 0:
+            seen &= kpos > qpos - WINDOW
+        rows = (base + slots)[:, None] * D + d[None, :]
+        k = tl.load(k_ptr + rows, mask=ok[:, None], other=0.0)
+        v = tl.load(v_ptr + rows, mask=ok[:, None], other=0.0)
+        s = tl.dot(q, tl.trans(k)) * qk_scale  # [BG, BS], log2 units
+        s = tl.where(seen[None, :], s, float("-inf"))
+        m_new = tl.maximum(m, tl.max(s, axis=1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # no slot seen yet: keep zeros
+        alpha = tl.exp2(m - m_safe)
+        p = tl.exp2(s - m_safe[:, None])
+        l = l * alpha + tl.sum(p, axis=1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        m = m_new
+    out = ((b * KV * G + head) * SPLITS + split)
+    tl.store(acc_ptr + out[:, None] * D + d[None, :], acc, mask=(g < G)[:, None])
+    tl.store(ml_ptr + out * 2, m, mask=g < G)
+    tl.store(ml_ptr + out * 2 + 1, l, mask=g < G)
+
+
+@triton.jit
+def _merge_kernel(acc_ptr, ml_ptr, sink_ptr, out_ptr, H, SPLITS,
+                  D: tl.constexpr, BSPLIT: tl.constexpr):
+    row = tl.program_id(0)  # b * H + head
+    head = row % H
+    sp = tl.arange(0, BSPLIT)
+    d = tl.arange(0, D)
+    ok = sp < SPLITS
+    m = tl.load(ml_ptr + (row * SPLITS + sp) * 2, mask=ok, other=float("-inf"))
+    l = tl.load(ml_ptr + (row * SPLITS + sp) * 2 + 1, mask=ok, other=0.0)
+    sink = tl.load(sink_ptr + head).to(tl.float32) * 1.4426950408889634
+    top = tl.maximum(tl.max(m, axis=0), sink)  # finite: the sink always counts
+    w = tl.exp2(m - top)
+    acc = tl.load(acc_ptr + (row * SPLITS + sp)[:, None] * D + d[None, :], mask=ok[:, None], other=0.0)
+    total = tl.sum(w * l, axis=0) + tl.exp2(sink - top)
+    out = tl.sum(acc * w[:, None], axis=0) / total
+    tl.store(out_ptr + row * D + d, out.to(out_ptr.dtype.element_ty))
+
+
+@functools.lru_cache(maxsize=None)
+def _sms(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 132
+
+
+def _splits(device: torch.device, batch: int, kv_heads: int, slots: int) -> int:
+    """Enough programs for about two waves of the SMs, at least a tile of slots each."""
+    return max(1, min(triton.cdiv(2 * _sms(device), batch * kv_heads), triton.cdiv(slots, BLOCK_S)))
+
+
+def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kpos: torch.Tensor,
+                     qpos: torch.Tensor, column: torch.Tensor, sinks: torch.Tensor, sm_scale: float,
+                     window: int, ring: bool) -> torch.Tensor:
+    """q [B, H, D] (one new token per row) over the cache k, v [B, KV, S, D] with slot positions
+    kpos [B, S]; qpos [B] the new tokens' positions; column: a 1-element long tensor on the
+    device, the cache column just written (a full layer reads slots [0, column]); sinks [H].
+    Returns [B, H * D] in q's dtype."""
+    B, H, D = q.shape
+    _, KV, S, _ = k.shape
+    if H % KV or k.shape != (B, KV, S, D) or v.shape != k.shape or kpos.shape != (B, S):
+        raise ValueError(f"decode_attention: inconsistent shapes q {tuple(q.shape)}, k {tuple(k.shape)}, "
+                         f"v {tuple(v.shape)}, kpos {tuple(kpos.shape)}")
+    if D & (D - 1) or D < 16:
+        raise ValueError(f"decode_attention needs a power-of-two head_dim >= 16, got {D}")
+    G = H // KV
+    splits = _splits(q.device, B, KV, S)
+    acc = torch.empty(B, H, splits, D, device=q.device, dtype=torch.float32)
+    ml = torch.empty(B, H, splits, 2, device=q.device, dtype=torch.float32)
+    _split_kernel[(B, KV, splits)](
+        q.contiguous(), k, v, kpos, qpos, column, acc, ml, S, KV, splits, sm_scale * LOG2E,
+        G=G, BG=max(16, triton.next_power_of_2(G)), D=D, BS=BLOCK_S, WINDOW=int(window),
+        RING=bool(ring), num_warps=4)
+    out = torch.empty(B, H * D, device=q.device, dtype=q.dtype)
+    _merge_kernel[(B * H,)](acc, ml, sinks, out, H, splits, D=D,
+                            BSPLIT=triton.next_power_of_2(splits), num_warps=1)
+    return out
+
