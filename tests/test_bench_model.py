@@ -209,3 +209,33 @@ def test_the_performance_view_reads_a_model_record(quick, tmp_path):
     assert "context" not in keys and "prompt" not in keys and "tokens_per_s" in keys
     (time_q,) = [q for q in L["quantities"] if q["key"] == "time_ms"]
     assert [(m["column"], m["mark"]) for m in time_q["members"]] == [("ms", False), ("floor_ms", True)]
+
+
+class _FakeHF:
+    """Stands in for a transformers model: generate without a static cache only."""
+
+    config = type("C", (), {"pad_token_id": 0, "_attn_implementation": "eager"})()
+
+    def __init__(self, short=False):
+        self.short, self.calls = short, []
+
+    def generate(self, ids, max_new_tokens, **kwargs):
+        self.calls.append(kwargs.get("cache_implementation"))
+        if kwargs.get("cache_implementation") == "static":
+            raise ValueError("no static cache here")
+        n = max_new_tokens - (1 if self.short else 0)
+        return torch.zeros(ids.shape[0], ids.shape[1] + n, dtype=torch.long)
+
+
+def test_transformers_falls_back_to_its_default_cache_and_checks_the_tokens():
+    from mxfp4.bench.model_transformers import Generate
+
+    said = []
+    gen = Generate(_FakeHF(), 12)
+    ids = torch.zeros(1, 5, dtype=torch.long)
+    gen.warm(ids, (1, 3), said.append)
+    assert gen.model.calls == ["static", None, None] and not gen.static
+    assert "static cache failed (ValueError: no static cache here); default cache" in gen.describe()
+    assert said and "default cache" in said[0]
+    with pytest.raises(RuntimeError, match="made 2 tokens, asked for 3"):
+        Generate(_FakeHF(short=True), 12).warm(ids, (3,), said.append)

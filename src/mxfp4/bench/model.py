@@ -295,7 +295,9 @@ def notes_text(args) -> str:
         f"above, attention projections, unembedding, the KV cache at the context, routers and "
         f"norms); floor_ms = floor_GB / {COPY_BPS / 1e12:.2f} TB/s, the copy rate measured on "
         f"the H100; floor_frac = floor / measured. speedup: transformers' time / ours for the "
-        f"same shape, path and batch. peak_GB: torch.cuda.max_memory_allocated during the row, "
+        f"same shape, path and batch; transformers rows: see bench/model_transformers.py (generate "
+        f"with a static cache and its default compilation; decode from two generate lengths). "
+        f"peak_GB: torch.cuda.max_memory_allocated during the row, "
         f"weights included.")
 
 
