@@ -157,12 +157,16 @@ def attention(q, k, v, q_pos, k_pos, sinks, sm_scale: float, window: int) -> tor
     seen = (kp >= 0) & (kp <= qp)
     if window:
         seen &= kp > qp - window
-    scores = torch.einsum("btkgd,bksd->bkgts", q, k).float().mul_(sm_scale)
-    scores.masked_fill_(~seen[:, None, None], float("-inf"))
+    scores = torch.einsum("btkgd,bksd->bkgts", q, k).float() * sm_scale
+    scores = scores.masked_fill(~seen[:, None, None], float("-inf"))
     sink = sinks.float().view(1, KV, G, 1, 1)
     top = torch.maximum(scores.amax(dim=-1, keepdim=True), sink)  # finite even with no key seen
-    probs = scores.sub_(top).exp_()
-    probs.div_(probs.sum(dim=-1, keepdim=True) + (sink - top).exp())
+    if scores.requires_grad:  # training (mxfp4.train): autograd keeps the scores
+        probs = (scores - top).exp()
+        probs = probs / (probs.sum(dim=-1, keepdim=True) + (sink - top).exp())
+    else:  # in place: long prompts hold one score matrix, not three
+        probs = scores.sub_(top).exp_()
+        probs.div_(probs.sum(dim=-1, keepdim=True) + (sink - top).exp())
     out = torch.einsum("bkgts,bksd->btkgd", probs.to(v.dtype), v)
     return out.reshape(B, T, KV * G * D)
 
