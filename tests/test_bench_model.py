@@ -34,7 +34,7 @@ def tiny(monkeypatch):
 def quick(tiny, monkeypatch):
     """`tiny` with our decode and prefill timed as 2 ms and 5 ms: for the tests of what happens
     around the timing (the whole run is timed for real once, above the others)."""
-    monkeypatch.setattr(bm, "time_decode", lambda *a: 2.0)
+    monkeypatch.setattr(bm, "time_decode", lambda *a: (2.0, 2.5))
     monkeypatch.setattr(bm, "time_prefill", lambda *a: 5.0)
     return tiny
 
@@ -127,6 +127,8 @@ def test_a_whole_run_on_the_cpu_writes_json_and_markdown(tiny, tmp_path, capsys)
     d1, d2, p1 = rows
     assert d1["context"] == 10 and p1["prompt"] == 6 and p1["context"] == ""
     assert d2["tokens_per_s"] == pytest.approx(2e3 / d2["ms"])
+    # the wall clock includes the host: a mean of positive times is at least half their median
+    assert 0 < d1["wall_tokens_per_s"] <= 2 * d1["tokens_per_s"] and "wall_tokens_per_s" not in p1
     assert p1["tokens_per_s"] == pytest.approx(6e3 / p1["ms"])
     model = GptOss.from_config(GptOssConfig(**TINY), device="cpu")
     floor = bm.decode_bytes(model, 1, 10)["total"]
@@ -209,6 +211,7 @@ def test_the_performance_view_reads_a_model_record(quick, tmp_path):
     assert "context" not in keys and "prompt" not in keys and "tokens_per_s" in keys
     (time_q,) = [q for q in L["quantities"] if q["key"] == "time_ms"]
     assert [(m["column"], m["mark"]) for m in time_q["members"]] == [("ms", False), ("floor_ms", True)]
+    assert "wall_tokens_per_s" in keys
 
 
 class _FakeHF:

@@ -35,7 +35,7 @@ TRANSFORMERS_SHAPES = {"gpt-oss-20b"}  # 120b in bf16 (about 234 GB) fits no sin
 ATTENTION = {"bf16": None, "mxfp4": "mxfp4"}  # --attention -> GptOss quantize_attention
 VARIANT = {None: "mxfp4 (bf16 attention)", "mxfp4": "mxfp4 (MXFP4 attention)"}
 COLUMNS = ["model", "variant", "path", "batch", "context", "prompt", "ms", "tokens_per_s",
-           "floor_ms", "floor_frac", "floor_GB", "speedup", "peak_GB", "config", "error"]
+           "wall_tokens_per_s", "floor_ms", "floor_frac", "floor_GB", "speedup", "peak_GB", "config", "error"]
 
 
 # -- the floor --------------------------------------------------------------------------------
@@ -135,8 +135,9 @@ def peak_gb(device):
     return torch.cuda.max_memory_allocated(device) / 1e9 if torch.device(device).type == "cuda" else ""
 
 
-def time_decode(model: GptOss, batch: int, context: int, steps: int, timer: Timer) -> float:
-    """Median ms of one decode step of `batch` rows after `context` cached tokens."""
+def time_decode(model: GptOss, batch: int, context: int, steps: int, timer: Timer) -> tuple[float, float]:
+    """(median ms of one decode step of `batch` rows after `context` cached tokens, wall-clock ms
+    per step over the whole timed loop: host time included, what a caller waits)."""
     decoder = model.decoder(batch=batch, max_len=context + WARMUP_STEPS + steps + 1)
     decoder.cache.fill_random(context=context, seed=0)
     g = torch.Generator(device=model.device).manual_seed(batch)
@@ -147,9 +148,12 @@ def time_decode(model: GptOss, batch: int, context: int, steps: int, timer: Time
 
     for _ in range(WARMUP_STEPS):
         step()
-    ms = statistics.median(timer.each_ms(step, steps))
+    timer.sync()
+    t = time.perf_counter()
+    ms = statistics.median(timer.each_ms(step, steps))  # ends with a device synchronisation
+    wall = (time.perf_counter() - t) * 1e3 / steps
     del decoder
-    return ms
+    return ms, wall
 
 
 def time_prefill(model: GptOss, batch: int, prompt: int, timer: Timer) -> float:
@@ -187,11 +191,11 @@ def bench_model(name: str, quantize_attention, args, log, floors: dict) -> list[
         _memory_start(dev)
         try:
             if path == "decode":
-                ms = time_decode(model, B, args.context, args.steps, timer)
+                ms, wall = time_decode(model, B, args.context, args.steps, timer)
                 parts = decode_bytes(model, B, args.context)
                 fl = floor_ms(parts["total"])
-                row.update(ms=ms, tokens_per_s=B * 1e3 / ms, floor_ms=fl, floor_frac=fl / ms,
-                           floor_GB=parts["total"] / 1e9)
+                row.update(ms=ms, tokens_per_s=B * 1e3 / ms, wall_tokens_per_s=B * 1e3 / wall,
+                           floor_ms=fl, floor_frac=fl / ms, floor_GB=parts["total"] / 1e9)
             else:
                 ms = time_prefill(model, B, args.prompt, timer)
                 row.update(ms=ms, tokens_per_s=B * args.prompt * 1e3 / ms)
@@ -288,7 +292,8 @@ def notes_text(args) -> str:
         f"{args.context} --prompt {args.prompt} --prefill-batches {_ints(args.prefill_batches)} "
         f"--steps {args.steps}`. Decode: ms per step (one token per row), the median of "
         f"{args.steps} steps timed with CUDA events after {WARMUP_STEPS} warm-up steps, with "
-        f"`--context` random keys and values in the cache; tokens_per_s = batch / step time. "
+        f"`--context` random keys and values in the cache; tokens_per_s = batch / step time; "
+        f"wall_tokens_per_s: from the wall-clock time of the whole timed loop (host included). "
         f"Prefill: ms for batch x prompt tokens into a fresh cache, the median of {PREFILL_RUNS} "
         f"runs after a warm-up. floor_GB: the bytes a decode step must read (experts actually "
         f"routed, k per layer at batch 1 and the expected distinct ones under uniform routing "
@@ -314,8 +319,8 @@ def _line(r: dict) -> str:
 
 
 def print_table(rows: list[dict]) -> None:
-    cols = ["model", "variant", "path", "batch", "ms", "tokens_per_s", "floor_frac", "speedup",
-            "peak_GB", "error"]
+    cols = ["model", "variant", "path", "batch", "ms", "tokens_per_s", "wall_tokens_per_s",
+            "floor_frac", "speedup", "peak_GB", "error"]
     shown = [c for c in cols if any(r.get(c) not in ("", None) for r in rows)]
     print(markdown_table(shown, rows))
 

@@ -40,6 +40,7 @@ WORDS = {
     "floor_frac": "fraction of speed of light (floor ÷ time)",
     "vs_cublas": "time ÷ cuBLAS time", "linear_vs_cublas": "linear time ÷ cuBLAS time",
     "context": "tokens in the cache", "prompt": "prompt tokens", "tokens_per_s": "tokens per second",
+    "wall_tokens_per_s": "tokens per second (wall clock, host included)",
     "speedup": "speedup over transformers", "floor_GB": "bytes read per step at the floor (GB)",
 }
 NAMES = {"cublas": "cuBLAS", "floor": "speed-of-light floor", "target": "target", "bf16_torch": "bf16 torch"}
