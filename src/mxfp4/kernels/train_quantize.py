@@ -31,7 +31,7 @@ TILE_ELEMENTS = 4096
 
 @triton.jit
 def _hadamard_pm1(HB: tl.constexpr):
-    """[HB, HB] float32 Sylvester matrix: H[i, j] = (-1)^popcount(i & j), HB <= 256."""
+    """[HB, HB] float32 Sylvester matrix: H[i, j] = (-1)^popcount(i & j), HB <= 256 (8 bits)."""
     i = tl.arange(0, HB)
     p = i[:, None] & i[None, :]
     p ^= p >> 4
@@ -128,8 +128,8 @@ def quantize_dequantize(x: torch.Tensor, axis: int, *, block_size: int, scale_ru
         raise ValueError(f"train_quantize expects a 2-D tensor, got shape {tuple(x.shape)}")
     if axis not in (0, 1):
         raise ValueError(f"axis must be 0 or 1, got {axis}")
-    if hadamard and (hadamard < 16 or hadamard > 256 or hadamard & (hadamard - 1)):
-        raise ValueError(f"the kernel's Hadamard size must be a power of two from 16 to 256, got {hadamard}")
+    if hadamard and (hadamard < 16 or hadamard > 128 or hadamard & (hadamard - 1)):
+        raise ValueError(f"the kernel's Hadamard size must be a power of two from 16 to 128, got {hadamard}")
     out = torch.empty_like(x, dtype=dtype)
     xv, ov = (x, out) if axis == 1 else (x.t(), out.t())  # the kernel's K is the last axis
     rows, k = xv.shape
@@ -148,5 +148,6 @@ def quantize_dequantize(x: torch.Tensor, axis: int, *, block_size: int, scale_ru
             xv, ov, signs if use_signs else xv, rows, k, xv.stride(0), xv.stride(1),
             ov.stride(0), ov.stride(1), seed & 0x7FFFFFFF,
             RULE=RULE_IDS[scale_rule], STOCHASTIC=bool(stochastic), HAS_SIGNS=use_signs,
-            BS=block_size, HB=hadamard, DOT=_dot_kind(x.dtype), ROWS=rt, TK=tk, num_warps=4)
+            BS=block_size, HB=hadamard, DOT=_dot_kind(x.dtype), ROWS=rt, TK=tk,
+            num_warps=8 if hadamard >= 128 else 4)  # the [HB, HB] matrix lives in registers
     return out

@@ -23,7 +23,7 @@ from ..format import BLOCK_SIZE
 FORMATS = ("bf16", "mxfp4")
 GEMMS = ("forward", "dgrad", "wgrad")
 SIGN_MODES = ("per_step", "fixed", "none")
-HADAMARD_SIZES = (16, 32, 64, 128, 256)  # the kernel rotates with a tensor-core dot: >= 16
+HADAMARD_SIZES = (16, 32, 64, 128)  # the kernel rotates with a tensor-core dot: >= 16; H in registers: <= 128
 
 
 @dataclass(frozen=True)
