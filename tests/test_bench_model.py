@@ -137,6 +137,8 @@ def test_a_whole_run_on_the_cpu_writes_json_and_markdown(tiny, tmp_path, capsys)
     md = (tmp_path / "model.md").read_text()
     assert md.startswith("# GPT-OSS whole model") and "| tiny | mxfp4 (bf16 attention) | decode | 2 |" in md
     assert "--shape tiny --batches 1,2 --context 10 --prompt 6" in md and "| experts_GB |" in md
+    assert d1["floor_parts_GB"]["total"] == pytest.approx(d1["floor_GB"])
+    assert f"| tiny | mxfp4 (bf16 attention) | {d1['floor_parts_GB']['experts']:.4g} |" in md
     out = capsys.readouterr().out
     assert "| model | variant | path | batch | ms |" in out and "wrote" in out
 
@@ -145,11 +147,15 @@ def test_rows_of_other_shapes_are_carried_over(quick, tmp_path, capsys):
     earlier = {"title": "t", "columns": bm.COLUMNS, "notes": "",
                "environment": {"date": "2026-01-02", "device": "NVIDIA H100 80GB HBM3"},
                "rows": [{"model": "gpt-oss-120b", "variant": "mxfp4 (bf16 attention)", "path": "decode",
-                         "batch": 1, "ms": 2.4}, {"model": "tiny", "path": "decode", "batch": 9, "ms": 1.0}]}
+                         "batch": 1, "ms": 2.4, "floor_ms": 1.66, "floor_parts_GB": dict(
+                             experts=1.9, attention=1.91, unembedding=1.16, kv_cache=0.04, other=0.03,
+                             total=5.04)},
+                        {"model": "tiny", "path": "decode", "batch": 9, "ms": 1.0}]}
     (tmp_path / "model.json").write_text(json.dumps(earlier))
     assert main(["bench", "model", "--shape", quick, *FAST, "--batches", "1", "--out", str(tmp_path)]) == 0
     data = json.loads((tmp_path / "model.json").read_text())
     assert [(r["model"], r["batch"]) for r in data["rows"]] == [("gpt-oss-120b", 1), ("tiny", 1), ("tiny", 1)]
+    assert "| gpt-oss-120b | mxfp4 (bf16 attention) | 1.9 |" in data["notes"]  # its floor parts too
     runs = data["environment"]["runs"]
     assert runs["gpt-oss-120b"] == "2026-01-02, NVIDIA H100 80GB HBM3" and runs["tiny"].endswith(
         data["environment"]["device"])

@@ -170,9 +170,9 @@ def time_prefill(model: GptOss, batch: int, prompt: int, timer: Timer) -> float:
     return statistics.median(times[1:])
 
 
-def bench_model(name: str, quantize_attention, args, log, floors: dict) -> list[dict]:
-    """Every decode and prefill row of one shape with one attention choice; its batch-1 bytes
-    by part go to floors[(name, variant)]."""
+def bench_model(name: str, quantize_attention, args, log) -> list[dict]:
+    """Every decode and prefill row of one shape with one attention choice. Decode rows also
+    hold floor_parts_GB (decode_bytes in GB; in the JSON, not a column)."""
     dev, timer = args.device, Timer(args.device)
     _memory_start(dev)
     t = time.perf_counter()
@@ -182,7 +182,6 @@ def bench_model(name: str, quantize_attention, args, log, floors: dict) -> list[
     log(f"{name}, {VARIANT[quantize_attention]}: built in {time.perf_counter() - t:.1f} s"
         + (f", {peak_gb(dev):.1f} GB" if timer.cuda else ""))
     base = {"model": name, "variant": VARIANT[quantize_attention]}
-    floors[(name, base["variant"])] = decode_bytes(model, 1, args.context)
     rows = []
     jobs = [("decode", B) for B in args.batches] + [("prefill", B) for B in args.prefill_batches]
     for path, B in jobs:
@@ -195,7 +194,8 @@ def bench_model(name: str, quantize_attention, args, log, floors: dict) -> list[
                 parts = decode_bytes(model, B, args.context)
                 fl = floor_ms(parts["total"])
                 row.update(ms=ms, tokens_per_s=B * 1e3 / ms, wall_tokens_per_s=B * 1e3 / wall,
-                           floor_ms=fl, floor_frac=fl / ms, floor_GB=parts["total"] / 1e9)
+                           floor_ms=fl, floor_frac=fl / ms, floor_GB=parts["total"] / 1e9,
+                           floor_parts_GB={k: v / 1e9 for k, v in parts.items()})
             else:
                 ms = time_prefill(model, B, args.prompt, timer)
                 row.update(ms=ms, tokens_per_s=B * args.prompt * 1e3 / ms)
@@ -210,12 +210,16 @@ def bench_model(name: str, quantize_attention, args, log, floors: dict) -> list[
 
 
 # -- the suite --------------------------------------------------------------------------------
-def floor_table(floors: dict) -> str:
-    """The batch-1 floor of each measured model by part, in GB, as markdown."""
+def floor_table(rows: list[dict]) -> str:
+    """The bytes of the batch-1 decode rows by part (their floor_parts_GB), as markdown."""
     parts = ["experts", "attention", "unembedding", "kv_cache", "other", "total"]
-    rows = [{"model": name, "variant": variant, **{f"{p}_GB": b[p] / 1e9 for p in parts},
-             "floor_ms": floor_ms(b["total"])} for (name, variant), b in floors.items()]
-    return markdown_table(["model", "variant"] + [f"{p}_GB" for p in parts] + ["floor_ms"], rows)
+    table = [{"model": r["model"], "variant": r["variant"],
+              **{f"{p}_GB": r["floor_parts_GB"][p] for p in parts}, "floor_ms": r["floor_ms"]}
+             for r in rows if r.get("path") == "decode" and r.get("batch") == 1 and "floor_parts_GB" in r]
+    if not table:
+        return ""
+    return ("Bytes a batch-1 decode step reads, by part (GB):\n\n"
+            + markdown_table(["model", "variant"] + [f"{p}_GB" for p in parts] + ["floor_ms"], table))
 
 
 def add_speedups(rows: list[dict]) -> None:
@@ -256,7 +260,7 @@ def run(args) -> int:
     env = environment(dev)
     env["runs"] = {name: f"{env['date']}, {env['device']}" for name in args.shape}
     carried = carried_rows(args.out, args.shape, env)  # a bad earlier file fails before any work
-    measured, floors = [], {}
+    measured = []
 
     def log(msg):
         print(msg, flush=True)
@@ -264,8 +268,7 @@ def run(args) -> int:
     def save():  # after each part, so that a later failure keeps what was measured
         add_speedups(measured)
         if args.out:
-            notes = (notes_text(args) + "\n\nBytes a batch-1 decode step reads, by part (GB):\n\n"
-                     + floor_table(floors))
+            notes = "\n\n".join(filter(None, [notes_text(args), floor_table(carried + measured)]))
             title = "GPT-OSS whole model: decode and prefill (random weights at the real shapes)"
             paths = write_results(args.out, "model", title, env, COLUMNS, carried + measured, notes=notes)
             log(f"wrote {' '.join(paths)}")
@@ -279,7 +282,7 @@ def run(args) -> int:
         elif args.transformers:
             log(f"{name}: no transformers row (bf16 weights of this shape do not fit one GPU)")
         for q in args.attention:
-            measured += bench_model(name, ATTENTION[q], args, log, floors)
+            measured += bench_model(name, ATTENTION[q], args, log)
             save()
     print_table(measured)
     return 0
