@@ -82,7 +82,7 @@ class ExpertGPTQ:
 
     def __init__(self, config: dict, expected: dict, where: dict, calibration, *,
                  scale_rule: str, device, damp: float = 0.01):
-        from ..models.gpt_oss import GptOss, GptOssConfig
+        from ..models.gpt_oss import GptOss, GptOssConfig, Step
 
         self.expected, self.where, self.device = expected, where, torch.device(device)
         self.rule, self.damp = scale_rule, damp
@@ -91,8 +91,8 @@ class ExpertGPTQ:
         self._place(self.model, self._read("embedding."), "embedding.")
         ids = [self.model.check_inputs(batch)[0] for batch in calibration]
         pos = [torch.arange(t.shape[1], device=self.device).expand(t.shape) for t in ids]
-        # AttentionBlock's (cos, sin, pos) per batch: calibration rows have no padding
-        self.rope = [(*self.model.rope.cos_sin(p), p) for p in pos]
+        # what AttentionBlock reads per batch (positions, RoPE tables): calibration rows have no padding
+        self.steps = [Step(p, *self.model.rope.cos_sin(p)) for p in pos]
         with torch.no_grad():
             self.hidden = [self.model.embedding(t) for t in ids]
         self.model.embedding.to("meta")
@@ -136,7 +136,7 @@ class ExpertGPTQ:
         c, block = self.model.config, self.model.blocks[i]
         t = self._read(f"blocks.{i}.")
         self._place(block, {n: v for n, v in t.items() if n.startswith(("attn.", "mlp.norm."))})
-        after_attn = [block.attn(x, *rope) for x, rope in zip(self.hidden, self.rope)]
+        after_attn = [block.attn(x, step) for x, step in zip(self.hidden, self.steps)]
         x = torch.cat([block.mlp.norm(h).reshape(-1, c.hidden_size) for h in after_attn])
         keys = {w: f"model.layers.{i}.mlp.experts.{p}" for p, w in _EXPERTS.items()}
         w1, w2 = t["mlp.w1.weight"], t["mlp.w2.weight"]
