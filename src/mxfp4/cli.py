@@ -19,6 +19,7 @@ COMMANDS = (
     "mxfp4.models_cli",
     "mxfp4.generate_cli",
     "mxfp4.viz.cli",
+    "mxfp4.train_cli",
 )
 
 
