@@ -35,8 +35,8 @@ def register(sub) -> None:
                                     "aware training and write the MXFP4 checkpoint that "
                                     "mxfp4.load_quantized and `mxfp4 eval` read.")
     q.add_argument("model_dir", metavar="MODEL_DIR", help="float Hugging Face model folder")
-    q.add_argument("--scale-rule", choices=SCALE_RULES, default=None, help="E8M0 scale rule (floor)")
-    q.add_argument("--block-size", type=int, default=None, help="MXFP4 block size (32)")
+    q.add_argument("--scale-rule", choices=SCALE_RULES, default=None, help="E8M0 scale rule (default floor)")
+    q.add_argument("--block-size", type=int, default=None, help="MXFP4 block size (default 32)")
     q.add_argument("--hadamard", action="store_true", default=None,
                    help="rotate each weight's input dimension by a block Hadamard first")
     q.add_argument("--include", action="append", metavar="PATTERN",
@@ -50,11 +50,11 @@ def register(sub) -> None:
                         description="Train mxfp4.train.lm's Llama-style LM from scratch under a "
                                     "training recipe; the weights are written as a Llama folder "
                                     "that transformers and `mxfp4 eval` / `quantize` read.")
-    m.add_argument("--config", default=None, help="model size: tiny or small (small)")
-    m.add_argument("--recipe", default=None, help="training recipe (bf16); see "
+    m.add_argument("--config", default=None, help="model size: tiny or small (default small)")
+    m.add_argument("--recipe", default=None, help="training recipe (default bf16); see "
                                                   "mxfp4.train.recipes.PRESETS")
     m.add_argument("--vocab", type=int, default=None,
-                   help="tokenizer size: 259 = bytes, larger learns BPE merges (259)")
+                   help="tokenizer size: 259 = bytes, larger learns BPE merges (default 259)")
     _common(m, "lm")
     m.set_defaults(func=run_lm)
 
@@ -81,7 +81,7 @@ def _common(parser, command: str) -> None:
     parser.add_argument("--val-text", metavar="FILE",
                         help="UTF-8 validation text (default: the end of --text, split off)")
     parser.add_argument("--val-fraction", type=float, default=0.05,
-                        help="share of --text held out for validation without --val-text (0.05)")
+                        help="share of --text held out for validation without --val-text (default 0.05)")
     parser.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="output folder")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a non-empty OUT_DIR (when the new run is complete)")
@@ -103,9 +103,9 @@ def _common(parser, command: str) -> None:
         kind = float if isinstance(f.default, float) else int
         default = d.get(f.name, f.default)
         parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=None,
-                            help=f"{help_.get(f.name, f.name.replace('_', ' '))} ({default})")
-    parser.add_argument("--device", default="auto", help="device to train on (auto: cuda when "
-                        "present, else cpu); float32 master weights, bf16 autocast on cuda")
+                            help=f"{help_.get(f.name, f.name.replace('_', ' '))} (default {default})")
+    parser.add_argument("--device", default="auto", help="device to train on (default auto: cuda "
+                        "when present, else cpu); float32 master weights, bf16 autocast on cuda")
 
 
 def _settings(args, command: str, recorded: dict | None):

@@ -211,8 +211,9 @@ def hf_config(config: LMConfig, *, bos_token_id=None, eos_token_id=None):
 
 
 def to_hf(model: LM, **token_ids):
-    """A transformers LlamaForCausalLM holding copies of `model`'s float weights (the model must
-    hold nn.Linear layers: undo apply_recipe / prepare_qat first, or pass the float model)."""
+    """A transformers LlamaForCausalLM holding float32 copies of `model`'s weights (RecipeLinear
+    layers hold their float weight under the same name, so a model trained under a recipe
+    exports too; its float weights are what is exported)."""
     from transformers import LlamaForCausalLM
 
     hf = LlamaForCausalLM(hf_config(model.config, **token_ids))
