@@ -14,6 +14,7 @@ from mxfp4.models.flex import flex_attention_with_sinks
 from mxfp4.models.gpt_oss import Step, attention
 from mxfp4.models.sampling import choose
 
+DEV = "cuda" if torch.cuda.is_available() else "cpu"  # CPU: kernels in the Triton interpreter
 WINDOW = 8
 TINY = dict(vocab_size=96, hidden_size=64, num_hidden_layers=3, num_experts=8, experts_per_token=2,
             intermediate_size=64, head_dim=16, num_attention_heads=4, num_key_value_heads=2,
@@ -26,7 +27,7 @@ def _rel(a, b) -> float:
 
 @pytest.fixture(scope="module")
 def model():
-    m = GptOss.from_config(GptOssConfig(**TINY), device="cpu", dtype=torch.float32, seed=1)
+    m = GptOss.from_config(GptOssConfig(**TINY), device=DEV, dtype=torch.float32, seed=1)
     with torch.no_grad():
         for block in m.blocks:
             block.attn.sinks.normal_(0, 1)  # sinks that matter
@@ -53,7 +54,8 @@ def test_decode_attention_matches_the_reference(ring, window):
         kpos = torch.tensor([[12, 13, 8, 9, 10, 11], [12, 13, -1, 9, 10, 11]])  # a wrapped ring
     qpos = kpos.amax(dim=1)
     sinks = torch.randn(KV * G, generator=g)
-    got = decode_attention(q, k, v, kpos, qpos, column, sinks, 1 / math.sqrt(D), window, ring)
+    got = decode_attention(*(t.to(DEV) for t in (q, k, v, kpos, qpos, column, sinks)),
+                           1 / math.sqrt(D), window, ring).cpu()
     want = attention(q.view(B, 1, KV, G, D), k, v, qpos[:, None], kpos, sinks, 1 / math.sqrt(D), window)
     assert got.shape == (B, KV * G * D)
     assert _rel(got, want[:, 0]) <= 1e-6
@@ -65,7 +67,8 @@ def test_decode_attention_reads_only_the_filled_columns():
     q, k, v = torch.randn(B, 2, D), torch.randn(B, KV, S, D), torch.randn(B, KV, S, D)
     kpos = torch.arange(S)[None].clone()
     sinks = torch.zeros(2)
-    short = decode_attention(q, k, v, kpos, torch.tensor([199]), torch.tensor([69]), sinks, 0.25, 0, False)
+    short = decode_attention(*(t.to(DEV) for t in (q, k, v, kpos, torch.tensor([199]), torch.tensor([69]),
+                                                   sinks)), 0.25, 0, False).cpu()
     want = attention(q.view(1, 1, 1, 2, D), k[:, :, :70], v[:, :, :70], torch.tensor([[199]]),
                      kpos[:, :70], sinks, 0.25, 0)
     assert _rel(short, want[:, 0]) <= 1e-6
@@ -94,8 +97,8 @@ def test_flex_prefill_with_sinks_matches_the_reference(window):
     pos[1, :6] = -1  # left padding
     pos[1, 6:] -= 6
     sinks = torch.randn(KV * G, generator=g)
-    step = Step(pos, None, None)
-    got = flex_attention_with_sinks(q, k, v, step, sinks, 0.25, window)
+    step = Step(pos.to(DEV), None, None)
+    got = flex_attention_with_sinks(*(t.to(DEV) for t in (q, k, v)), step, sinks.to(DEV), 0.25, window).cpu()
     want = attention(q, k, v, pos, pos, sinks, 0.25, window)
     real = pos >= 0
     assert _rel(got[real], want[real]) <= 1e-5
@@ -106,7 +109,7 @@ def test_flex_prefill_with_sinks_matches_the_reference(window):
 @pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
 def test_fused_path_gives_the_eager_logits_and_tokens(model):
     total = 3 * WINDOW + 2
-    ids = torch.randint(0, TINY["vocab_size"], (2, total), generator=torch.Generator().manual_seed(2))
+    ids = torch.randint(0, TINY["vocab_size"], (2, total), generator=torch.Generator().manual_seed(2)).to(DEV)
     want = _fused(model, False)(ids)
     cache = model.new_cache(2, total)
     _fused(model, True)
@@ -121,7 +124,7 @@ def test_fused_path_gives_the_eager_logits_and_tokens(model):
 
 def test_decoder_steps_are_generate(model):
     _fused(model, False)
-    ids = torch.randint(0, TINY["vocab_size"], (3, 4), generator=torch.Generator().manual_seed(3))
+    ids = torch.randint(0, TINY["vocab_size"], (3, 4), generator=torch.Generator().manual_seed(3)).to(DEV)
     want = model.generate(ids, 6, stop=())[:, 4:]
     dec = model.decoder(3, 12)
     tokens = [dec.prefill(ids)]
@@ -147,6 +150,7 @@ def test_decoder_rejects_misuse(model):
         dec.step(torch.zeros(2, dtype=torch.long))
     with pytest.raises(ValueError, match="holds 2 rows"):
         model.decoder(2, 4).prefill(torch.zeros(3, 2, dtype=torch.long))
+    _fused(model, False)  # the reference path keeps the column on the host: no graph
     with pytest.raises(ValueError, match="CUDA graphs need a CUDA model"):
         Decoder(model, 1, 4, graphs=True)
     with pytest.raises(ValueError, match="temperature"):
@@ -191,3 +195,22 @@ def test_exponential_race_draws_each_token_with_its_probability():
     assert ((counts - 40000 * p).abs() <= 4 * sigma).all(), (counts, 40000 * p)
     nucleus = torch.bincount(choose(logits, 1.0, 0.8, noise), minlength=4)  # 0.64 + 0.24 >= 0.8
     assert nucleus[2:].sum() == 0 and nucleus[1] > 0
+
+
+def test_graph_steps_give_the_eager_fused_tokens(model):
+    """On CUDA the default decoder replays a captured graph; it must choose what the same fused
+    step chooses eagerly (on the CPU both run eagerly in the interpreter)."""
+    _fused(model, True)
+    ids = torch.randint(0, TINY["vocab_size"], (2, 5), generator=torch.Generator().manual_seed(5)).to(DEV)
+
+    def run(**kw):
+        dec = model.decoder(2, 5 + 3 * WINDOW, **kw)
+        tokens = [dec.prefill(ids)]
+        for _ in range(3 * WINDOW - 1):  # past the ring's wrap
+            tokens.append(dec.step(tokens[-1]))
+        return torch.stack(tokens, dim=1), dec
+
+    graphed, dec = run()
+    assert dec.graphs == (DEV == "cuda")
+    assert torch.equal(graphed, run(graphs=False)[0])
+    assert torch.equal(graphed, model.generate(ids, 3 * WINDOW, stop=())[:, 5:])

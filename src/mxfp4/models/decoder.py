@@ -32,9 +32,13 @@ class Decoder:
         self.model, self.temperature, self.top_p = model, float(temperature), float(top_p)
         self.cache = model.new_cache(batch, max_len)
         device = self.cache.seen.device
-        self.graphs = device.type == "cuda" if graphs is None else bool(graphs)
-        if self.graphs and device.type != "cuda":
-            raise ValueError(f"CUDA graphs need a CUDA model, this one is on {device}")
+        # only the fused path keeps the cache column on the device; the reference path's
+        # host-side column would be frozen into a graph
+        capturable = device.type == "cuda" and getattr(model, "uses_kernels", False)
+        self.graphs = capturable if graphs is None else bool(graphs)
+        if self.graphs and not capturable:
+            raise ValueError(f"CUDA graphs need a CUDA model on its fused path (model.kernels), "
+                             f"this one is on {device} with kernels={getattr(model, 'kernels', None)!r}")
         self.generator = torch.Generator(device=device)
         if seed is not None:
             self.generator.manual_seed(seed)

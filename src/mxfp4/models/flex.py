@@ -43,8 +43,11 @@ def flex_attention_with_sinks(q, k, v, step, sinks, sm_scale: float, window: int
     if window not in step.masks:
         step.masks[window] = _block_mask(step.pos, window)
     run = _compiled() if q.is_cuda else flex_attention
+    # FORCE_USE_FLEX_ATTENTION: short prompts (< 128 tokens) would otherwise get torch's
+    # flex-decoding kernel, which finds no valid config for grouped heads on torch 2.11
     out, aux = run(q.reshape(B, T, KV * G, D).transpose(1, 2), k, v, block_mask=step.masks[window],
-                   scale=sm_scale, enable_gqa=True, return_aux=AuxRequest(lse=True))
+                   scale=sm_scale, enable_gqa=True, return_aux=AuxRequest(lse=True),
+                   kernel_options={"FORCE_USE_FLEX_ATTENTION": True} if q.is_cuda else None)
     keep = torch.sigmoid(aux.lse - sinks.float()[None, :, None])  # [B, H, T]
     out = out.float() * keep[..., None]
     return out.transpose(1, 2).reshape(B, T, KV * G * D).to(v.dtype)
