@@ -123,6 +123,17 @@ class RMSNorm(nn.Module):
         t = t * torch.rsqrt(t.pow(2).mean(dim=-1, keepdim=True) + self.eps)
         return (t * self.weight.float()).to(x.dtype)
 
+    def add(self, x: torch.Tensor, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(h, norm(h)) with h = x + delta: on CUDA one kernel for the residual add and the norm."""
+        if x.is_cuda:
+            from ..kernels.decode_ops import add_rmsnorm
+
+            h, y = add_rmsnorm(x.reshape(-1, x.shape[-1]), delta.reshape(-1, x.shape[-1]),
+                               self.weight, self.eps)
+            return h.view(x.shape), y.view(x.shape)
+        h = x + delta
+        return h, self(h)
+
 
 def project(layer: nn.Module, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
     """residual + layer(x) for a Linear (or MXLinear) layer; on CUDA a bf16 nn.Linear with a few
@@ -203,10 +214,17 @@ class AttentionBlock(nn.Module):
         self.sinks = nn.Parameter(torch.zeros(self.heads, dtype=dtype))
         self.out = nn.Linear(self.heads * c.head_dim, c.hidden_size, dtype=dtype)
 
-    def forward(self, x, step: Step, cache: LayerCache | None = None) -> torch.Tensor:
+    def forward(self, x, step: Step, cache: LayerCache | None = None,
+                pending: torch.Tensor | None = None) -> torch.Tensor:
+        """x + attention(norm(x)), where x is first increased by `pending` (the MoE output of
+        the block before, added in the norm's kernel)."""
         B, T, _ = x.shape
         D, KV = self.head_dim, self.kv_heads
-        qkv = project(self.qkv, self.norm(x))
+        if pending is None:
+            h = self.norm(x)
+        else:
+            x, h = self.norm.add(x, pending)
+        qkv = project(self.qkv, h)
         if step.decode:  # one fused RoPE + cache write, then attention over the cache
             from ..kernels.decode_attention import decode_attention
             from ..kernels.decode_ops import rope_kv_write
@@ -238,7 +256,11 @@ class MLPBlock(nn.Module):
         self.backend = "auto"  # MoE.forward's: Triton on CUDA (bf16 intermediates), else reference
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.moe(self.norm(x), backend=self.backend)
+        return x + self.delta(x)
+
+    def delta(self, x: torch.Tensor) -> torch.Tensor:
+        """What the block adds to the residual stream: MoE(norm(x))."""
+        return self.moe(self.norm(x), backend=self.backend)
 
 
 class Block(nn.Module):
@@ -384,9 +406,12 @@ class GptOss(nn.Module):
             step.rope = self.rope.tables(ids.device)
         else:
             step.cos, step.sin = self.rope.cos_sin(pos)
-        x = self.embedding(ids)
-        for i, block in enumerate(self.blocks):
-            x = block(x, step, None if cache is None else cache.layers[i])
+        x, pending = self.embedding(ids), None
+        for i, block in enumerate(self.blocks):  # Block.forward, with each MoE's residual add
+            # deferred into the next norm (one kernel on CUDA)
+            x = block.attn(x, step, None if cache is None else cache.layers[i], pending)
+            pending = block.mlp.delta(x)
+        x = x + pending
         if cache is not None:
             cache.length += T
             cache.column += T
