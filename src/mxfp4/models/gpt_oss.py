@@ -395,7 +395,9 @@ class GptOss(nn.Module):
         captured in a CUDA graph (models/decoder.py)."""
         B, T = ids.shape
         seen = cache.seen[:, None] if cache is not None else 0
-        if mask is None:
+        if mask is None and T == 1 and cache is not None:
+            pos = cache.seen[:, None]  # a decode step: no kernel (read before seen advances)
+        elif mask is None:
             pos = (seen + torch.arange(T, device=ids.device)).expand(B, T)
         else:
             pos = (seen + mask.cumsum(dim=1) - 1).masked_fill(~mask, -1)
