@@ -125,7 +125,7 @@ def test_fused_path_gives_the_eager_logits_and_tokens(model):
 def test_decoder_steps_are_generate(model):
     _fused(model, False)
     ids = torch.randint(0, TINY["vocab_size"], (3, 4), generator=torch.Generator().manual_seed(3)).to(DEV)
-    want = model.generate(ids, 6, stop=())[:, 4:]
+    want = model.generate(ids, 6, stop=(), use_cache=False)[:, 4:]
     dec = model.decoder(3, 12)
     tokens = [dec.prefill(ids)]
     for _ in range(5):
@@ -183,6 +183,8 @@ def test_generate_reuses_one_decoder_and_streams_keep_their_own(model):
     second = list(model.stream(ids, 3, stop=()))
     assert model._generate_decoder[1] is not held
     assert torch.equal(torch.stack([next(first), next(first)]), torch.stack(second[1:]))
+    model.to(model.device)  # a move (even a no-op) may give new tensors: the held graph goes
+    assert model._generate_decoder is None
 
 
 # -- sampling ----------------------------------------------------------------------------------
@@ -195,6 +197,8 @@ def test_exponential_race_draws_each_token_with_its_probability():
     assert ((counts - 40000 * p).abs() <= 4 * sigma).all(), (counts, 40000 * p)
     nucleus = torch.bincount(choose(logits, 1.0, 0.8, noise), minlength=4)  # 0.64 + 0.24 >= 0.8
     assert nucleus[2:].sum() == 0 and nucleus[1] > 0
+    one = choose(torch.tensor([[0.0, 9.0, 0.0]]), 1.0, 0.5, torch.zeros(1, 3))  # u = 0 drawn
+    assert one.tolist() == [1]  # still the nucleus' only token
 
 
 def test_graph_steps_give_the_eager_fused_tokens(model):

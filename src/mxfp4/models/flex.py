@@ -19,7 +19,9 @@ from torch.nn.attention.flex_attention import AuxRequest, create_block_mask, fle
 
 @functools.lru_cache(maxsize=None)
 def _compiled():
-    return torch.compile(flex_attention, dynamic=False)
+    # dynamic: one compile serves every prompt length (static shapes would recompile per
+    # length, and past dynamo's recompile limit fall back to the unfused math)
+    return torch.compile(flex_attention, dynamic=True)
 
 
 def _block_mask(pos: torch.Tensor, window: int):
@@ -31,7 +33,8 @@ def _block_mask(pos: torch.Tensor, window: int):
         ok = (kp >= 0) & (kp <= qp)
         return ok & (kp > qp - window) if window else ok
 
-    return create_block_mask(seen, B, None, T, T, device=pos.device)
+    # on CUDA the mask is built by a compiled kernel, block by block (no B x T x T tensor)
+    return create_block_mask(seen, B, None, T, T, device=pos.device, _compile=pos.is_cuda)
 
 
 def flex_attention_with_sinks(q, k, v, step, sinks, sm_scale: float, window: int) -> torch.Tensor:

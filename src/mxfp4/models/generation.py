@@ -69,7 +69,8 @@ def _prepare(model, input_ids, max_new_tokens, temperature, top_p, seed, stop,
 def _cached(model, ids, mask, max_len, temperature, top_p, seed):
     """Prefill into a Decoder (one CUDA graph per step on the GPU), kept on the model for the
     next call with the same batch size, length and sampling."""
-    key = (ids.shape[0], max_len, float(temperature), float(top_p))
+    key = (ids.shape[0], max_len, float(temperature), float(top_p), model.device,
+           getattr(model, "uses_kernels", None))
     held = getattr(model, "_generate_decoder", None)
     if held is None or held[0] != key or held[1].in_use:
         model._generate_decoder = None  # free the old cache before allocating the new one

@@ -108,6 +108,14 @@ class GptOssConfig:
                    pad_token_id=199999)
 
 
+def _inference(*tensors) -> bool:
+    """Whether the fused CUDA kernels may run: on CUDA, with no gradient to record (they have no
+    backward; training, e.g. mxfp4.train's QAT, takes the torch path)."""
+    if not tensors[0].is_cuda:
+        return False
+    return not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors))
+
+
 class RMSNorm(nn.Module):
     def __init__(self, size: int, eps: float, dtype: torch.dtype):
         super().__init__()
@@ -115,7 +123,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(size, dtype=dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.is_cuda:  # one fused kernel (kernels/decode_ops.py) instead of seven
+        if _inference(x, self.weight):  # one fused kernel (kernels/decode_ops.py) instead of seven
             from ..kernels.decode_ops import add_rmsnorm
 
             return add_rmsnorm(x.reshape(-1, x.shape[-1]), None, self.weight, self.eps)[1].view(x.shape)
@@ -125,7 +133,7 @@ class RMSNorm(nn.Module):
 
     def add(self, x: torch.Tensor, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(h, norm(h)) with h = x + delta: on CUDA one kernel for the residual add and the norm."""
-        if x.is_cuda:
+        if _inference(x, delta, self.weight):
             from ..kernels.decode_ops import add_rmsnorm
 
             h, y = add_rmsnorm(x.reshape(-1, x.shape[-1]), delta.reshape(-1, x.shape[-1]),
@@ -139,7 +147,7 @@ def project(layer: nn.Module, x: torch.Tensor, residual: torch.Tensor | None = N
     """residual + layer(x) for a Linear (or MXLinear) layer; on CUDA a bf16 nn.Linear with a few
     rows runs the dense GEMV kernel (kernels/dense_gemv.py: faster than cuBLAS there, the residual
     added before the one rounding)."""
-    if x.is_cuda and isinstance(layer, nn.Linear):
+    if isinstance(layer, nn.Linear) and _inference(x, layer.weight, layer.bias):
         from ..kernels.dense_gemv import dense_linear, use_dense_gemv
 
         rows = x.reshape(-1, x.shape[-1])
@@ -299,6 +307,15 @@ class GptOss(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.embedding.weight.device
+
+    def _apply(self, fn, recurse=True):
+        self._generate_decoder = None  # its captured graph points at the old tensors
+        return super()._apply(fn, recurse)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        if assign:  # new tensors: a captured graph would read the old ones
+            self._generate_decoder = None
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     # -- building ----------------------------------------------------------------------------
     @classmethod

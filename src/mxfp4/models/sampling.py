@@ -30,7 +30,9 @@ def choose(logits: torch.Tensor, temperature: float, top_p: float,
         before = sorted_p.cumsum(dim=-1) - sorted_p  # probability of the tokens ranked above
         sorted_p = sorted_p.masked_fill(before >= top_p, 0.0)
         probs = torch.zeros_like(probs).scatter_(-1, order, sorted_p)
-    return (probs / -torch.log(noise)).argmax(dim=-1)
+    # u = 0 would give E = inf and a score of 0 for every token of a one-token nucleus
+    exp_draw = noise.clamp(min=torch.finfo(torch.float32).tiny).log().neg_()
+    return (probs / exp_draw).argmax(dim=-1)
 
 
 def sample(logits: torch.Tensor, temperature: float = 0.0, top_p: float = 1.0,
