@@ -30,7 +30,7 @@ BLOCK_S = 64  # cache slots per tile
 def _split_kernel(q_ptr, k_ptr, v_ptr, kpos_ptr, qpos_ptr, col_ptr, acc_ptr, ml_ptr,
                   S, KV, SPLITS, qk_scale,
                   G: tl.constexpr, BG: tl.constexpr, D: tl.constexpr, BS: tl.constexpr,
-                  WINDOW: tl.constexpr, RING: tl.constexpr):
+                  WINDOW: tl.constexpr, RING: tl.constexpr, PRECISION: tl.constexpr):
     b = tl.program_id(0)
     kvh = tl.program_id(1)
     split = tl.program_id(2)
@@ -61,14 +61,14 @@ def _split_kernel(q_ptr, k_ptr, v_ptr, kpos_ptr, qpos_ptr, col_ptr, acc_ptr, ml_
         rows = (base + slots)[:, None] * D + d[None, :]
         k = tl.load(k_ptr + rows, mask=ok[:, None], other=0.0)
         v = tl.load(v_ptr + rows, mask=ok[:, None], other=0.0)
-        s = tl.dot(q, tl.trans(k)) * qk_scale  # [BG, BS], log2 units
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale  # [BG, BS], log2 units
         s = tl.where(seen[None, :], s, float("-inf"))
         m_new = tl.maximum(m, tl.max(s, axis=1))
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # no slot seen yet: keep zeros
         alpha = tl.exp2(m - m_safe)
         p = tl.exp2(s - m_safe[:, None])
         l = l * alpha + tl.sum(p, axis=1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
         m = m_new
     out = ((b * KV * G + head) * SPLITS + split)
     tl.store(acc_ptr + out[:, None] * D + d[None, :], acc, mask=(g < G)[:, None])
@@ -126,7 +126,8 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kpos: to
     _split_kernel[(B, KV, splits)](
         q.contiguous(), k, v, kpos, qpos, column, acc, ml, S, KV, splits, sm_scale * LOG2E,
         G=G, BG=max(16, triton.next_power_of_2(G)), D=D, BS=BLOCK_S, WINDOW=int(window),
-        RING=bool(ring), num_warps=4)
+        RING=bool(ring), num_warps=4,
+        PRECISION="ieee" if q.dtype == torch.float32 else "tf32")  # fp32 models: no TF32 rounding
     out = torch.empty(B, H * D, device=q.device, dtype=q.dtype)
     _merge_kernel[(B * H,)](acc, ml, sinks, out, H, splits, D=D,
                             BSPLIT=triton.next_power_of_2(splits), num_warps=1)
