@@ -21,6 +21,8 @@ from mxfp4.nn import MXLinear, quantize_model
 from mxfp4.nn import linear as nn_linear
 from mxfp4.tensor import MXTensor
 
+KERNEL_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # CPU: the Triton interpreter
+
 
 def _layer(n=70, k=96, bias=True, seed=0, hadamard=False, scale_rule="floor"):
     """N and K off the kernel layout's grid (rows padded to 128, K to 64), so padding is exercised."""
@@ -142,8 +144,8 @@ def test_forward_reference_is_bit_identical_between_layouts(dtype):
 
 @pytest.mark.parametrize("rows", [1, 5])
 def test_forward_kernel_is_bit_identical_between_layouts(rows):
-    m = _layer().to(torch.bfloat16)
-    x = torch.randn(rows, 96).to(torch.bfloat16)
+    m = _layer().to(torch.bfloat16).to(KERNEL_DEVICE).unpack()  # portable, where the kernel runs
+    x = torch.randn(rows, 96).to(torch.bfloat16).to(KERNEL_DEVICE)
     portable = m(x, backend="triton")
     packed = m.prepack()(x, backend="triton")
     assert torch.equal(packed, portable)
@@ -154,8 +156,8 @@ def test_forward_kernel_is_bit_identical_between_layouts(rows):
 def test_forward_packed_runs_the_kernel_on_the_packed_weight():
     # fp32 x takes another kernel per layout; the packed layer must give exactly what
     # mxfp4.linear gives on its own prepacked weight
-    m = _layer(bias=False)
-    x = torch.randn(3, 96)
+    m = _layer(bias=False).to(KERNEL_DEVICE).unpack()
+    x = torch.randn(3, 96, device=KERNEL_DEVICE)
     want = mxfp4.linear(x, prepack(m.weight_mx), backend="triton")
     assert torch.equal(m.prepack()(x, backend="triton"), want)
 
