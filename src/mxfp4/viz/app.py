@@ -17,10 +17,11 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from . import routes
+from .training import check_dirs
 from .validate import MAX_BODY_BYTES, ApiError, parse_json, plain
 
 STATIC = Path(__file__).resolve().parent / "static"
-VIEWS = ("block", "values", "rules", "matmul", "moe", "perf", "model")
+VIEWS = ("block", "values", "rules", "matmul", "moe", "perf", "training", "model")
 LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "[::1]", "::1"]
 SECURITY_HEADERS = {
     # Everything is served from this origin: no CDN, no inline script.
@@ -113,12 +114,13 @@ class SecurityHeaders:
 
 
 def create_app(models_dir: str | None = None, benchmark_dirs=None,
-               allowed_hosts: list[str] | None = None) -> Starlette:
-    """The visualizer app. `allowed_hosts` guards against DNS rebinding (None: no check)."""
+               allowed_hosts: list[str] | None = None, run_dirs=None) -> Starlette:
+    """The visualizer app. `allowed_hosts` guards against DNS rebinding (None: no check);
+    `run_dirs`: `mxfp4 train` output folders, or folders of them, for the Training view."""
     if models_dir is not None and not Path(models_dir).is_dir():
         raise FileNotFoundError(f"--models {models_dir!r} is not a directory")
     ctx = routes.Context(models_dir=None if models_dir is None else str(Path(models_dir).resolve()),
-                         benchmark_dirs=benchmark_dirs, views=VIEWS)
+                         benchmark_dirs=benchmark_dirs, run_dirs=check_dirs(run_dirs), views=VIEWS)
 
     async def page(request: Request) -> Response:
         return FileResponse(STATIC / "index.html", media_type="text/html")

@@ -17,6 +17,7 @@ from .bench_layout import layout
 
 MAX_FILE_BYTES = 4 << 20
 PACKAGE_DIR = Path(__file__).resolve().parents[1] / "data" / "benchmarks"
+TRAINING_PREFIX = "training-"
 HOW_TO = ("Run a suite on the machine you want numbers for, e.g. `mxfp4 bench quantize --device cuda"
           " --out docs/benchmarks` in a source checkout (without --out it writes ./bench-quantize/);"
           " `mxfp4 viz --sync-benchmarks` copies those files into the package so that an installed"
@@ -51,6 +52,16 @@ def _check(data) -> str | None:
     return None
 
 
+def _check_training(data) -> str | None:
+    """Why `data` is not a training record (training.py draws its loss logs), or None."""
+    from .training import check_log, logs_in
+
+    logs = list(logs_in(data))
+    if not logs:
+        return "no loss log (a 'train' or 'val' list of {step, loss})"
+    return next((p for p in (check_log(log) for _, log in logs) if p), None)
+
+
 def load(dirs=None) -> dict:
     """All benchmark records of `dirs` (default: checkout, then package) and the files skipped."""
     dirs = default_dirs() if dirs is None else [Path(d) for d in dirs]
@@ -59,8 +70,8 @@ def load(dirs=None) -> dict:
         if not d.is_dir():
             continue
         for path in sorted(d.glob("*.json")):
-            if path.name in seen or not path.is_file():
-                continue
+            if path.name in seen or not path.is_file() or path.name.startswith(TRAINING_PREFIX):
+                continue  # training-*.json: loss curves, drawn by the Training view (training.py)
             seen.add(path.name)
             try:
                 if path.stat().st_size > MAX_FILE_BYTES:
@@ -90,12 +101,13 @@ def sync(src: str | os.PathLike | None = None, dst: str | os.PathLike = PACKAGE_
     copied = []
     for path in sorted(src.glob("*.json")):
         text = path.read_text(encoding="utf-8")
+        training = path.name.startswith(TRAINING_PREFIX)
         try:
-            problem = _check(json.loads(text))
+            problem = (_check_training if training else _check)(json.loads(text))
         except ValueError as err:
             problem = str(err)
         if problem:
-            raise ValueError(f"{path}: not a benchmark record ({problem})")
+            raise ValueError(f"{path}: not a {'training' if training else 'benchmark'} record ({problem})")
         target = Path(dst) / path.name
         atomic_write(target, lambda tmp, text=text: Path(tmp).write_text(text, encoding="utf-8"))
         copied.append(str(target))

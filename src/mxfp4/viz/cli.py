@@ -57,7 +57,8 @@ def run(args) -> int:
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port must be 0..65535, got {args.port}")
     local = _loopback(args.host)
-    app = create_app(models_dir=args.models, allowed_hosts=LOOPBACK_HOSTS if local else None)
+    app = create_app(models_dir=args.models, allowed_hosts=LOOPBACK_HOSTS if local else None,
+                     run_dirs=args.runs)
     sock = listen(args.host, args.port)
     port = sock.getsockname()[1]
     import torch
@@ -84,6 +85,8 @@ def register(sub) -> None:
     p.add_argument("--port", type=int, default=8765, help="port (default 8765)")
     p.add_argument("--models", metavar="DIR", default=None,
                    help="folder of .safetensors files / model folders the 'Your model' view may read")
+    p.add_argument("--runs", metavar="DIR", nargs="+", default=None,
+                   help="`mxfp4 train` output folders, or folders of them, for the Training view")
     p.add_argument("--open", action="store_true", help="open the page in a web browser")
     p.add_argument("--sync-benchmarks", action="store_true",
                    help="copy docs/benchmarks/*.json into the package data and exit")

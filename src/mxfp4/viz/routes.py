@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from ..codec import ROUNDINGS, SCALE_RULES
 from ..format import BLOCK_SIZE
-from . import api, benchmarks, demos, models, stored
+from . import api, benchmarks, demos, models, stored, training
 from .safe_paths import list_models
 from .validate import (
     ApiError,
@@ -36,6 +36,7 @@ class Context:
 
     models_dir: str | None = None
     benchmark_dirs: list | None = None
+    run_dirs: list = field(default_factory=list)  # --runs folders, absolute
     views: tuple = field(default_factory=tuple)
 
 
@@ -127,6 +128,16 @@ def benchmarks_(p, ctx):
     return benchmarks.load(ctx.benchmark_dirs)
 
 
+def training_(p, ctx):
+    only_keys(p, ())
+    return training.listing(ctx.benchmark_dirs, ctx.run_dirs)
+
+
+def training_run(p, ctx):
+    only_keys(p, ("id",))
+    return training.run_curve(ctx.benchmark_dirs, ctx.run_dirs, p.get("id"))
+
+
 def models_(p, ctx):
     only_keys(p, ())
     return {"configured": ctx.models_dir is not None, "entries": list_models(ctx.models_dir),
@@ -185,6 +196,8 @@ ENDPOINTS = (
     ("POST", "/api/memory", memory),
     ("GET", "/api/memory/presets", memory_presets),
     ("GET", "/api/benchmarks", benchmarks_),
+    ("GET", "/api/training", training_),
+    ("GET", "/api/training/run", training_run),
     ("GET", "/api/models", models_),
     ("GET", "/api/model", model),
     ("GET", "/api/model/qsnr", model_qsnr),

@@ -210,7 +210,8 @@ function spaced(ticks, x) {
 }
 
 // Line / step charts. series: [{x, y, color, step, dash, name, width}], points: [{x, y, color, r, label}].
-export function lines({ series, points = [], vlines = [], hlines = [], height = 280, xLabel, yLabel, xDomain, yDomain }) {
+// yTicks and yFormat replace the y axis' ticks and their labels (a log axis draws log10 values).
+export function lines({ series, points = [], vlines = [], hlines = [], height = 280, xLabel, yLabel, xDomain, yDomain, yTicks, yFormat }) {
   return (width) => {
     const svg = s("svg", { width, height, viewBox: `0 0 ${width} ${height}`, class: "plot", role: "img" });
     const xs = series.flatMap((se) => se.x).concat(points.map((p) => p.x));
@@ -220,7 +221,7 @@ export function lines({ series, points = [], vlines = [], hlines = [], height = 
     if (!yDomain) { const pad = (y1 - y0) * 0.06 || 1; y0 -= pad; y1 += pad; }
     const x = linear(x0, x1, PAD.left, width - PAD.right);
     const y = linear(y0, y1, height - PAD.bottom, PAD.top);
-    axes(svg, x, y, niceTicks(x0, x1, Math.max(3, Math.floor(width / 90))), niceTicks(y0, y1, 5), width, height, { xLabel, yLabel });
+    axes(svg, x, y, niceTicks(x0, x1, Math.max(3, Math.floor(width / 90))), yTicks || niceTicks(y0, y1, 5), width, height, { xLabel, yLabel, yFormat });
     const clip = `clip-${++clipCount}`;
     svg.append(s("clipPath", { id: clip }, s("rect", { x: PAD.left, y: PAD.top, width: width - PAD.left - PAD.right, height: height - PAD.top - PAD.bottom })));
     for (const v of vlines) svg.append(s("line", { x1: x(v.x), x2: x(v.x), y1: PAD.top, y2: height - PAD.bottom, class: v.class || "vline" }));

@@ -3,7 +3,7 @@
 
 import { format, showError } from "./api.js";
 
-const VIEWS = ["block", "values", "rules", "matmul", "moe", "perf", "model"];
+const VIEWS = ["block", "values", "rules", "matmul", "moe", "perf", "training", "model"];
 const root = document.getElementById("view");
 let cleanup = null;
 let generation = 0;
