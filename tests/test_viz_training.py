@@ -51,9 +51,9 @@ def runs(tmp_path_factory):
 def recorded(tmp_path_factory):
     d = tmp_path_factory.mktemp("recorded")
     (d / "training-gemma.json").write_text(json.dumps({
-        "model": "Gemma test", "notes": ["QAT against a float control."],
+        "model": "Gemma test", "notes": ["QAT against a float control", "CPU"],
         "rtn": {"perplexity": 30.0},
-        "arms": {"qat-floor": {"perplexity": 25.0, "run": val_log([3.2, 3.0, 2.9])},
+        "arms": {"qat-floor": {"perplexity": 25.0, "run": {**val_log([3.2, 3.0, 2.9]), "train_loss_last10_mean": 3.05}},
                  "float-control": {"perplexity": 24.0, "run": val_log([3.1, 2.9, 2.8])}}}))
     (d / "training-list.json").write_text(json.dumps({
         "title": "Recipe arms", "runs": [{"label": "bf16", "tokens_per_step": 4096,
@@ -105,12 +105,12 @@ def test_recorded_results_name_each_arm(client):
     runs = by_label(listing)
     qat, control, bf16 = runs["qat-floor"], runs["float-control"], runs["bf16"]
     assert qat["source"] == "recorded" and qat["group"] == "training-gemma.json"
-    assert qat["final_val"] == 2.9 and qat["final_train"] is None and qat["steps"] == 30
-    assert qat["tokens_per_step"] == 16 and control["final_val"] == 2.8
+    assert qat["final_val"] == 2.9 and qat["final_train"] == 3.05 and qat["steps"] == 30
+    assert qat["tokens_per_step"] == 16 and control["final_val"] == 2.8 and control["final_train"] is None
     assert bf16["final_train"] == 4.75 and bf16["tokens"] == 8192
     files = {f["name"]: f for f in listing["files"]}
     assert files["training-gemma.json"]["title"] == "Gemma test"
-    assert files["training-gemma.json"]["notes"] == "QAT against a float control."
+    assert files["training-gemma.json"]["notes"] == "QAT against a float control; CPU"
     curve = ok(client.get("/api/training/run", params={"id": control["id"]}))
     assert curve["val"]["loss"] == [3.1, 2.9, 2.8] and curve["train"]["step"] == []
 
@@ -234,6 +234,10 @@ def test_training_view_draws_the_curves(page, runs, recorded):  # noqa: F811 (fi
         expect(page.locator("#training-chart svg.plot circle.pt")).to_have_count(5)
         expect(page.locator("#training-chart .legend").first).to_contain_text("qat-floor")
         shot(page, "training-1280x800")
+        page.set_viewport_size({"width": 390, "height": 844})
+        page.wait_for_timeout(200)
+        assert page.evaluate("document.documentElement.scrollWidth - window.innerWidth") <= 0
+        shot(page, "training-390x844")
         tiny.locator("input.pick").uncheck()
         table.locator("tr", has_text="qat-floor").locator("input.pick").uncheck()
         expect(page.locator("#training-chart")).to_contain_text("Tick one or more runs")

@@ -157,7 +157,7 @@ def summary(log) -> dict:
     diverged = log.get("diverged_at")
     return {"steps": steps, "tokens_per_step": per_step,
             "tokens": None if per_step is None else steps * per_step,
-            "final_train": sum(last) / len(last) if last else None,
+            "final_train": sum(last) / len(last) if last else _finite(log.get("train_loss_last10_mean")),
             "final_train_steps": len(last),
             "final_val": _finite(val[-1]["loss"]) if val else None,
             "final_val_step": int(val[-1]["step"]) if val else None,
@@ -219,7 +219,7 @@ def _file_info(path: Path, source: str, data) -> dict:
     title = next((data[k] for k in ("title", "model") if isinstance(data.get(k), str)), path.stem)
     notes = data.get("notes", "")
     if isinstance(notes, list):
-        notes = " ".join(str(n) for n in notes)
+        notes = "; ".join(str(n) for n in notes)
     env = data.get("environment") if isinstance(data.get("environment"), dict) else {}
     return {"name": path.name, "source": source, "title": title,
             "notes": notes if isinstance(notes, str) else "",

@@ -4,7 +4,7 @@
 // when its box is ticked.
 
 import { get, latest, showError } from "../api.js";
-import { COLORS, legend, lines, mount } from "../chart.js";
+import { COLORS, legend, lines, mount, niceTicks } from "../chart.js";
 import { card, emptyState, h, note, select, table, whole } from "../dom.js";
 
 export const title = "Training";
@@ -113,7 +113,8 @@ function toggle(label, value, onchange, id) {
     h("input", { type: "checkbox", id, checked: value, onchange: (e) => onchange(e.target.checked) }), h("span", {}, label));
 }
 
-// Exponential moving average with bias correction, as mxfp4.train.plot draws long runs.
+// Exponential moving average with bias correction, as mxfp4.train.plot draws long runs (there,
+// too, only the smoothed line is drawn: the raw one would hide the gaps between runs).
 function smooth(values, weight) {
   let avg = 0, n = 0;
   return values.map((v) => {
@@ -149,7 +150,6 @@ function chart(picked, data, color, state) {
     const raw = c.train.loss;
     const shown = state.smooth && raw.length > 50 ? smooth(raw, 0.9) : raw;
     const t = keep(c.train.step);
-    if (shown !== raw) series.push({ x: t.map(([x]) => x), y: t.map(([, j]) => fy(raw[j])), color: `${col}40`, width: 1 });
     series.push({ x: t.map(([x]) => x), y: t.map(([, j]) => fy(shown[j])), color: col, width: 1.6 });
     const v = keep(c.val.step).filter(([, j]) => c.val.loss[j] !== null);
     series.push({ x: v.map(([x]) => x), y: v.map(([, j]) => fy(c.val.loss[j])), color: col, width: 1.2, dash: "5 3" });
@@ -168,7 +168,7 @@ function chart(picked, data, color, state) {
   const options = { series, points: points.filter((p) => p.y !== null), vlines, height: 340,
     xLabel: state.x === "tokens" ? "tokens seen" : "training step",
     yLabel: state.log ? "loss (log scale)" : "loss (nats per token)",
-    xDomain: [Math.min(...xs), Math.max(...xs)], yDomain: [y0, y1] };
+    xDomain: [Math.min(...xs), Math.max(...xs)], yDomain: [y0, y1], yTicks: niceTicks(y0, y1, 6) };
   if (state.log) {
     options.yTicks = logTicks(10 ** y0, 10 ** y1).map(Math.log10);
     options.yFormat = (v) => String(Number((10 ** v).toPrecision(3)));
