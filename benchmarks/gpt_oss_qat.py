@@ -162,7 +162,7 @@ def main(argv=None) -> int:
     n_expert = sum(p.numel() for m in arms["float"].modules() if isinstance(m, QATMoE)
                    for p in (m.w1, m.w2))
     results = {
-        "what": "tiny GptOss trained on SOTU text: float experts vs MXFP4 QAT experts (issue 23)",
+        "title": "tiny GptOss on SOTU text: float experts vs MXFP4 QAT experts (issue 23)",
         "command": "PYTHONPATH=src python benchmarks/gpt_oss_qat.py " + " ".join(argv or sys.argv[1:]),
         "device": f"cpu ({platform.processor() or platform.machine()}), {args.threads} thread(s)",
         "torch": torch.__version__, "corpus": info,
