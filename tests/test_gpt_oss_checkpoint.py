@@ -251,3 +251,18 @@ def test_both_layouts_load_to_identical_gpt_oss_models(folders):
             for f in folders)
     ids = torch.tensor([5, 9, 2, 77, 31, 4, 4, 100, 63, 12])
     assert torch.equal(a(ids), b(ids))
+
+
+def test_save_pretrained_writes_what_from_pretrained_reads(tmp_path):
+    from mxfp4.models import GptOss, GptOssConfig
+
+    config = GptOssConfig(vocab_size=64, hidden_size=64, num_hidden_layers=2, num_experts=4,
+                          experts_per_token=2, intermediate_size=64, head_dim=16,
+                          num_attention_heads=4, num_key_value_heads=2, sliding_window=4)
+    model = GptOss.from_config(config, device="cpu", dtype=torch.float32, seed=3)
+    folder = model.save_pretrained(tmp_path / "oss")
+    back = GptOss.from_pretrained(folder, device="cpu", dtype=torch.float32, progress=False)
+    ids = torch.arange(9)[None] * 7 % 64
+    assert torch.equal(back(ids), model(ids))
+    with pytest.raises(ValueError, match="is not empty"):
+        model.save_pretrained(folder)

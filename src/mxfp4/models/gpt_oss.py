@@ -371,6 +371,16 @@ class GptOss(nn.Module):
         model.quantize_attention = quantize_attention
         return model
 
+    def save_pretrained(self, directory, *, overwrite: bool = False,
+                        max_shard_bytes: int = 4 << 30) -> str:
+        """Write the model in the original gpt-oss layout (config.json + safetensors shards),
+        which from_pretrained reads back (with quantize_attention="mxfp4" when the attention
+        projections are MXFP4); an existing non-empty folder needs overwrite=True. Returns the
+        folder. Details: models/gpt_oss_save.py."""
+        from .gpt_oss_save import save_gpt_oss
+
+        return save_gpt_oss(self, directory, overwrite=overwrite, max_shard_bytes=max_shard_bytes)
+
     # -- running -----------------------------------------------------------------------------
     def new_cache(self, batch: int, max_len: int) -> KVCache:
         """An empty KV cache for `batch` rows of at most `max_len` tokens (padding included)."""

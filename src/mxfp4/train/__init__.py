@@ -1,7 +1,7 @@
 """Training in MXFP4: quantization-aware training (prepare_qat / convert: qat.py, qat_moe.py) and
 the fully quantized training recipes (recipes.py, recipe_linear.py)."""
 
-from .export import save_gpt_oss
+from ..models.gpt_oss_save import save_gpt_oss  # also GptOss.save_pretrained
 from .qat import QATLinear, QATSummary, convert, fake_quantize, prepare_qat, set_quantization
 from .qat_moe import QATMoE, moe_float
 from .recipe_linear import MXFP4LinearFunction, RecipeLinear, apply_recipe, set_step

@@ -1,4 +1,5 @@
-"""Write a (converted) mxfp4.models.GptOss in the original gpt-oss layout, which
+"""GptOss.save_pretrained: a GptOss (loaded, random, or converted from QAT by mxfp4.train.convert)
+in the original gpt-oss layout, which
 GptOss.from_pretrained and gpt-oss's own code read: config.json + model.safetensors under the
 names `block.{i}.attn.qkv.weight`, `block.{i}.mlp.mlp1_weight.blocks`, ... (mxfp4.io.gpt_oss).
 
@@ -8,8 +9,8 @@ floats, which GptOss.from_pretrained(..., quantize_attention="mxfp4") turns back
 values (re-rounding an MXFP4 block's own values is lossless under the floor and even rules).
 So the three are all MXFP4 or all float; a mix is refused.
 
-(This is a writer and belongs in mxfp4.io beside save_gpt_oss_original, which converts folders
-only; it lives here until io has one that takes a model.)
+The model's modules are read here; mxfp4.io writes the tensors (shards, config, the staged
+output folder).
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def save_gpt_oss(model, directory: str | os.PathLike, *, overwrite: bool = False
     quantize_attention="mxfp4" when the model's attention projections are MXLinear. Written
     beside `directory` and moved into place when complete.
     """
-    from ..models.gpt_oss import GptOss
+    from .gpt_oss import GptOss
 
     if not isinstance(model, GptOss):
         raise TypeError(f"save_gpt_oss expects an mxfp4.models.GptOss, got {type(model).__name__}")
