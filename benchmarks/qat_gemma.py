@@ -15,6 +15,11 @@ model is trained), written as a float Hugging Face folder that `mxfp4 eval` read
         --arm qat-floor QAT_DIR E2.json --arm float-control FLOAT_DIR E3.json \
         -o docs/benchmarks/training-gemma3-270m.json
 
+`qat-frozen` repeats a QAT run (same tokens, order, schedule, seed) with only the QAT Linear
+layers trained (embeddings, tied head, norms frozen) at its own --lr, writing the MXFP4 folder:
+
+    python benchmarks/qat_gemma.py qat-frozen MODEL QAT_DIR -o OUT_DIR --lr 2e-5
+
 `report` only gathers measured numbers (eval JSONs, loss logs, run settings) and computes the
 recovered fraction (ppl_RTN - ppl_X) / (ppl_RTN - ppl_baseline); it measures nothing itself.
 """
@@ -31,14 +36,14 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 
 
-def control(args) -> None:
-    import torch
+def _recorded_run(args):
+    """(run, data, settings, batches, validation rows, tokenizer) of a finished QAT run, checked
+    to give the same text and the same batches in the same order."""
     from transformers import AutoTokenizer
 
-    from mxfp4.io.hf import load_model
     from mxfp4.train.data import (TokenBatches, read_text, sequences, split_text,
                                   text_fingerprint, tokenize)
-    from mxfp4.train.loop import TrainSettings, checkpoint_dir, train, write_json, write_log
+    from mxfp4.train.loop import TrainSettings
 
     with open(os.path.join(args.qat_dir, "run.json")) as f:
         run = json.load(f)
@@ -64,6 +69,16 @@ def control(args) -> None:
         raise ValueError(f"training batches differ from the QAT run's: {batches.state()} "
                          f"against {run['batches']}")
     val_rows = sequences(tokenize(tokenizer, val_text, "the validation text"), settings.seq, bos)
+    return run, data, settings, batches, val_rows, tokenizer
+
+
+def control(args) -> None:
+    import torch
+
+    from mxfp4.io.hf import load_model
+    from mxfp4.train.loop import checkpoint_dir, train, write_json, write_log
+
+    run, data, settings, batches, val_rows, tokenizer = _recorded_run(args)
     model, kind = load_model(args.model_dir, dtype=torch.float32, device="cpu")
     if kind != "float":
         raise ValueError(f"{args.model_dir!r} is a {kind} model, not the float one")
@@ -79,6 +94,60 @@ def control(args) -> None:
     write_json(os.path.join(args.output, "run.json"), record)
     write_log(args.output, result.log, result.log["title"])
     print(f"float control: {result.step} steps, last validation loss "
+          f"{result.log['val'][-1]['loss']:.4f}, {time.perf_counter() - started:.0f} s; "
+          f"wrote {args.output}")
+
+
+def qat_frozen(args) -> None:
+    """QAT of the quantized Linear layers only: embeddings, tied head and norms stay frozen.
+
+    Same model, tokens, batch order, schedule and optimizer as a finished `mxfp4 train qat` run
+    (read from its run.json), except the peak learning rate (--lr); writes the MXFP4 folder that
+    `mxfp4 eval` reads, as `mxfp4 train qat` does.
+    """
+    import torch
+
+    from mxfp4.io.checkpoint import save_quantized
+    from mxfp4.io.hf import load_model
+    from mxfp4.train import QATLinear, convert, prepare_qat
+    from mxfp4.train.loop import TrainSettings, checkpoint_dir, train, write_json, write_log
+
+    run, data, settings, batches, val_rows, tokenizer = _recorded_run(args)
+    if run["options"]["hadamard"] or run["options"]["include"] or run["options"]["exclude"]:
+        raise ValueError("qat-frozen repeats only a plain `mxfp4 train qat` run (all Linear "
+                         "layers, no Hadamard)")
+    settings = TrainSettings(**{**run["settings"], "lr": args.lr})
+    model, kind = load_model(args.model_dir, dtype=torch.float32, device="cpu")
+    if kind != "float":
+        raise ValueError(f"{args.model_dir!r} is a {kind} model, not the float one")
+    summary = prepare_qat(model, scale_rule=run["options"]["scale_rule"],
+                          block_size=run["options"]["block_size"])
+    for p in model.parameters():  # freeze all, then thaw the QAT layers' master weights
+        p.requires_grad_(False)
+    for m in model.modules():
+        if isinstance(m, QATLinear):
+            for p in m.parameters():
+                p.requires_grad_(True)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    options = {**run["options"], "trainable": "QAT Linear layers only", "trainable_parameters":
+               trainable, "parameters": total}
+    record = {"command": "qat", "settings": {**run["settings"], "lr": args.lr},
+              "options": options, "data": {**data, "qat_layers": len(summary.linears)},
+              "batches": batches.state(), "validation_sequences": len(val_rows),
+              "repeats": os.path.abspath(args.qat_dir)}
+    print(f"qat-frozen: {len(summary.linears)} QAT layers, {trainable:,} of {total:,} "
+          f"parameters trainable, lr {args.lr}", flush=True)
+    started = time.perf_counter()
+    result = train(model, batches, val_rows, settings, out=args.output, run=record,
+                   device="cpu", title=f"qat floor, QAT layers only: {args.output}")
+    shutil.rmtree(checkpoint_dir(args.output))
+    convert(model)  # on the CPU reference path: bit-identical to the QAT forward
+    save_quantized(model, args.output, overwrite=True)  # replaces the training folder whole
+    tokenizer.save_pretrained(args.output)
+    write_json(os.path.join(args.output, "run.json"), record)
+    write_log(args.output, result.log, result.log["title"])
+    print(f"qat-frozen: {result.step} steps, last validation loss "
           f"{result.log['val'][-1]['loss']:.4f}, {time.perf_counter() - started:.0f} s; "
           f"wrote {args.output}")
 
@@ -131,6 +200,12 @@ def main() -> None:
     c.add_argument("qat_dir", help="a finished `mxfp4 train qat` output folder")
     c.add_argument("-o", "--output", required=True)
     c.set_defaults(func=control)
+    f = sub.add_parser("qat-frozen", help="QAT on a QAT run's tokens, only the QAT layers trained")
+    f.add_argument("model_dir")
+    f.add_argument("qat_dir", help="a finished `mxfp4 train qat` output folder")
+    f.add_argument("-o", "--output", required=True)
+    f.add_argument("--lr", type=float, required=True, help="peak learning rate")
+    f.set_defaults(func=qat_frozen)
     r = sub.add_parser("report", help="gather eval JSONs into the results file")
     r.add_argument("--baseline", required=True, help="mxfp4 eval --json of the float model")
     r.add_argument("--rtn", required=True, help="mxfp4 eval --json of the RTN checkpoint")
