@@ -36,6 +36,15 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 
 
+def _finish(output, tokenizer, record, result, started, label):
+    """The rest of a run's folder beside its model: tokenizer, run.json, loss log and plot."""
+    tokenizer.save_pretrained(output)
+    write_json(os.path.join(output, "run.json"), record)
+    write_log(output, result.log, result.log["title"])
+    print(f"{label}: {result.step} steps, last validation loss "
+          f"{result.log['val'][-1]['loss']:.4f}, {time.perf_counter() - started:.0f} s; wrote {output}")
+
+
 def _recorded_run(args):
     """(run, data, settings, batches, validation rows, tokenizer) of a finished QAT run, checked
     to give the same text and the same batches in the same order."""
@@ -90,12 +99,7 @@ def control(args) -> None:
                    device="cpu", title=f"float control: {args.output}")
     shutil.rmtree(checkpoint_dir(args.output))  # model + optimizer state, several GB
     model.save_pretrained(args.output)
-    tokenizer.save_pretrained(args.output)
-    write_json(os.path.join(args.output, "run.json"), record)
-    write_log(args.output, result.log, result.log["title"])
-    print(f"float control: {result.step} steps, last validation loss "
-          f"{result.log['val'][-1]['loss']:.4f}, {time.perf_counter() - started:.0f} s; "
-          f"wrote {args.output}")
+    _finish(args.output, tokenizer, record, result, started, "float control")
 
 
 def qat_frozen(args) -> None:
@@ -144,12 +148,7 @@ def qat_frozen(args) -> None:
     shutil.rmtree(checkpoint_dir(args.output))
     convert(model)  # on the CPU reference path: bit-identical to the QAT forward
     save_quantized(model, args.output, overwrite=True)  # replaces the training folder whole
-    tokenizer.save_pretrained(args.output)
-    write_json(os.path.join(args.output, "run.json"), record)
-    write_log(args.output, result.log, result.log["title"])
-    print(f"qat-frozen: {result.step} steps, last validation loss "
-          f"{result.log['val'][-1]['loss']:.4f}, {time.perf_counter() - started:.0f} s; "
-          f"wrote {args.output}")
+    _finish(args.output, tokenizer, record, result, started, "qat-frozen")
 
 
 def _eval(path: str) -> dict:

@@ -163,7 +163,7 @@ def pick_config(m: int, n: int, kp: int, sm_count: int, hopper: bool = True) -> 
         # 16 rows of x, or short K (< 4096), runs one warpgroup per 64-row tile, so that
         # several CTAs share an SM. Split K while the CTAs fit in ~1.4 waves of 8-warp CTAs
         # and each split keeps >= 640 elements of K. Measured on an H100
-        # (benchmarks/breakdown.py tiles): split 4 for
+        # (benchmarks/breakdown.py at 3fcbdde tiles): split 4 for
         # 2880 -> 2880, 2880 -> 5760 and 14336 -> 4096, none for 4096 -> 14336; at M = 1 the
         # 4096-wide shapes 19.5 / 19.5 us with 64-row tiles vs 20.5 / 20.7 with 128-row ones,
         # while M = 64 there wants 128-row tiles of 8 warps (29.2 vs 36.5 us).
@@ -270,7 +270,7 @@ def _plan(m, n, k, w, hopper, x2, bias, config):
                 SB=min(w.block_size, bk), MASK_K=not hopper and kp % bk != 0,
                 RAGGED_K=hopper and k % 64 != 0,
                 # PDL (kernels/pdl.py): let the next kernel in early only from 8-warp tiles;
-                # measured on an H100 (benchmarks/breakdown.py pdl): M=64 27.5 vs 28.0 and
+                # measured on an H100 (benchmarks/breakdown.py at 3fcbdde pdl): M=64 27.5 vs 28.0 and
                 # 29.6 vs 30.7 us, while 4-warp split-K tiles on long K lost (14336->4096
                 # M=1 20.8 vs 18.5 us releasing at exit)
                 EARLY_RELEASE=cfg["num_warps"] >= 8)

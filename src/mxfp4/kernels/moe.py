@@ -88,7 +88,7 @@ def default_config(tokens: int, k: int, experts: int) -> MoEConfig:
     if tokens * k <= DECODE_MAX_PAIRS:
         g = GemmConfig(16, 64, 256, 4, 3)
         # W1 / W2 on the tensor-core GEMV with 4 / 4 K warps per 16-row program
-        # (benchmarks/moe_decode_probe.py, H100, sixth session: T = 1 / 2 / 4 37.1 / 60.3 /
+        # (benchmarks/moe_decode_probe.py at 3fcbdde, H100, sixth session: T = 1 / 2 / 4 37.1 / 60.3 /
         # 102.6 us; W1 with 2 warps 40.5 / 69.3 / 109.5). Until W1 stopped doing the top-k
         # in its prologue (79 instead of 96 registers), 2 W1 warps were best. Both in one
         # launch (ninth session, interleaved): T = 2 / 4 54.8 / 98.3 against 60.3 / 103.3 us,
@@ -113,7 +113,7 @@ def default_config(tokens: int, k: int, experts: int) -> MoEConfig:
     else:
         g = GemmConfig(128, 64, 64, 4, 3)
         # tail GEMMs where most experts' counts sit just past a multiple of 128 rows, or at
-        # most 64 (eighth session, `benchmarks/moe_tail_probe.py`): T = 4096 (128 +- 11 pairs
+        # most 64 (eighth session, `benchmarks/moe_tail_probe.py at 3fcbdde`): T = 4096 (128 +- 11 pairs
         # per expert) 2905 against 3169 us with 16-row tails, T = 2048 (64 +- 8) 1952 against
         # 2086 with 64-row ones; at 96, 192 and 512 pairs tails gained nothing or lost
         if per_expert <= 80:

@@ -236,7 +236,7 @@ def _sm_count(device) -> int:
 
 
 # (elements per program, warps[, evict-first hint[, walk[, width]]]) (see _options): tuned on
-# the H100 (mxfp4 bench kernels --sweep, scripts/tune_quantize.py, benchmarks/order_probe.py;
+# the H100 (mxfp4 bench kernels --sweep, scripts/tune_quantize.py, benchmarks/order_probe.py at 3fcbdde;
 # docs/kernels.md "Tuning"). Quantize: 4 rows x 1024 columns measured 65.4 us against 68.0 us
 # for 16 x 256, and the row-major walk 71.9 against 69.8. Dequantize: the row-major walk
 # measured 60.3 us against 64.6 for the 2-D grid (neighbouring programs write one stream).
