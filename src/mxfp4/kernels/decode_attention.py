@@ -5,8 +5,12 @@ the sink in the denominator).
 
 Split over the cache (flash-decoding): program (row b, KV head, split) scores the G query heads
 that share the KV head against its share of the slots, keeping a running max m, sum l and
-output acc (base-2 exponentials); a second kernel merges the splits of each query head and adds
-the sink to the denominator: out = sum_s 2^(m_s - M) acc_s / (sum_s 2^(m_s - M) l_s + 2^(sink - M)).
+output acc (base-2 exponentials). The last split of a (row, KV head) to finish (an arrival
+counter, as the split-K GEMVs use) merges the splits of its G heads and adds the sink to the
+denominator: out = sum_s 2^(m_s - M) acc_s / (sum_s 2^(m_s - M) l_s + 2^(sink - M)). One launch
+per layer, not two: at batch 1 a decode step is short kernels back to back, and each launch
+costs a few microseconds even inside a CUDA graph. The kernel is launched early (PDL) and lets
+the next one (the out projection, which streams its weights early) be placed at once.
 
 Which slots count is read from the device, so that the launch can be captured in a CUDA graph
 whose cache grows between replays: a full-attention layer looks at slots [0, column]; a ring
@@ -22,18 +26,24 @@ import torch
 import triton
 import triton.language as tl
 
+from .linear import arrival_counters
+from .pdl import launch_options, release_dependents, wait_for_inputs
+
 LOG2E = 1.4426950408889634
 BLOCK_S = 64  # cache slots per tile
 
 
 @triton.jit
-def _split_kernel(q_ptr, k_ptr, v_ptr, kpos_ptr, qpos_ptr, col_ptr, acc_ptr, ml_ptr,
-                  S, KV, SPLITS, qk_scale,
-                  G: tl.constexpr, BG: tl.constexpr, D: tl.constexpr, BS: tl.constexpr,
-                  WINDOW: tl.constexpr, RING: tl.constexpr, PRECISION: tl.constexpr):
+def _attention_kernel(q_ptr, k_ptr, v_ptr, kpos_ptr, qpos_ptr, col_ptr, acc_ptr, ml_ptr,
+                      sink_ptr, out_ptr, lock_ptr, S, KV, SPLITS, qk_scale,
+                      G: tl.constexpr, BG: tl.constexpr, D: tl.constexpr, BS: tl.constexpr,
+                      BSPLIT: tl.constexpr, WINDOW: tl.constexpr, RING: tl.constexpr,
+                      PRECISION: tl.constexpr):
     b = tl.program_id(0)
     kvh = tl.program_id(1)
     split = tl.program_id(2)
+    wait_for_inputs()  # launched early (PDL): nothing is read or written before this
+    release_dependents()  # the out projection may be placed now and stream its weights
     if RING:
         n = S
     else:
@@ -70,29 +80,34 @@ def _split_kernel(q_ptr, k_ptr, v_ptr, kpos_ptr, qpos_ptr, col_ptr, acc_ptr, ml_
         l = l * alpha + tl.sum(p, axis=1)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
         m = m_new
-    out = ((b * KV * G + head) * SPLITS + split)
-    tl.store(acc_ptr + out[:, None] * D + d[None, :], acc, mask=(g < G)[:, None])
-    tl.store(ml_ptr + out * 2, m, mask=g < G)
-    tl.store(ml_ptr + out * 2 + 1, l, mask=g < G)
-
-
-@triton.jit
-def _merge_kernel(acc_ptr, ml_ptr, sink_ptr, out_ptr, H, SPLITS,
-                  D: tl.constexpr, BSPLIT: tl.constexpr):
-    row = tl.program_id(0)  # b * H + head
-    head = row % H
-    sp = tl.arange(0, BSPLIT)
-    d = tl.arange(0, D)
-    ok = sp < SPLITS
-    m = tl.load(ml_ptr + (row * SPLITS + sp) * 2, mask=ok, other=float("-inf"))
-    l = tl.load(ml_ptr + (row * SPLITS + sp) * 2 + 1, mask=ok, other=0.0)
-    sink = tl.load(sink_ptr + head).to(tl.float32) * 1.4426950408889634
-    top = tl.maximum(tl.max(m, axis=0), sink)  # finite: the sink always counts
-    w = tl.exp2(m - top)
-    acc = tl.load(acc_ptr + (row * SPLITS + sp)[:, None] * D + d[None, :], mask=ok[:, None], other=0.0)
-    total = tl.sum(w * l, axis=0) + tl.exp2(sink - top)
-    out = tl.sum(acc * w[:, None], axis=0) / total
-    tl.store(out_ptr + row * D + d, out.to(out_ptr.dtype.element_ty))
+    hmask = g < G
+    rows = b * KV * G + head  # the query heads' rows of out [B * H, D]
+    part = rows * SPLITS + split
+    tl.store(acc_ptr + part[:, None] * D + d[None, :], acc, mask=hmask[:, None])
+    tl.store(ml_ptr + part * 2, m, mask=hmask)
+    tl.store(ml_ptr + part * 2 + 1, l, mask=hmask)
+    tl.debug_barrier()
+    lock = lock_ptr + b * KV + kvh
+    if tl.atomic_add(lock, 1, sem="acq_rel", scope="gpu") == SPLITS - 1:  # the last split merges
+        sp = tl.arange(0, BSPLIT)
+        both = hmask[:, None] & (sp < SPLITS)[None, :]
+        parts = rows[:, None] * SPLITS + sp[None, :]  # [BG, BSPLIT]
+        ms = tl.load(ml_ptr + parts * 2, mask=both, other=float("-inf"), cache_modifier=".cg")
+        ls = tl.load(ml_ptr + parts * 2 + 1, mask=both, other=0.0, cache_modifier=".cg")
+        sink = tl.load(sink_ptr + head, mask=hmask, other=0.0).to(tl.float32) * 1.4426950408889634
+        top = tl.maximum(tl.max(ms, axis=1), sink)  # finite: the sink always counts
+        ws = tl.exp2(ms - top[:, None])
+        total = tl.sum(ws * ls, axis=1) + tl.exp2(sink - top)
+        merged = tl.zeros([BG, D], tl.float32)
+        for i in range(SPLITS):  # in split order: the result does not depend on who arrived last
+            w_i = tl.sum(tl.where(sp[None, :] == i, ws, 0.0), axis=1)
+            acc_i = tl.load(acc_ptr + (rows * SPLITS + i)[:, None] * D + d[None, :],
+                            mask=hmask[:, None], other=0.0, cache_modifier=".cg")
+            merged += acc_i * w_i[:, None]
+        out = merged / total[:, None]
+        tl.store(out_ptr + rows[:, None] * D + d[None, :], out.to(out_ptr.dtype.element_ty),
+                 mask=hmask[:, None])
+        tl.atomic_xchg(lock, 0, sem="relaxed", scope="gpu")  # ready for the next layer
 
 
 @functools.lru_cache(maxsize=None)
@@ -123,13 +138,15 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kpos: to
     splits = _splits(q.device, B, KV, S)
     acc = torch.empty(B, H, splits, D, device=q.device, dtype=torch.float32)
     ml = torch.empty(B, H, splits, 2, device=q.device, dtype=torch.float32)
-    _split_kernel[(B, KV, splits)](
-        q.contiguous(), k, v, kpos, qpos, column, acc, ml, S, KV, splits, sm_scale * LOG2E,
-        G=G, BG=max(16, triton.next_power_of_2(G)), D=D, BS=BLOCK_S, WINDOW=int(window),
-        RING=bool(ring), num_warps=4,
-        PRECISION="ieee" if q.dtype == torch.float32 else "tf32")  # fp32 models: no TF32 rounding
     out = torch.empty(B, H * D, device=q.device, dtype=q.dtype)
-    _merge_kernel[(B * H,)](acc, ml, sinks, out, H, splits, D=D,
-                            BSPLIT=triton.next_power_of_2(splits), num_warps=1)
+    locks = arrival_counters(q.device)
+    if B * KV > locks.numel():
+        raise ValueError(f"decode_attention: at most {locks.numel()} (row, KV head) pairs, got {B * KV}")
+    _attention_kernel[(B, KV, splits)](
+        q.contiguous(), k, v, kpos, qpos, column, acc, ml, sinks, out, locks, S, KV, splits,
+        sm_scale * LOG2E, G=G, BG=max(16, triton.next_power_of_2(G)), D=D, BS=BLOCK_S,
+        BSPLIT=triton.next_power_of_2(splits), WINDOW=int(window), RING=bool(ring), num_warps=4,
+        PRECISION="ieee" if q.dtype == torch.float32 else "tf32",  # fp32 models: no TF32 rounding
+        **launch_options(q.device))
     return out
 
