@@ -212,7 +212,7 @@ def probe(a) -> None:
               "first_step_s": round(first, 2), "waited_for_others": os.path.exists(go),
               "window_steps": n, "step_s": round(step_s, 4), "val_s": round(time.time() - t, 3),
               "tokens_per_s": round(a.batch * a.seq / step_s), "loss_at_window_end": loss,
-              "max_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)
+              "max_memory_gib": round(torch.cuda.max_memory_reserved() / 2**30, 2)
               if device.type == "cuda" else None}
     with open(os.path.join(a.probe_dir, f"{a.name}.json"), "w") as f:
         json.dump(result, f)
@@ -356,6 +356,8 @@ class Driver:
                                  f"(`mxfp4 train corpus -o DIR`)")
         self.jobs = {}  # every job, in order: the log and the clean-up
         self.env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
+        # many processes share the GPU: less memory left in fragments of each one's pool
+        self.env.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
         self.env["PYTHONPATH"] = os.pathsep.join(filter(None, (
             os.path.join(os.path.dirname(HERE), "..", "src"), os.environ.get("PYTHONPATH"))))
         self.env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 2) // len(a.arms))))
@@ -458,10 +460,12 @@ class Driver:
         step_max = max(v["step_s"] for v in ok.values())
         step_bf16 = ok["bf16"]["step_s"] if "bf16" in ok else step_max
         startup = max(v["startup_s"] for v in ok.values()) + 5  # + a cached first step
-        val_s = max(v["val_s"] for v in ok.values())
+        # a validation pass: timed alone after the window, or val_batches forward passes at a
+        # third of a concurrent training step each, whichever is longer
+        val_s = max(max(v["val_s"] for v in ok.values()) * 2, a.val_batches / 3 * step_max)
         left = self.left() - a.final_reserve
         arms_left = min(left, a.arms_budget) if a.arms_budget else left
-        fixed = startup + a.save_seconds + (VAL_POINTS + 1) * 2 * val_s
+        fixed = startup + a.save_seconds + (VAL_POINTS + 1) * val_s
         # a QAT step: the bf16 step plus a fake quantization of each weight; say twice it
         b_need = max(a.b_seconds, startup + a.qat_steps * 2 * step_bf16 * a.margin + 60)
         n_slow = (arms_left - fixed) / (step_max * a.margin)
@@ -476,12 +480,15 @@ class Driver:
         if steps < a.min_steps:
             self.error(f"only {steps} steps fit the time left; running --min-steps {a.min_steps}")
             steps = a.min_steps
-        memory = sum(v.get("max_memory_gib") or 0 for v in ok.values())
+        # what the arms hold (allocator pools and about 0.5 GiB of CUDA context each): part (b)
+        # runs beside the slower arms, so keep only the first QAT lr when memory is short
+        memory = sum((v.get("max_memory_gib") or 0) + 0.5 for v in ok.values())
         total = self.record["device_memory_gib"]
         choice["probe_memory_gib_sum"] = round(memory, 1)
-        if total and memory > 0.8 * total:
-            self.error(f"the arms together allocated {memory:.1f} of {total} GiB in the probe: "
-                       f"part (b) beside them may run out of memory")
+        if total and memory > 0.6 * total and len(a.qat_lrs) > 1:
+            self.error(f"the arms held about {memory:.1f} of {total} GiB in the probe: QAT runs "
+                       f"at lr {a.qat_lrs[0]:g} only")
+            a.qat_lrs = a.qat_lrs[:1]
         choice["steps"] = steps
         return steps
 

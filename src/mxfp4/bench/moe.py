@@ -5,11 +5,18 @@ with the `ceil` rule, a random router (experts roughly balanced). Each timed gra
 layer on R different inputs, so that small-T runs pick different experts and cannot live in
 L2 (one token's 4 experts are 53 MB, about the L2 size). `--stack gpt-oss-120b` allocates all
 36 MoE layers in MXFP4 and runs one token through them.
+
+Baselines, timed in the same run on the same inputs: the layer in bf16 torch and, when the
+package can be imported, on OpenAI triton_kernels. Every column, ours and theirs, is checked
+against the fp32 reference first (`checked_time`); one that fails is reported with its error,
+never timed. Both baselines route in fp32, as the reference does.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import os
 import statistics
 
 import torch
@@ -17,12 +24,21 @@ import torch
 from .record import environment, write_results
 
 TOKENS = (1, 16, 64, 256, 1024, 4096, 16384)
-# The issue's targets and OpenAI triton_kernels on the same H100 (whole layer, median, us).
+# The issue's targets on the H100 (whole layer, median, us).
 TARGET_US = {1: 35, 16: 250, 64: 520, 256: 600, 4096: 2000, 16384: 6000}
-TRITON_KERNELS_US = {1: 83, 16: 310, 64: 610, 256: 732, 4096: 2470, 16384: 7890}
 HBM_BPS, BF16_FLOPS = 3.03e12, 723e12  # the issue's H100 ceilings for the floor column
+REL_TOL = 1e-2  # relative Frobenius error against the fp32 reference: bf16 activations
 COLUMNS = ["T", "path", "config", "us", "floor_us", "floor_frac", "weight_GBps", "TFLOPs",
-           "bf16_torch_us", "triton_kernels_us", "target_us", "rel_err"]
+           "target_us", "rel_err"]
+
+
+def columns(baselines, rows: list) -> list:
+    """COLUMNS with each baseline's time and error after TFLOPs, and its `_error` column where
+    some row has one; a baseline this run did not have gets no column at all."""
+    extra = [f"{b}_{c}" for b in baselines for c in ("us", "rel_err")]
+    errors = [f"{b}_error" for b in baselines if any(f"{b}_error" in r for r in rows)]
+    i = COLUMNS.index("TFLOPs") + 1
+    return COLUMNS[:i] + extra + COLUMNS[i:] + errors
 
 
 def make_layer(E=128, H=2880, I=2880, k=4, device="cuda", seed=0, chunk=8):
@@ -62,7 +78,7 @@ def patched(module, name: str, value, fn):
 
 def compare_configs(layer, T: int, configs: list, reps: int = 16, min_us: float = 3000.0) -> list:
     """µs per call of `layer` at T tokens under each MoEConfig: each first checked against the
-    reference path (relative error < 1e-2), then all timed interleaved (CUDA graphs over reps
+    reference path (relative error <= REL_TOL), then all timed interleaved (CUDA graphs over reps
     random inputs, replayed in turn; `bench.kernels.graph_times_us`)."""
     from .kernels import graph_times_us
 
@@ -71,9 +87,8 @@ def compare_configs(layer, T: int, configs: list, reps: int = 16, min_us: float 
     xs = [torch.randn(T, layer.hidden_size, generator=g, device=dev).bfloat16() for _ in range(reps)]
     ref = layer(xs[0], backend="reference").float()
     for cfg in configs:
-        out = layer(xs[0], backend="triton", config=cfg).float()
-        err = ((out - ref).norm() / ref.norm()).item()
-        if not err < 1e-2:
+        err = rel_err(layer(xs[0], backend="triton", config=cfg), ref)
+        if not err <= REL_TOL:
             raise RuntimeError(f"T={T}, {cfg}: differs from the reference by {err:.3g}")
     return graph_times_us([[lambda x=x, c=cfg: layer(x, backend="triton", config=c) for x in xs]
                            for cfg in configs], min_us)
@@ -101,16 +116,43 @@ def graph_time_us(fn, inputs, replays=20) -> float:
     return statistics.median(times)
 
 
+def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    """Relative Frobenius error of out against the fp32 reference output ref."""
+    out = out.float().reshape(ref.shape)
+    return ((out - ref).norm() / ref.norm()).item()
+
+
+def checked_time(fn, inputs, ref) -> dict:
+    """{"rel_err", "us"} of fn, timed over inputs only after fn(inputs[0]) is within REL_TOL of
+    ref; {"error"} (and "rel_err" where there is one) if it fails or is wrong: never timed."""
+    entry = {}
+    try:
+        entry["rel_err"] = err = rel_err(fn(inputs[0]), ref)
+        if not err <= REL_TOL:  # also catches NaN
+            raise RuntimeError(f"differs from the reference by {err:.3g} (> {REL_TOL})")
+        entry["us"] = graph_time_us(fn, inputs)
+    except Exception as e:  # a kernel that fails to compile or is wrong is reported, not timed
+        entry["error"] = _said(e)
+        if inputs[0].is_cuda:
+            torch.cuda.synchronize()
+    return entry
+
+
+def _said(e: Exception) -> str:
+    return f"{type(e).__name__}: {e}"[:300]
+
+
 def bf16_torch_moe(m, w1, w2):
-    """The same layer in bf16 torch (cuBLAS/CUTLASS grouped GEMMs), capturable: a baseline."""
+    """The same layer in bf16 torch (cuBLAS/CUTLASS grouped GEMMs), capturable: a baseline.
+    Routed by the reference's own fp32 routing: bf16 logits pick other experts for near ties."""
+    from ..nn.moe import route_reference
+
     E, k = m.num_experts, m.experts_per_token
     lim, alpha = m.swiglu_limit, m.swiglu_alpha
 
     def fn(x):
-        logits = torch.nn.functional.linear(x, m.router_weight, m.router_bias).float()
-        top = logits.topk(k, dim=-1)
-        wts = torch.softmax(top.values, dim=-1).flatten()
-        ids = top.indices.flatten()
+        top_ids, top_wts = route_reference(x, m.router_weight, m.router_bias, k)
+        wts, ids = top_wts.flatten(), top_ids.flatten()
         order = torch.argsort(ids, stable=True)
         counts = torch.zeros(E, dtype=torch.int32, device=x.device).scatter_add_(
             0, ids, torch.ones_like(ids, dtype=torch.int32))
@@ -136,6 +178,117 @@ def _bf16_weights(w, chunk=8):
         part = MXTensor(w.codes[e:e + chunk], w.scales[e:e + chunk], (min(chunk, E - e), N, K), 2)
         out[e:e + chunk] = part.dequantize(torch.bfloat16)
     return out
+
+
+def tk_operands(w) -> tuple[torch.Tensor, torch.Tensor]:
+    """(codes [E, K/2, N], scales [E, K/32, N]) of an MXTensor w [E, N, K]: the weight operand of
+    triton_kernels (y = x @ w, two E2M1 codes a byte and E8M0 scales along axis 1, column-major as
+    its Hopper kernels require). Transposed views of w's bytes: the same codes, not requantized."""
+    if len(w.shape) != 3 or w.axis != 2 or w.block_size != 32:
+        raise ValueError(f"expected an MXTensor [E, N, K] in blocks of 32 along K, got {w!r}")
+    return w.codes.transpose(1, 2), w.scales.transpose(1, 2)
+
+
+def triton_kernels_info():
+    """None when triton_kernels cannot be imported (printing why); else where it came from, its
+    distribution version if installed, and the commit named by a COMMIT file beside it."""
+    try:
+        import triton_kernels
+    except Exception as e:  # not installed, or built for another triton
+        print(f"triton_kernels not importable ({type(e).__name__}: {e}): no triton_kernels column")
+        return None
+    root = os.path.dirname(os.path.dirname(os.path.abspath(triton_kernels.__file__)))
+    info = {"path": root}
+    try:
+        info["version"] = importlib.metadata.version("triton_kernels")
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    if os.path.isfile(os.path.join(root, "COMMIT")):
+        info["commit"] = open(os.path.join(root, "COMMIT")).read().strip()
+    return info
+
+
+def triton_kernels_moe(m):
+    """T -> the same layer on OpenAI triton_kernels, capturable: a baseline. Its MoE chain (topk,
+    ragged metadata, matmul_ogs W1 with SwiGLU fused, W2 with the weighted combine) on m's MXFP4
+    weights, converted once and losslessly to its Hopper layouts. Router logits in fp32 torch
+    as the reference computes them. Its scale layout is swizzled for the kernel's warp count:
+    4 up to 512 tokens, 8 above, the rule of its own bench (bench/bench_mlp.py)."""
+    from triton_kernels.matmul_ogs import (FnSpecs, FusedActivation, GatherIndx, PrecisionConfig,
+                                           RoutingData, ScatterIndx, matmul_ogs)
+    from triton_kernels.swiglu import swiglu_fn
+    from triton_kernels.tensor import FP4, convert_layout, make_ragged_tensor_metadata, wrap_torch_tensor
+    from triton_kernels.tensor_details import layout
+    from triton_kernels.topk import topk
+
+    E, k = m.num_experts, m.experts_per_token
+    wr, br, b1, b2 = (t.float() for t in (m.router_weight, m.router_bias, m.b1, m.b2))
+    act = FusedActivation(FnSpecs("swiglu", swiglu_fn, ("alpha", "limit"), reduction_n=2),
+                          (m.swiglu_alpha, m.swiglu_limit))
+    value_layout, value_opts = layout.make_default_matmul_mxfp4_w_layout(mx_axis=1)
+    values, scales = [], []
+    for w in (m.w1, m.w2):
+        codes, s = tk_operands(w)
+        values.append(convert_layout(wrap_torch_tensor(codes, dtype=FP4), value_layout, **value_opts))
+        scales.append(wrap_torch_tensor(s))
+    precisions = {}
+
+    def make(T):
+        warps = 4 if T <= 512 else 8
+        if warps not in precisions:
+            sl, opts = layout.make_default_matmul_mxfp4_w_scale_layout(mx_axis=1, num_warps=warps)
+            precisions[warps] = [PrecisionConfig(weight_scale=convert_layout(s, sl, **opts)) for s in scales]
+        pc1, pc2 = precisions[warps]
+
+        def fn(x):
+            sparse = topk(x.float() @ wr.T + br, k, apply_softmax=True)  # as route_reference
+            meta = sparse.mask_metadata
+            gather = GatherIndx(meta.col_sorted_indx, meta.row_sorted_indx)
+            scatter = ScatterIndx(meta.row_sorted_indx, meta.col_sorted_indx)
+            ragged = make_ragged_tensor_metadata(meta.col_sum, meta.row_sorted_indx.shape[0])
+            gates = sparse.vals.flatten()[meta.col_sorted_indx]
+            rdata = RoutingData(gates, ragged.slice_sizes, E, k, ragged)
+            h = matmul_ogs(x, values[0], b1, rdata, gather_indx=gather, precision_config=pc1,
+                           fused_activation=act)
+            return matmul_ogs(h, values[1], b2, rdata, scatter_indx=scatter, precision_config=pc2,
+                              gammas=gates)
+        return fn
+    return make
+
+
+def baselines(m, bf16: bool) -> tuple[dict, dict]:
+    """({name: T -> fn}, {name: version facts}) of the baselines this run can time."""
+    out, info = {}, {}
+    if bf16:
+        w1, w2 = _bf16_weights(m.w1), _bf16_weights(m.w2)
+        out["bf16_torch"] = lambda T: bf16_torch_moe(m, w1, w2)
+    tk = triton_kernels_info()
+    if tk is not None:
+        built = {}
+
+        def tk_make(T):  # set up on first use, so that a failure is this column's error
+            if not built:
+                built["make"] = triton_kernels_moe(m)
+            return built["make"](T)
+        out["triton_kernels"], info["triton_kernels"] = tk_make, tk
+    return out, info
+
+
+def baseline_note(names, versions: dict) -> str:
+    """The notes' words on this run's baseline columns."""
+    said = [f"Baselines, same run and inputs, each checked against the fp32 reference (relative "
+            f"error <= {REL_TOL}) before it is timed; one that fails has no time and a `_error`."]
+    if "bf16_torch" in names:
+        said.append("bf16_torch: torch._grouped_mm on the dequantized bf16 weights, fp32 routing.")
+    if "triton_kernels" in names:
+        tk = {"commit": "unknown", "version": "unknown", **versions["triton_kernels"]}
+        said.append(f"triton_kernels (commit {tk['commit']}, version {tk['version']}): its topk and "
+                    f"matmul_ogs chain (SwiGLU and the weighted combine fused) on the same MXFP4 bytes "
+                    f"in its Hopper layouts (scales for 4 warps up to T = 512, 8 above, as its "
+                    f"bench_mlp.py), router logits in fp32.")
+    else:
+        said.append("triton_kernels could not be imported: no column.")
+    return " ".join(said)
 
 
 def layer_work(m, inputs):
@@ -196,11 +349,11 @@ def candidates(T: int, k: int, E: int) -> list:
     return unique
 
 
-def bench_layer(args) -> tuple[list[dict], dict, list[dict]]:
+def bench_layer(args, m, lines: dict, on_row=None) -> tuple[list[dict], list[dict]]:
+    """(rows, sweep entries) of layer m and the baselines `lines` (see `baselines`) at each of
+    args.tokens; on_row(rows) after each T."""
     from ..kernels.moe import default_config
 
-    m = make_layer(device=args.device)
-    bf16 = bf16_torch_moe(m, _bf16_weights(m.w1), _bf16_weights(m.w2)) if args.bf16 else None
     rows, sweep = [], []
     for T in args.tokens:
         reps = 16 if T <= 64 else (4 if T <= 1024 else 2)
@@ -215,16 +368,7 @@ def bench_layer(args) -> tuple[list[dict], dict, list[dict]]:
         best = None
         for cfg in configs:
             entry = {"T": T, "config": _cfg_str(cfg), "decode": cfg.decode}
-            try:
-                out = m(inputs[0], backend="triton", config=cfg).float()
-                err = ((out - ref).norm() / ref.norm()).item()
-                entry["rel_err"] = err
-                if not err <= 1e-2:
-                    raise RuntimeError(f"differs from the reference by {err:.3g}")
-                entry["us"] = graph_time_us(lambda x: m(x, backend="triton", config=cfg), inputs)
-            except Exception as e:  # a config that fails to compile or is wrong is reported, not timed
-                entry["error"] = f"{type(e).__name__}: {e}"[:300]
-                torch.cuda.synchronize()
+            entry.update(checked_time(lambda x, c=cfg: m(x, backend="triton", config=c), inputs, ref))
             sweep.append(entry)
             print(entry, flush=True)
             if "us" in entry and (best is None or entry["us"] < best[0]["us"]):
@@ -232,23 +376,25 @@ def bench_layer(args) -> tuple[list[dict], dict, list[dict]]:
         if best is None:
             raise RuntimeError(f"T={T}: no configuration ran correctly: {sweep[-len(configs):]}")
         entry, cfg = best
-        bf16_us = float("nan")
-        if bf16 is not None:
-            try:
-                bf16_us = graph_time_us(bf16, inputs[:2])
-            except (RuntimeError, torch.cuda.OutOfMemoryError) as e:
-                print(f"bf16 torch baseline failed at T={T}: {e}")
         us = entry["us"]
-        rows.append({"T": T, "path": "decode" if cfg.decode else "batch", "config": entry["config"],
-                     "us": us, "floor_us": floor, "floor_frac": floor / us,
-                     "weight_GBps": nbytes / us / 1e3, "TFLOPs": flops / us / 1e6,
-                     "bf16_torch_us": bf16_us, "triton_kernels_us": TRITON_KERNELS_US.get(T, ""),
-                     "target_us": TARGET_US.get(T, ""), "rel_err": entry["rel_err"]})
-        print(rows[-1], flush=True)
+        row = {"T": T, "path": "decode" if cfg.decode else "batch", "config": entry["config"],
+               "us": us, "floor_us": floor, "floor_frac": floor / us,
+               "weight_GBps": nbytes / us / 1e3, "TFLOPs": flops / us / 1e6,
+               "target_us": TARGET_US.get(T, ""), "rel_err": entry["rel_err"]}
+        for name, make in lines.items():
+            try:
+                got = checked_time(make(T), inputs, ref)
+            except Exception as e:  # the baseline could not be set up
+                got = {"error": _said(e)}
+            row[f"{name}_us"], row[f"{name}_rel_err"] = got.get("us", ""), got.get("rel_err", "")
+            if "error" in got:
+                row[f"{name}_error"] = got["error"]
+        rows.append(row)
+        print(row, flush=True)
+        if on_row is not None:
+            on_row(rows)
         del inputs, ref
-    del m, bf16
-    torch.cuda.empty_cache()
-    return rows, ceilings(args.device), sweep
+    return rows, sweep
 
 
 def _cfg_str(cfg) -> str:
@@ -310,16 +456,26 @@ def run(args) -> int:
     if not args.device.startswith("cuda") or not torch.cuda.is_available():
         raise RuntimeError("mxfp4 bench moe times CUDA graphs: it needs a CUDA device")
     env = environment(args.device)
-    notes, rows = [], []
+    notes, rows, names = [], [], []
 
-    def save():  # after each part, so that a later failure keeps what was measured
+    def save(measured=None):  # after each part, so that a later failure keeps what was measured
+        if measured is not None:
+            rows[:] = measured
         if args.out:
             paths = write_results(args.out, "moe", "GPT-OSS MoE layer (E=128, k=4, H=I=2880), MXFP4 "
-                                  "experts", env, COLUMNS, rows, notes="\n\n".join(notes))
+                                  "experts", env, columns(names, rows), rows, notes="\n\n".join(notes))
             print("wrote", *paths)
 
     if args.tokens:
-        rows, ceil, sweep = bench_layer(args)
+        m = make_layer(device=args.device)
+        lines, versions = baselines(m, args.bf16)
+        env.update(versions)
+        names[:] = lines
+        notes.append(baseline_note(names, versions))
+        _, sweep = bench_layer(args, m, lines, on_row=save)
+        del m, lines
+        torch.cuda.empty_cache()
+        ceil = ceilings(args.device)
         if args.sweep and args.out:
             cols = ["T", "config", "decode", "us", "rel_err", "error"]
             write_results(args.out, "moe-sweep", "MoE tile sweep (mxfp4 bench moe --sweep)", env, cols,
@@ -328,8 +484,7 @@ def run(args) -> int:
         notes.append(f"Measured ceilings: copy {ceil['copy_TBps']:.2f} TB/s (read + write), bf16 "
                      f"matmul {ceil['bf16_mm_TFLOPs']:.0f} TFLOP/s. Floor column: max(expert + router "
                      f"weight bytes actually routed / 3.03 TB/s, FLOPs / 723 TFLOP/s), the issue's "
-                     f"ceilings. bf16_torch: the same layer in bf16 with torch._grouped_mm, also graph "
-                     f"timed.")
+                     f"ceilings.")
         env["ceilings"] = ceil
         save()
     if args.stack:

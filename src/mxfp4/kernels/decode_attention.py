@@ -89,25 +89,43 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, kpos_ptr, qpos_ptr, col_ptr, acc_ptr,
     tl.debug_barrier()
     lock = lock_ptr + b * KV + kvh
     if tl.atomic_add(lock, 1, sem="acq_rel", scope="gpu") == SPLITS - 1:  # the last split merges
-        sp = tl.arange(0, BSPLIT)
-        both = hmask[:, None] & (sp < SPLITS)[None, :]
-        parts = rows[:, None] * SPLITS + sp[None, :]  # [BG, BSPLIT]
-        ms = tl.load(ml_ptr + parts * 2, mask=both, other=float("-inf"), cache_modifier=".cg")
-        ls = tl.load(ml_ptr + parts * 2 + 1, mask=both, other=0.0, cache_modifier=".cg")
-        sink = tl.load(sink_ptr + head, mask=hmask, other=0.0).to(tl.float32) * 1.4426950408889634
-        top = tl.maximum(tl.max(ms, axis=1), sink)  # finite: the sink always counts
-        ws = tl.exp2(ms - top[:, None])
-        total = tl.sum(ws * ls, axis=1) + tl.exp2(sink - top)
-        merged = tl.zeros([BG, D], tl.float32)
-        for i in range(SPLITS):  # in split order: the result does not depend on who arrived last
-            w_i = tl.sum(tl.where(sp[None, :] == i, ws, 0.0), axis=1)
-            acc_i = tl.load(acc_ptr + (rows * SPLITS + i)[:, None] * D + d[None, :],
-                            mask=hmask[:, None], other=0.0, cache_modifier=".cg")
-            merged += acc_i * w_i[:, None]
-        out = merged / total[:, None]
-        tl.store(out_ptr + rows[:, None] * D + d[None, :], out.to(out_ptr.dtype.element_ty),
-                 mask=hmask[:, None])
+        _merge(acc_ptr, ml_ptr, sink_ptr, out_ptr, b * KV * G + kvh * G, kvh * G, SPLITS, G, D,
+               BSPLIT)
         tl.atomic_xchg(lock, 0, sem="relaxed", scope="gpu")  # ready for the next layer
+
+
+@triton.jit
+def _merge(acc_ptr, ml_ptr, sink_ptr, out_ptr, row0, head0, SPLITS,
+           G: tl.constexpr, D: tl.constexpr, BSPLIT: tl.constexpr):
+    """out rows row0 .. row0 + G - 1 (query heads head0 ..) from their splits' (acc, m, l), the sink in the denominator.
+    The loop over splits is unrolled with independent loads, so they are in flight together:
+    this runs in one program at the end of the kernel, on its critical path."""
+    GP: tl.constexpr = triton.next_power_of_2(G)
+    g = tl.arange(0, GP)
+    d = tl.arange(0, D)
+    sp = tl.arange(0, BSPLIT)
+    ok = g < G
+    rows = row0 + g
+    both = ok[:, None] & (sp < SPLITS)[None, :]
+    ms = tl.load(ml_ptr + (rows[:, None] * SPLITS + sp[None, :]) * 2, mask=both,
+                 other=float("-inf"), cache_modifier=".cg")  # [GP, BSPLIT]
+    sink = tl.load(sink_ptr + head0 + g, mask=ok, other=0.0)
+    sink = sink.to(tl.float32) * 1.4426950408889634
+    top = tl.maximum(tl.max(ms, axis=1), sink)  # finite: the sink always counts
+    total = tl.exp2(sink - top)
+    merged = tl.zeros([GP, D], tl.float32)
+    for i in tl.static_range(BSPLIT):  # in split order: the result does not depend on who arrived last
+        here = ok & (g * 0 + i < SPLITS)
+        part = rows * SPLITS + i
+        m_i = tl.load(ml_ptr + part * 2, mask=here, other=float("-inf"), cache_modifier=".cg")
+        l_i = tl.load(ml_ptr + part * 2 + 1, mask=here, other=0.0, cache_modifier=".cg")
+        acc_i = tl.load(acc_ptr + part[:, None] * D + d[None, :], mask=here[:, None], other=0.0,
+                        cache_modifier=".cg")
+        w_i = tl.exp2(m_i - top)
+        total += w_i * l_i
+        merged += acc_i * w_i[:, None]
+    out = merged / total[:, None]
+    tl.store(out_ptr + rows[:, None] * D + d[None, :], out.to(out_ptr.dtype.element_ty), mask=ok[:, None])
 
 
 @functools.lru_cache(maxsize=None)
@@ -115,9 +133,13 @@ def _sms(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 132
 
 
+MAX_SPLITS = 16  # the merge holds one [G, D] tile per split in registers
+
+
 def _splits(device: torch.device, batch: int, kv_heads: int, slots: int) -> int:
-    """Enough programs for about two waves of the SMs, at least a tile of slots each."""
-    return max(1, min(triton.cdiv(2 * _sms(device), batch * kv_heads), triton.cdiv(slots, BLOCK_S)))
+    """About one wave of the SMs, at least a tile of slots each, at most MAX_SPLITS."""
+    return max(1, min(triton.cdiv(_sms(device), batch * kv_heads), triton.cdiv(slots, BLOCK_S),
+                      MAX_SPLITS))
 
 
 def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kpos: torch.Tensor,
