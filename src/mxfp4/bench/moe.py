@@ -341,12 +341,7 @@ def candidates(T: int, k: int, E: int) -> list:
         big = G(128, 64, 64, 4, 3)
         out += [MoEConfig(False, big, big, tail=t)
                 for t in (G(16, 64, 256, 4, 3), G(32, 64, 128, 4, 3), G(64, 64, 64, 4, 3), None)]
-    seen, unique = set(), []
-    for c in out:
-        if c not in seen:
-            seen.add(c)
-            unique.append(c)
-    return unique
+    return list(dict.fromkeys(out))  # without repeats, in order
 
 
 def bench_layer(args, m, lines: dict, on_row=None) -> tuple[list[dict], list[dict]]:
