@@ -91,22 +91,25 @@ def choose_scales(blocks: torch.Tensor, scale_rule: str) -> tuple[torch.Tensor, 
 def _mse_choice(blocks: torch.Tensor, floor_byte: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per block, the floor exponent or the next one up, whichever has the smaller squared error.
 
-    Each candidate's error is 4^e * sum (y - q)^2 with y = |x| / 2^e; y - q is exact in float32
-    and its square exact in float64, so the comparison is exact and ties keep the floor.
-    NaN/Inf blocks compare False (keep the floor) and get the NaN byte afterwards.
-    Returns the chosen bytes and the magnitude indices rounded at them.
+    With y = |x| / 2^floor (so y / 2 at the next exponent) and q_f, q_u the nearest magnitudes
+    of y and y / 2, floor's error minus up's (in floor's units) is
+    sum (y - q_f)^2 - 4 (y/2 - q_u)^2 = sum (2 q_u - q_f)(2 y - q_f - 2 q_u).
+    Each term is exact in float64 (a few-bit factor times a float32-precise one), nonzero only
+    where y >= 1/4, so the sum is exact too: the choice does not depend on summation order
+    (kernels and reference agree bit for bit) and a true tie, such as small elements that round
+    to zero at both exponents, keeps the floor. NaN/Inf blocks compare False (keep the floor) and
+    get the NaN byte afterwards. Returns the chosen bytes and the magnitude indices at them.
     """
     up_byte = (floor_byte + 1).clamp(max=MAX_SCALE_BYTE)
     mags = blocks.abs()
     table = _magnitude_table(blocks.device)
-    errs, indices = [], []
-    for byte in (floor_byte, up_byte):
-        y = mags * pow2_float32(E8M0_BIAS - byte)[..., None]
-        indices.append(round_nearest(y))
-        y -= table[indices[-1]]
-        errs.append(torch.square(y.double()).sum(dim=-1))
-    up = errs[1] * 4 < errs[0]
-    return torch.where(up, up_byte, floor_byte), torch.where(up[..., None], indices[1], indices[0])
+    y = mags * pow2_float32(E8M0_BIAS - floor_byte)[..., None]
+    floor_idx = round_nearest(y)
+    up_idx = round_nearest(mags * pow2_float32(E8M0_BIAS - up_byte)[..., None])
+    q_f, q_u = table[floor_idx].double(), table[up_idx].double()
+    gain = ((2 * q_u - q_f) * (2 * y.double() - q_f - 2 * q_u)).sum(dim=-1)
+    up = (gain > 0) & (up_byte > floor_byte)
+    return torch.where(up, up_byte, floor_byte), torch.where(up[..., None], up_idx, floor_idx)
 
 
 def _magnitude_table(device) -> torch.Tensor:

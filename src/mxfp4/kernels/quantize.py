@@ -49,10 +49,15 @@ def rne_index(y):
 
 
 @triton.jit
-def _sq_err(y):
-    """Per-element squared rounding error (y - q)^2 in float64, q = nearest E2M1 magnitude."""
-    d = y.to(tl.float64) - e2m1_to_f32(rne_index(y)).to(tl.float64)
-    return d * d
+def mse_byte(ax, byte):
+    """The mse rule: byte (floor) or byte + 1, whichever rounds the block [.., BS] of |x| with
+    the smaller squared error; exact and order-free, as codec._mse_choice (its twin) explains."""
+    up = tl.minimum(byte + 1, 254)
+    y = ax * pow2_f32(127 - byte)[:, :, None]
+    q_f = e2m1_to_f32(rne_index(y)).to(tl.float64)
+    q_u = e2m1_to_f32(rne_index(ax * pow2_f32(127 - up)[:, :, None])).to(tl.float64)
+    gain = tl.sum((2.0 * q_u - q_f) * (2.0 * y.to(tl.float64) - q_f - 2.0 * q_u), axis=2)
+    return tl.where((gain > 0) & (up > byte), up, byte)
 
 
 @triton.jit
@@ -103,10 +108,7 @@ def _quantize_tile(pr, pb, x_ptr, codes_ptr, scales_ptr, R, K, NB, INNER, seed,
         byte += (mantissa >= 0x600000).to(tl.int32)
     byte = tl.minimum(tl.maximum(byte, 0), 254)
     if RULE == 3:  # mse: floor or one up, whichever has the smaller squared error (ties: floor)
-        up = tl.minimum(byte + 1, 254)
-        err_floor = tl.sum(_sq_err(ax * pow2_f32(127 - byte)[:, :, None]), axis=2)
-        err_up = tl.sum(_sq_err(ax * pow2_f32(127 - up)[:, :, None]), axis=2) * 4.0
-        byte = tl.where(err_up < err_floor, up, byte)  # NaN blocks: overridden below
+        byte = mse_byte(ax, byte)  # NaN blocks: overridden below
 
     y = ax * pow2_f32(127 - byte)[:, :, None]
     if STOCHASTIC:

@@ -21,7 +21,7 @@ import triton
 import triton.language as tl
 
 from ..codec import SCALE_RULES
-from .quantize import _sq_err, pow2_f32, rne_index
+from .quantize import mse_byte, pow2_f32, rne_index
 from .unpack import INTERPRET, e2m1_to_f32, e8m0_to_f32
 
 RULE_IDS = {rule: i for i, rule in enumerate(SCALE_RULES)}  # floor, ceil, even, mse
@@ -80,10 +80,7 @@ def _train_quantize_kernel(x_ptr, out_ptr, signs_ptr, R, K, sx_r, sx_k, so_r, so
         byte += (mantissa >= 0x600000).to(tl.int32)
     byte = tl.minimum(tl.maximum(byte, 0), 254)
     if RULE == 3:
-        up = tl.minimum(byte + 1, 254)
-        err_floor = tl.sum(_sq_err(ax * pow2_f32(127 - byte)[:, :, None]), axis=2)
-        err_up = tl.sum(_sq_err(ax * pow2_f32(127 - up)[:, :, None]), axis=2) * 4.0
-        byte = tl.where(err_up < err_floor, up, byte)
+        byte = mse_byte(ax, byte)
 
     y = ax * pow2_f32(127 - byte)[:, :, None]
     if STOCHASTIC:
