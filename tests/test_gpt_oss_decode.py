@@ -116,7 +116,9 @@ def test_fused_path_gives_the_eager_logits_and_tokens(model):
     pieces = [(0, WINDOW + 2)] + [(t, t + 1) for t in range(WINDOW + 2, total)]
     for a, b in pieces:  # prefill on Flex, then one column at a time on the decode kernel
         got = model(ids[:, a:b], cache=cache)
-        assert _rel(got, want[:, a:b]) <= 1e-4, (a, b)  # float32 noise: 1.4e-5, 4.6e-5 on H100 runs; a bug gives > 1e-3
+        # float32 model, but the MoE kernels keep bf16 intermediates: a 1e-7 difference upstream
+        # can flip one bf16 rounding (4e-3 on that element). H100 runs: 1.4e-5 to 1.0e-4. Bugs: > 1e-1
+        assert _rel(got, want[:, a:b]) <= 1e-3, (a, b)
     assert int(cache.column) == cache.length == total
     fused = model.generate(ids[:, :5], 2 * WINDOW, stop=())
     assert torch.equal(fused, _fused(model, False).generate(ids[:, :5], 2 * WINDOW, stop=()))
