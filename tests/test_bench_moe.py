@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from mxfp4.bench import moe as bench
+from mxfp4.bench import moe_baselines as baseline
 from mxfp4.format import e2m1_table, e8m0_to_float32
 from mxfp4.nn.moe import MoE
 
@@ -26,7 +27,7 @@ def timer(monkeypatch):
         timed.append(fn)
         return 10.0
 
-    monkeypatch.setattr(bench, "graph_time_us", fake)
+    monkeypatch.setattr(baseline, "graph_time_us", fake)
     return timed
 
 
@@ -69,32 +70,32 @@ def test_bf16_baseline_routes_in_fp32_where_bf16_logits_tie():
     assert (bf16_logits[:, :3] == 1.0).all()  # the near ties that bf16 routing cannot see
     ref = m(x, backend="reference").float()
     assert m.route(x)[0].sort(dim=1).values.tolist() == [[1, 2], [0, 2], [0, 1]]
-    fn = bench.bf16_torch_moe(m, bench._bf16_weights(m.w1), bench._bf16_weights(m.w2))
-    assert bench.rel_err(fn(x), ref) <= bench.REL_TOL
+    fn = baseline.bf16_torch_moe(m, baseline._bf16_weights(m.w1), baseline._bf16_weights(m.w2))
+    assert baseline.rel_err(fn(x), ref) <= baseline.REL_TOL
 
 
 def test_a_wrong_or_failing_baseline_is_reported_and_not_timed(timer):
     x = [torch.randn(2, 8).bfloat16()]
     ref = x[0].float() * 2
 
-    wrong = bench.checked_time(lambda t: t * 2.1, x, ref)
-    assert "us" not in wrong and wrong["rel_err"] > bench.REL_TOL
+    wrong = baseline.checked_time(lambda t: t * 2.1, x, ref)
+    assert "us" not in wrong and wrong["rel_err"] > baseline.REL_TOL
     assert "differs from the reference" in wrong["error"]
 
     def broken(t):
         raise RuntimeError("no kernel for this shape")
 
-    failed = bench.checked_time(broken, x, ref)
+    failed = baseline.checked_time(broken, x, ref)
     assert failed == {"error": "RuntimeError: no kernel for this shape"}
 
-    nan = bench.checked_time(lambda t: t * float("nan"), x, ref)
+    nan = baseline.checked_time(lambda t: t * float("nan"), x, ref)
     assert "us" not in nan and "error" in nan
     assert timer == []
 
     def right(t):
         return t * 2
 
-    assert bench.checked_time(right, x, ref) == {"rel_err": 0.0, "us": 10.0}
+    assert baseline.checked_time(right, x, ref) == {"rel_err": 0.0, "us": 10.0}
     assert timer == [right]
 
 
@@ -104,18 +105,18 @@ def _args(tokens):
 
 def test_the_layer_table_without_triton_kernels_has_no_such_column(layer, timer, no_triton_kernels,
                                                                    tmp_path):
-    lines, versions = bench.baselines(layer, bf16=True)
+    lines, versions = baseline.baselines(layer, bf16=True)
     assert list(lines) == ["bf16_torch"] and versions == {}
     seen = []
     rows, sweep = bench.bench_layer(_args([9]), layer, lines, on_row=lambda r: seen.append(len(r)))
     assert seen == [1] and [r["T"] for r in rows] == [9] and sweep[0]["us"] == 10.0
     for row in rows:
         assert row["us"] == 10.0 and row["bf16_torch_us"] == 10.0
-        assert row["rel_err"] <= bench.REL_TOL and row["bf16_torch_rel_err"] <= bench.REL_TOL
+        assert row["rel_err"] <= baseline.REL_TOL and row["bf16_torch_rel_err"] <= baseline.REL_TOL
     assert len(timer) == 2  # ours, then bf16 torch
     cols = bench.columns(lines, rows)
     assert "bf16_torch_us" in cols and "bf16_torch_error" not in cols
-    note = bench.baseline_note(list(lines), versions)
+    note = baseline.baseline_note(list(lines), versions)
     json_path, md_path = bench.write_results(str(tmp_path), "moe", "t", {}, cols, rows, note)
     data = json.loads(open(json_path).read())
     assert not any("triton_kernels" in c for c in data["columns"])
@@ -143,7 +144,7 @@ def test_triton_kernels_operands_are_the_same_bytes_with_k_along_axis_1():
     m = bench.make_layer(E=3, H=96, I=64, k=2, device="cpu")
     for w in (m.w1, m.w2):
         E, N, K = w.shape
-        codes, scales = bench.tk_operands(w)
+        codes, scales = baseline.tk_operands(w)
         assert codes.shape == (E, K // 2, N) and scales.shape == (E, K // 32, N)
         assert codes.stride(-2) == 1 and scales.stride(-2) == 1  # column-major: K contiguous
         assert codes.data_ptr() == w.codes.data_ptr()  # views: nothing requantized or copied
@@ -158,4 +159,4 @@ def test_triton_kernels_operands_reject_other_blockings():
     w = bench.make_layer(E=2, H=64, I=32, k=1, device="cpu").w1
     flat = type(w)(w.codes[0], w.scales[0], tuple(w.shape[1:]), 1, 32, w.scale_rule)
     with pytest.raises(ValueError, match=r"MXTensor \[E, N, K\]"):
-        bench.tk_operands(flat)
+        baseline.tk_operands(flat)
