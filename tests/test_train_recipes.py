@@ -249,3 +249,27 @@ def test_kernel_stochastic_rounding_is_unbiased_and_on_the_grid(hadamard):
     z = (outs.double().mean(0) - y.double()).abs() / se.clamp_min(1e-30)
     assert (z > 3).float().mean() <= 0.02
     assert (outs.std(0) > 0).float().mean() > 0.5
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_kernel_draws_the_reference_signs_from_a_seed(axis):
+    """The kernel's in-register signs (sign_seed) are random_signs(n, sign_seed), bit for bit."""
+    g = torch.Generator().manual_seed(12)
+    x = (torch.randint(-60, 60, (64, 64), generator=g).float()
+         * torch.exp2(torch.randint(-8, 8, (64, 1), generator=g).float()))  # exact rotated sums
+    spec = GemmSpec("mxfp4", "nearest", "even", 32, 32)
+    got = hs.quantize_dequantize(x.to(DEV), axis, spec, sign_seed=123456789, backend="triton")
+    signs = hs.random_signs(64, 123456789)
+    ref = hs.quantize_dequantize(x, axis, spec, signs=signs, backend="reference")
+    assert _same_bits(got.cpu(), ref)
+    assert torch.equal(hs.quantize_dequantize(x, axis, spec, sign_seed=123456789, backend="reference"), ref)
+    assert not torch.equal(hs.quantize_dequantize(x, axis, spec, sign_seed=7, backend="reference"), ref)
+    with pytest.raises(ValueError, match="not both"):
+        hs.quantize_dequantize(x, axis, spec, signs=signs, sign_seed=1)
+
+
+def test_random_signs_are_balanced_and_fixed_by_the_seed():
+    s = hs.random_signs(1 << 16, 5)
+    assert set(s.unique().tolist()) == {-1.0, 1.0} and abs(s.mean().item()) < 0.02
+    assert torch.equal(s, hs.random_signs(1 << 16, 5)) and not torch.equal(s, hs.random_signs(1 << 16, 6))
+    assert torch.equal(hs.random_signs(8, 5), s[:8])  # sign i depends on (i, seed) alone

@@ -41,7 +41,21 @@ def _hadamard_pm1(HB: tl.constexpr):
 
 
 @triton.jit
-def _train_quantize_kernel(x_ptr, out_ptr, signs_ptr, R, K, sx_r, sx_k, so_r, so_k, seed,
+def _hash_signs(k, sign_seed):
+    """±1 for each index k: the top bit of MurmurHash3's finalizer of (k + 1) * golden ^ seed,
+    the same bits as its twin, train.hadamard_sr.random_signs (uint32 arithmetic wraps)."""
+    h = (k + 1).to(tl.uint32) * 0x9E3779B1
+    h ^= sign_seed.to(tl.uint32)
+    h ^= h >> 16
+    h *= 0x85EBCA6B
+    h ^= h >> 13
+    h *= 0xC2B2AE35
+    h ^= h >> 16
+    return 1.0 - 2.0 * (h >> 31).to(tl.float32)
+
+
+@triton.jit
+def _train_quantize_kernel(x_ptr, out_ptr, signs_ptr, R, K, sx_r, sx_k, so_r, so_k, seed, sign_seed,
                            RULE: tl.constexpr, STOCHASTIC: tl.constexpr, HAS_SIGNS: tl.constexpr,
                            BS: tl.constexpr, HB: tl.constexpr, DOT: tl.constexpr,
                            ROWS: tl.constexpr, TK: tl.constexpr):
@@ -53,8 +67,10 @@ def _train_quantize_kernel(x_ptr, out_ptr, signs_ptr, R, K, sx_r, sx_k, so_r, so
     x = tl.load(x_ptr + r2 * sx_r + k2 * sx_k, mask=inside, other=0.0).to(tl.float32)
 
     if HB > 0:  # K is a multiple of HB: a Hadamard block is wholly inside or wholly masked
-        if HAS_SIGNS:
+        if HAS_SIGNS == 1:  # a sign vector in memory
             x = x * tl.load(signs_ptr + k, mask=k < K, other=1.0)[None, :]
+        if HAS_SIGNS == 2:  # drawn here from sign_seed
+            x = x * _hash_signs(k, sign_seed)[None, :]
         xb = x.reshape(ROWS * (TK // HB), HB)
         h = _hadamard_pm1(HB)
         if DOT == 1:  # bf16 input: x times ±1 is exact in bf16, sums in float32
@@ -117,7 +133,8 @@ def tile_shape(rows: int, k: int, block_size: int, hadamard: int, k_contiguous: 
 
 def quantize_dequantize(x: torch.Tensor, axis: int, *, block_size: int, scale_rule: str,
                         stochastic: bool, seed: int | None, hadamard: int = 0,
-                        signs: torch.Tensor | None = None, dtype: torch.dtype = torch.bfloat16,
+                        signs: torch.Tensor | None = None, sign_seed: int | None = None,
+                        dtype: torch.dtype = torch.bfloat16,
                         tile: tuple[int, int] | None = None) -> torch.Tensor:
     """The operand x (2-D) rotated along `axis` (if hadamard) and MXFP4 quantize-dequantized
     there, in `dtype` and x's memory layout. The caller (train.hadamard_sr) validates."""
@@ -135,16 +152,16 @@ def quantize_dequantize(x: torch.Tensor, axis: int, *, block_size: int, scale_ru
                          f"{max(block_size, hadamard)}")
     if seed is None:
         seed = int(torch.randint(0, 2**31 - 1, (1,)).item())  # host RNG: no device sync
-    use_signs = bool(hadamard) and signs is not None
-    if use_signs:
+    sign_mode = 0 if not hadamard else 1 if signs is not None else 2 if sign_seed is not None else 0
+    if sign_mode == 1:
         signs = signs.to(device=x.device, dtype=torch.float32).contiguous()
     if rows and k:
         rt, tk = tile or tile_shape(rows, k, block_size, hadamard, xv.stride(1) == 1)
         grid = (triton.cdiv(rows, rt), triton.cdiv(k, tk))
         _train_quantize_kernel[grid](
-            xv, ov, signs if use_signs else xv, rows, k, xv.stride(0), xv.stride(1),
-            ov.stride(0), ov.stride(1), seed & 0x7FFFFFFF,
-            RULE=RULE_IDS[scale_rule], STOCHASTIC=bool(stochastic), HAS_SIGNS=use_signs,
+            xv, ov, signs if sign_mode == 1 else xv, rows, k, xv.stride(0), xv.stride(1),
+            ov.stride(0), ov.stride(1), seed & 0x7FFFFFFF, (sign_seed or 0) & 0x7FFFFFFF,
+            RULE=RULE_IDS[scale_rule], STOCHASTIC=bool(stochastic), HAS_SIGNS=sign_mode,
             BS=block_size, HB=hadamard, DOT=_dot_kind(x.dtype), ROWS=rt, TK=tk,
             num_warps=8 if hadamard >= 128 else 4)  # the [HB, HB] matrix lives in registers
     return out

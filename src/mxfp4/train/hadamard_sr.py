@@ -39,11 +39,24 @@ def derive_seed(*parts: int) -> int:
     return z & 0x7FFFFFFF
 
 
-def random_signs(n: int, seed: int, device) -> torch.Tensor:
-    """n random ±1 (float32) on `device`, drawn from `seed` with that device's generator."""
-    g = torch.Generator(device=device).manual_seed(seed)
-    bits = torch.randint(0, 2, (n,), generator=g, device=device, dtype=torch.int32)
-    return (1 - 2 * bits).to(torch.float32)
+def _mul32(a: torch.Tensor, c: int) -> torch.Tensor:
+    """(a * c) mod 2^32 for 0 <= a < 2^32 in int64, without overflow (16-bit halves)."""
+    return ((a & 0xFFFF) * c + ((((a >> 16) * c) & 0xFFFF) << 16)) & 0xFFFFFFFF
+
+
+def random_signs(n: int, seed: int, device=None) -> torch.Tensor:
+    """n random ±1 (float32): sign i is the top bit of a 32-bit hash of (i, seed) (MurmurHash3's
+    finalizer). The same on every device, and the fused kernel draws the very same signs from
+    the seed in registers (kernels/train_quantize.py `_hash_signs`), so a training step makes
+    no sign tensor at all."""
+    h = _mul32(torch.arange(1, n + 1, device=device, dtype=torch.int64), 0x9E3779B1)
+    h ^= int(seed) & 0x7FFFFFFF
+    h ^= h >> 16
+    h = _mul32(h, 0x85EBCA6B)
+    h ^= h >> 13
+    h = _mul32(h, 0xC2B2AE35)
+    h ^= h >> 16
+    return (1 - 2 * (h >> 31)).to(torch.float32)
 
 
 @functools.lru_cache(maxsize=8)
@@ -105,22 +118,28 @@ def check_operand(x: torch.Tensor, axis: int, spec: GemmSpec, signs: torch.Tenso
 
 
 def quantize_dequantize(x: torch.Tensor, axis: int, spec: GemmSpec, *, seed: int | None = None,
-                        signs: torch.Tensor | None = None, dtype: torch.dtype | None = None,
-                        backend: str = "auto") -> torch.Tensor:
+                        signs: torch.Tensor | None = None, sign_seed: int | None = None,
+                        dtype: torch.dtype | None = None, backend: str = "auto") -> torch.Tensor:
     """x rotated (if spec.hadamard) and MXFP4-quantized along `axis`, back in `dtype`.
 
     The result has x's shape (along `axis` the rotated coordinates when spec.hadamard: a GEMM
-    of two such operands equals size × the plain one). backend "auto" runs the Triton kernel on
-    CUDA and the reference elsewhere; "triton" forces the kernel (CPU tensors need
-    TRITON_INTERPRET=1), "reference" the plain-torch twin.
+    of two such operands equals size × the plain one). The Hadamard's signs: a tensor `signs`,
+    or `sign_seed` for random_signs(n, sign_seed) (the kernel draws those itself), or neither
+    (all +1). backend "auto" runs the Triton kernel on CUDA and the reference elsewhere;
+    "triton" forces the kernel (CPU tensors need TRITON_INTERPRET=1), "reference" the
+    plain-torch twin.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if signs is not None and sign_seed is not None:
+        raise ValueError("give the Hadamard signs as a tensor or as a sign_seed, not both")
     axis = check_operand(x, axis, spec, signs)
     dtype = dtype or x.dtype
     if dtype not in codec.FLOAT_DTYPES:
         raise TypeError(f"dtype must be float32, bfloat16 or float16, got {dtype}")
     if backend == "reference" or (backend == "auto" and x.device.type != "cuda"):
+        if spec.hadamard and sign_seed is not None:
+            signs = random_signs(x.shape[axis], sign_seed, x.device)
         return quantize_dequantize_reference(x, axis, spec, seed, signs if spec.hadamard else None,
                                              dtype)
     from ..kernels import train_quantize as kt
@@ -128,4 +147,5 @@ def quantize_dequantize(x: torch.Tensor, axis: int, spec: GemmSpec, *, seed: int
     return kt.quantize_dequantize(x, axis, block_size=spec.block_size,
                                   scale_rule=spec.scale_rule,
                                   stochastic=spec.rounding == "stochastic", seed=seed,
-                                  hadamard=spec.hadamard, signs=signs, dtype=dtype)
+                                  hadamard=spec.hadamard, signs=signs, sign_seed=sign_seed,
+                                  dtype=dtype)

@@ -14,7 +14,6 @@ trainer with `set_step` so that a resumed run draws the same numbers.
 
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
@@ -22,34 +21,29 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..nn.convert import select_modules
-from .hadamard_sr import derive_seed, quantize_dequantize, random_signs
+from .hadamard_sr import derive_seed, quantize_dequantize
 from .recipes import Recipe, recipe as lookup
 
 FORWARD, DGRAD, WGRAD = 0, 1, 2
 
 
-@functools.lru_cache(maxsize=256)
-def _fixed_signs(n: int, seed: int, device: str) -> torch.Tensor:
-    return random_signs(n, seed, torch.device(device))
-
-
-def _signs(recipe: Recipe, spec, n: int, gemm: int, layer_seed: int, step_seed: int, device):
-    """The sign vector both operands of one GEMM share (None: no signs or no Hadamard)."""
+def _sign_seed(recipe: Recipe, spec, gemm: int, layer_seed: int, step_seed: int) -> int | None:
+    """The seed of the sign vector both operands of one GEMM share (hadamard_sr.random_signs;
+    the kernel draws it in registers), or None: no signs or no Hadamard."""
     if not spec.hadamard or recipe.hadamard_signs == "none":
         return None
     if recipe.hadamard_signs == "fixed":
-        return _fixed_signs(n, derive_seed(recipe.seed, layer_seed, gemm), str(device))
-    return random_signs(n, derive_seed(step_seed, gemm, 2), device)
+        return derive_seed(recipe.seed, layer_seed, gemm)
+    return derive_seed(step_seed, gemm, 2)
 
 
 def _qgemm(a, b, spec, a_axis, b_axis, recipe, gemm, layer_seed, step_seed):
     """Quantize-dequantize a (reduction along a_axis) and b (along b_axis) with one GEMM's spec."""
-    n = a.shape[a_axis]
-    signs = _signs(recipe, spec, n, gemm, layer_seed, step_seed, a.device)
-    qa = quantize_dequantize(a, a_axis, spec, seed=derive_seed(step_seed, gemm, 0), signs=signs,
-                             dtype=a.dtype)
-    qb = quantize_dequantize(b, b_axis, spec, seed=derive_seed(step_seed, gemm, 1), signs=signs,
-                             dtype=a.dtype)
+    signs = _sign_seed(recipe, spec, gemm, layer_seed, step_seed)
+    qa = quantize_dequantize(a, a_axis, spec, seed=derive_seed(step_seed, gemm, 0),
+                             sign_seed=signs, dtype=a.dtype)
+    qb = quantize_dequantize(b, b_axis, spec, seed=derive_seed(step_seed, gemm, 1),
+                             sign_seed=signs, dtype=a.dtype)
     return qa, qb, (1.0 / spec.hadamard if spec.hadamard else 1.0)  # H·Hᵀ = size·I
 
 
