@@ -26,7 +26,7 @@ from .record import environment, write_results
 
 TOKENS = (1, 16, 64, 256, 1024, 4096, 16384)
 # The issue's targets on the H100 (whole layer, median, us).
-TARGET_US = {1: 35, 16: 250, 64: 520, 256: 600, 4096: 2000, 16384: 6000}
+TARGET_US = {1: 30, 16: 250, 64: 520, 256: 600, 1024: 900, 4096: 2000, 16384: 6000}  # issue 24
 HBM_BPS, BF16_FLOPS = 3.03e12, 723e12  # the issue's H100 ceilings for the floor column
 COLUMNS = ["T", "path", "config", "us", "floor_us", "floor_frac", "weight_GBps", "TFLOPs",
            "target_us", "rel_err"]
