@@ -651,9 +651,16 @@ class Driver:
                 for k, v in m.items() if k.startswith("qat-")}
         primary = f"qat-lr{self.a.qat_lrs[0]:g}"
         if primary in q["recovery"]:
+            # Fine-tuning alone lowers the loss; when it lowers it by more than RTN's gap the
+            # issue's formula passes any QAT run, so the float control is the yardstick.
+            ctl = q.get("recovery_vs_float_control", {})
+            judged = ctl if primary in ctl else q["recovery"]
             q["primary_qat"] = primary
             q["target"] = "QAT recovers >= 95 % of RTN's validation-loss gap"
-            q["target_met"] = q["recovery"][primary] >= 0.95
+            q["target_judged_by"] = ("recovery_vs_float_control" if judged is ctl
+                                     else "recovery (no float control)")
+            q["target_met"] = judged[primary] >= 0.95
+            q["target_met_issue_formula"] = q["recovery"][primary] >= 0.95
 
     # -- the end
     def finish(self) -> None:
@@ -713,9 +720,11 @@ class Driver:
                 print(f"RTN's gap over bf16: {q['rtn_gap']:.4f} nats; recovery (%) = (L_rtn - L) / "
                       f"that gap; 'vs ctl' divides by L_rtn - L_float-control instead")
             if "target_met" in q:
-                print(f"QAT ({q['primary_qat']}) recovers "
-                      f"{100 * q['recovery'][q['primary_qat']]:.1f} % "
-                      f"of RTN's gap (target >= 95 %: {'met' if q['target_met'] else 'not met'})")
+                p = q["primary_qat"]
+                vs = (f", {100 * ctl[p]:.1f} % against the float control" if p in ctl else "")
+                print(f"QAT ({p}) recovers {100 * q['recovery'][p]:.1f} % of RTN's gap{vs} "
+                      f"(target >= 95 %, judged by {q['target_judged_by']}: "
+                      f"{'met' if q['target_met'] else 'not met'})")
         if r["errors"]:
             print("errors: " + "; ".join(r["errors"]))
         print(f"wrote {', '.join(sorted(os.listdir(self.a.out)))} in {self.a.out} after "
