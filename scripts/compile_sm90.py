@@ -98,14 +98,25 @@ def _ws_gemm(m: int, n: int = 14336, k: int = 4096):
     return ws_gemm.compile_args(m, n, k)
 
 
+def _ws_decode():
+    from mxfp4.kernels import ws_gemm
+    n, k = 2880, 2880
+    out = torch.empty(n, k, dtype=torch.bfloat16)
+    kernel, args, _ = ws_gemm.decode_args(torch.empty(n, k // 2, dtype=torch.uint8),
+                                          torch.empty(n, k // 32, dtype=torch.uint8), out)
+    return kernel, args, dict(BN=ws_gemm.BN, BK=ws_gemm.BK, num_warps=4)
+
+
 REGISTRY = {
     "dense_gemv": _dense_gemv,
     "linear_v1_m256": lambda: _linear_v1(256, hopper=True),
     "linear_v1_plain_m256": lambda: _linear_v1(256, hopper=False),
+    "ws_decode": _ws_decode,
     "ws_gemm_m16": lambda: _ws_gemm(16),
     "ws_gemm_m64": lambda: _ws_gemm(64),
     "ws_gemm_m256": lambda: _ws_gemm(256),
     "ws_gemm_m4096": lambda: _ws_gemm(4096),
+    "ws_gemm_m16_splitk": lambda: _ws_gemm(16, 2880, 2880),  # 23 tiles: K split 4 ways
 }
 
 

@@ -1,0 +1,202 @@
+"""Host side of the warp-specialized MXFP4 x bf16 GEMM (kernels/ws_gemm_kernel.py, Gluon).
+
+`ws_linear(x, w, bias)` = x @ dequantize(w).T + bias for bf16 x [..., K] and a plain MXTensor w
+[N, K] (block 32, quantized along K), fp32 accumulation, bf16 out. Reference twin:
+`mxfp4.ops.linear(x, w, bias, backend="reference")` (float32) and, on the device, float64 math
+on the dequantized weight (benchmarks/ws_gemm_device.py).
+
+The kernel is Gluon code written against triton 3.6's API (warp_specialize takes a list of
+(function, args) pairs; the API moved in later releases) and Hopper instructions (TMA, wgmma,
+setmaxnreg): it runs only on an sm_90 GPU with triton 3.6. `unsupported_reason` says why a
+call cannot use it (pure Python: CI tests it); `ws_linear` raises with that reason.
+This module imports no Gluon until a kernel is compiled, so it loads with any triton.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+
+from ..tensor import MXTensor
+
+TRITON_SERIES = "3.6"  # the Gluon API this kernel is written against
+CAPABILITY = (9, 0)  # wgmma and setmaxnreg: sm_90a
+BLOCK = 32  # MXFP4 block size the decoder assumes (one scale per 32 elements)
+BN, BK = 128, 64  # weight rows per tile (wgmma M; 64 for the widest token tiles), K per step
+MIN_M = 16  # smaller batches take the GEMV kernels
+
+
+def unsupported_reason(capability: tuple[int, int] | None, triton_version: str, x_dtype,
+                       block_size: int, k: int, m: int = MIN_M) -> str | None:
+    """Why the kernel cannot run this product, or None when it can.
+
+    capability: the GPU's (major, minor), None for a CPU tensor; k: the weight's K; m: rows of x.
+    """
+    if capability is None:
+        return "it needs CUDA tensors on an sm_90 (Hopper) GPU"
+    if tuple(capability) != CAPABILITY:
+        return f"it needs an sm_90 (Hopper) GPU, this one is sm_{capability[0]}{capability[1]}"
+    if ".".join(triton_version.split(".")[:2]) != TRITON_SERIES:
+        return f"it is written for triton {TRITON_SERIES}'s Gluon API, found triton {triton_version}"
+    if x_dtype != torch.bfloat16:
+        return f"it takes bfloat16 activations, got {x_dtype}"
+    if block_size != BLOCK:
+        return f"it decodes blocks of {BLOCK}, the weight has blocks of {block_size}"
+    if k <= 0 or k % BLOCK:
+        return f"K = {k} must be a positive multiple of {BLOCK} (TMA rows of whole 16-byte units)"
+    if m < 1:
+        return "x has no rows"
+    return None
+
+
+def use_ws_gemm(x: torch.Tensor, w) -> bool:
+    """Dispatch rule: the v2 kernel for bf16 batches of at least MIN_M rows on sm_90 + triton
+    3.6 with a plain MXTensor weight; everything else keeps the v1 kernels."""
+    if not isinstance(w, MXTensor) or len(w.shape) != 2 or w.axis != 1:
+        return False
+    m = x.numel() // max(1, x.shape[-1]) if x.dim() else 0
+    return m >= MIN_M and unsupported_reason(_capability(x.device), triton.__version__, x.dtype,
+                                             w.block_size, w.shape[1], m) is None
+
+
+def ws_config(m: int, n: int, k: int, sm_count: int = 132) -> dict:
+    """Tile and launch parameters for an [m, k] x [n, k] product.
+
+    One consumer warpgroup holds the fp32 accumulator, 128 registers a thread at most: BN
+    weight rows x BM tokens = 128 x 128, or 64 x 256 from m > 2048 (wgmma m64n256, the widest
+    instruction; half the weight decoding per token). BM: the batch rounded up to a power of
+    two from 16. Split K while the tiles are fewer than half the SMs and each split keeps at
+    least 8 steps of BK. Registers: ptxas compiles every partition under the kernel's cap
+    (setmaxnreg only moves registers at run time), and 12 warps (4 consumer + 4 decoder + 1
+    loader, padded to whole warpgroups) at 168 a thread fill the 64K-register file.
+    """
+    bm = 16
+    while bm < min(m, 128):
+        bm *= 2
+    bn = BN
+    if m > 2048:
+        bn, bm = 64, 256
+    tiles = triton.cdiv(n, bn) * triton.cdiv(m, bm)
+    steps = triton.cdiv(k, BK)
+    split = 1
+    while tiles * split * 2 <= sm_count and steps // (split * 2) >= 8:
+        split *= 2
+    return dict(BN=bn, BM=bm, SPLIT_K=split, GROUP_M=8, num_warps=4, maxnreg=168,
+                DECODE_REGS=96)
+
+
+def _capability(device: torch.device):
+    if device.type != "cuda":
+        return None
+    return torch.cuda.get_device_capability(device)
+
+
+def _check(x, w, bias) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"ws_linear takes a tensor x, got {type(x).__name__}")
+    if not isinstance(w, MXTensor):
+        raise TypeError(f"ws_linear takes a plain MXTensor weight, got {type(w).__name__}")
+    if len(w.shape) != 2 or w.axis != 1:
+        raise ValueError(f"the weight must be 2-D and quantized along K (axis 1), got shape "
+                         f"{tuple(w.shape)} with axis={w.axis}")
+    if x.dim() == 0 or x.shape[-1] != w.shape[1]:
+        raise ValueError(f"x's last dimension {tuple(x.shape)[-1:]} does not match the weight's "
+                         f"K = {w.shape[1]}")
+    m = x.numel() // x.shape[-1]
+    why = unsupported_reason(_capability(x.device), triton.__version__, x.dtype, w.block_size,
+                             w.shape[1], m)
+    if why:
+        raise RuntimeError(f"the warp-specialized MXFP4 GEMM cannot run here: {why}; use "
+                           f"mxfp4.linear (the Triton v1 kernels) instead")
+    if w.codes.device != x.device:
+        raise ValueError(f"x is on {x.device}, the weight on {w.codes.device}")
+    n = w.shape[0]
+    if bias is not None and (not isinstance(bias, torch.Tensor) or bias.shape != (n,)
+                             or bias.dtype != torch.bfloat16 or bias.device != x.device):
+        raise ValueError(f"bias must be a bf16 tensor of shape ({n},) on {x.device}, got "
+                         f"{getattr(bias, 'shape', type(bias).__name__)} "
+                         f"{getattr(bias, 'dtype', '')}")
+
+
+def ws_linear(x: torch.Tensor, w: MXTensor, bias: torch.Tensor | None = None,
+              config: dict | None = None) -> torch.Tensor:
+    """x @ dequantize(w).T + bias in bf16 (fp32 accumulation) on the warp-specialized kernel."""
+    _check(x, w, bias)
+    n, k = w.shape
+    x2 = x.reshape(-1, k)
+    if not x2.is_contiguous():
+        x2 = x2.contiguous()
+    m = x2.shape[0]
+    out = torch.empty(m, n, dtype=torch.bfloat16, device=x.device)
+    from .linear import _sm_count
+    cfg = dict(config or ws_config(m, n, k, _sm_count(x.device)))
+    kernel, args, kwargs, grid = launch_args(x2, w.codes.contiguous(), w.scales.contiguous(),
+                                             bias, out, cfg)
+    kernel[grid](*args, **kwargs)
+    return out.reshape(*x.shape[:-1], n)
+
+
+def ws_dequantize(w: MXTensor) -> torch.Tensor:
+    """bf16 [N, K] weights through the GEMM's own decoder (decode_tile), for the device's
+    bit-exact check against mxfp4.codec.dequantize_blocks."""
+    if not isinstance(w, MXTensor) or len(w.shape) != 2 or w.axis != 1:
+        raise TypeError("ws_dequantize takes a 2-D MXTensor quantized along K")
+    n, k = w.shape
+    why = unsupported_reason(_capability(w.codes.device), triton.__version__, torch.bfloat16,
+                             w.block_size, k)
+    if why:
+        raise RuntimeError(f"the warp-specialized decoder cannot run here: {why}")
+    out = torch.empty(n, k, dtype=torch.bfloat16, device=w.codes.device)
+    kernel, args, grid = decode_args(w.codes.contiguous(), w.scales.contiguous(), out)
+    kernel[grid](*args, BN=BN, BK=BK, num_warps=4)
+    return out
+
+
+def decode_args(codes, scales, out):
+    from .ws_gemm_kernel import ws_decode_kernel
+    n, k = out.shape
+    return ws_decode_kernel, (codes, scales, out, n, k), (triton.cdiv(n, BN), triton.cdiv(k, BK))
+
+
+def launch_args(x2, codes, scales, bias, out, cfg: dict):
+    """(kernel, args, keyword args, grid) of one launch; also what scripts/compile_sm90.py
+    compiles offline (with CPU tensors) for the resource report."""
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+    from .ws_gemm_kernel import ws_gemm_kernel
+    cfg = dict(cfg)
+    bn, bm, split = cfg.pop("BN"), cfg.pop("BM"), cfg.pop("SPLIT_K")
+    m, k = x2.shape
+    n = codes.shape[0]
+    x_desc = TensorDescriptor.from_tensor(
+        x2, [bm, BK], gl.NVMMASharedLayout.get_default_for([bm, BK], gl.bfloat16))
+    q_desc = TensorDescriptor.from_tensor(
+        codes, [bn, BK // 2], gl.NVMMASharedLayout.get_default_for([bn, BK // 2], gl.uint8))
+    steps = triton.cdiv(k, BK)
+    k_chunk = triton.cdiv(steps, split) * BK
+    split = triton.cdiv(steps * BK, k_chunk)  # no empty splits
+    tiles = triton.cdiv(m, bm) * triton.cdiv(n, bn)
+    if split > 1:
+        from .linear import _LOCK_SIZE, arrival_counters
+        if tiles > _LOCK_SIZE:
+            raise ValueError(f"split-K needs {tiles} tile counters, more than {_LOCK_SIZE}")
+        ws = torch.empty(split, m, n, dtype=torch.float32, device=out.device)
+        locks = arrival_counters(out.device)
+    else:
+        ws = locks = out
+    args = (x_desc, q_desc, scales, bias if bias is not None else out, out, ws, locks,
+            m, n, k, scales.shape[1], out.stride(0), k_chunk)
+    kwargs = dict(HAS_BIAS=bias is not None, SPLIT_K=split, **cfg)
+    return ws_gemm_kernel, args, kwargs, (tiles, split)
+
+
+def compile_args(m: int, n: int, k: int, sm_count: int = 132):
+    """(kernel, args, keyword args) for an offline compile of the [m, k] x [n, k] product with
+    CPU tensors standing in for CUDA ones (scripts/compile_sm90.py)."""
+    x2 = torch.empty(m, k, dtype=torch.bfloat16)
+    codes = torch.empty(n, k // 2, dtype=torch.uint8)
+    scales = torch.empty(n, k // BLOCK, dtype=torch.uint8)
+    out = torch.empty(m, n, dtype=torch.bfloat16)
+    kernel, args, kwargs, _ = launch_args(x2, codes, scales, None, out, ws_config(m, n, k, sm_count))
+    return kernel, args, kwargs

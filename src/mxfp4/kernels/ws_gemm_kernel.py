@@ -1,0 +1,282 @@
+"""Warp-specialized MXFP4 x bf16 GEMM for Hopper (sm_90a), in Gluon as shipped with triton 3.6.
+
+out [M, N] = x [M, K] (bf16) @ dequantize(W)^T, W [N, K] a plain MXTensor quantized along K
+(codes [N, K/2] uint8, element 2j in the low nibble; scales [N, K/32] E8M0 bytes), fp32
+accumulation, bf16 out. Reference twin: `mxfp4.ops.linear(x, w, backend="reference")`; the
+device check (benchmarks/ws_gemm_device.py) compares with float64 math on the dequantized W.
+
+Why warp specialization (issue 24): triton 3.6 waits for every wgmma whose A operand is decoded
+in registers, so decode and tensor cores take turns. Here three partitions share a CTA:
+
+- loader (1 warp): TMA copies of the x tile [BM, BK] bf16 and the codes tile [BN, BK/2] into
+  an S-deep ring, both completing on one mbarrier per slot (`loaded`).
+- decoder (4 warps): per K step reads the codes from shared memory (then frees the slot),
+  loads the [BN, BK/32] scale bytes from global, decodes E2M1 x 2^(s-127) to bf16 (exact) and
+  writes the [BN, BK] tile into a D-deep ring of 128B-swizzled buffers (`decoded`).
+- consumer (the default partition, 4 or 8 warps): acc[BN, BM] += W tile @ x tile^T with async
+  wgmma (W is wgmma's A from shared memory, x the B operand through a transposed view), one
+  wgmma kept in flight; when step i-1's wgmma retires its x slot and W buffer are released.
+
+Weights are the MMA's M side ("swap AB"), so decode batches (M = 16..64) fill the 64-row wgmma
+with weight rows and tokens are its N (16..256). Ragged M, N and K come from TMA's zero fill
+(codes 0 decode to 0; masked scale loads read 127, i.e. 1.0) and masked stores. Split-K
+partials go to an fp32 workspace and the last split to arrive sums them in split order (as
+kernels/linear.py does): deterministic, no float atomics.
+"""
+
+from __future__ import annotations
+
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma,
+                                                              warpgroup_mma, warpgroup_mma_wait)
+
+DECODE_WARPS = gl.constexpr(4)
+LOADER_WARPS = gl.constexpr(1)
+
+
+@gluon.constexpr_function
+def acc_layout(BN, BM, num_warps):
+    """wgmma accumulator layout for an [BN, BM] tile: warps stacked along the weight rows
+    (16 each) as far as BN allows, the instruction as wide as BM allows (at most 256)."""
+    along_n = min(num_warps, BN // 16)
+    warps = [along_n, num_warps // along_n]
+    n = min(256, BM // warps[1])
+    return gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=warps, instr_shape=[16, n, 16])
+
+
+@gluon.constexpr_function
+def code_layout(BN, BK):
+    """[BN, BK/32, 16] code bytes: each thread holds the 16 bytes of one 32-element scale block."""
+    blocks = BK // 32
+    return gl.BlockedLayout([1, 1, 16], [32 // blocks, blocks, 1], [DECODE_WARPS, 1, 1], [2, 1, 0])
+
+
+@gluon.constexpr_function
+def code_layout_2d(BN, BK):
+    """The same bytes as code_layout, read from shared memory as [BN, BK/2]."""
+    blocks = BK // 32
+    return gl.BlockedLayout([1, 16], [32 // blocks, blocks], [DECODE_WARPS, 1], [1, 0])
+
+
+@gluon.constexpr_function
+def value_layout(BN, BK):
+    """code_layout after fp4_to_fp along the last axis: 32 bf16 values per thread."""
+    blocks = BK // 32
+    return gl.BlockedLayout([1, 1, 32], [32 // blocks, blocks, 1], [DECODE_WARPS, 1, 1], [2, 1, 0])
+
+
+@gluon.constexpr_function
+def out_layout(BN, BM, num_warps):
+    """Epilogue layout of the [BN, BM] tile: 8 consecutive weight rows (16 bytes of one output
+    row) per thread, so stores along N coalesce."""
+    tn = min(32, BN // 8)
+    return gl.BlockedLayout([8, 1], [tn, 32 // tn], [1, num_warps], [0, 1])
+
+
+@gluon.jit
+def _e8m0_to_bf16(s):
+    """bf16 2^(s-127) of E8M0 bytes (exact: 0 is the subnormal 2^-127, 255 is NaN)."""
+    s = s.to(gl.int16) & 255
+    bits = gl.where(s > 0, s << 7, 64)
+    bits = gl.where(s == 255, 0x7FC0, bits).to(gl.int16)
+    return bits.to(gl.bfloat16, bitcast=True)
+
+
+@gluon.jit
+def _scale(w, s):
+    """w * s for bf16 tensors (s broadcast to w's shape), two elements per bf16x2 multiply;
+    exact, since s is a power of two (only overflow or a subnormal result would round)."""
+    return gl.inline_asm_elementwise("mul.rn.bf16x2 $0, $1, $2;", "=r,r,r", [w, s],
+                                     dtype=gl.bfloat16, is_pure=True, pack=2)
+
+
+@gluon.jit
+def _loader(x_desc, q_desc, loaded, raw_free, x_bufs, q_bufs, off_m, off_n, k_lo, n_steps,
+            BK: gl.constexpr):
+    S: gl.constexpr = x_bufs.shape[0]
+    nbytes: gl.constexpr = x_desc.block_type.nbytes + q_desc.block_type.nbytes
+    for i in range(n_steps):
+        s = i % S
+        # a slot is free once the decoder has read its codes and the consumer's wgmma its x;
+        # mbarriers start with phase 1 complete, so the first pass does not wait
+        mbarrier.wait(raw_free.index(s), ((i // S) & 1) ^ 1)
+        k = k_lo + i * BK
+        mbarrier.expect(loaded.index(s), nbytes)
+        tma.async_copy_global_to_shared(x_desc, [off_m, k], loaded.index(s), x_bufs.index(s))
+        tma.async_copy_global_to_shared(q_desc, [off_n, k // 2], loaded.index(s), q_bufs.index(s))
+
+
+@gluon.jit
+def _decoder(s_ptr, loaded, raw_free, decoded, w_free, q_bufs, w_bufs, off_n, k_lo, n_steps,
+             N, KS, BN: gl.constexpr, BK: gl.constexpr):
+    S: gl.constexpr = q_bufs.shape[0]
+    D: gl.constexpr = w_bufs.shape[0]
+    SL: gl.constexpr = gl.SliceLayout(2, value_layout(BN, BK))  # [BN, BK/32] scale bytes
+    rows = off_n + gl.arange(0, BN, layout=gl.SliceLayout(1, SL))
+    blocks = gl.arange(0, BK // 32, layout=gl.SliceLayout(0, SL))
+    s_rows = s_ptr + rows.to(gl.int64)[:, None] * KS
+    row_ok = (rows < N)[:, None]
+    for i in range(n_steps):
+        s = i % S
+        d = i % D
+        kb = k_lo // 32 + i * (BK // 32) + blocks
+        # the scale bytes (L2 hits after the first CTA on this tile) are requested before the
+        # wait, so their latency hides behind the TMA's
+        sc = gl.load(s_rows + kb[None, :], mask=row_ok & (kb < KS)[None, :], other=127)
+        mbarrier.wait(loaded.index(s), (i // S) & 1)
+        codes = q_bufs.index(s).load(code_layout_2d(BN, BK))
+        fence_async_shared()  # order the shared reads before the next TMA into this slot
+        mbarrier.arrive(raw_free.index(s), count=1)
+        w = decode_tile(codes, sc, BN, BK)
+        mbarrier.wait(w_free.index(d), ((i // D) & 1) ^ 1)
+        w_bufs.index(d).store(w)
+        fence_async_shared()  # the wgmma (async proxy) reads what these stores wrote
+        mbarrier.arrive(decoded.index(d), count=1)
+
+
+@gluon.jit
+def decode_tile(codes, sc, BN: gl.constexpr, BK: gl.constexpr):
+    """[BN, BK] bf16 weights from codes [BN, BK/2] (code_layout_2d) and scale bytes
+    [BN, BK/32] (SliceLayout(2, value_layout)): E2M1 x 2^(s-127), exact."""
+    codes = gl.convert_layout(codes.reshape([BN, BK // 32, 16]), code_layout(BN, BK))
+    w = gl.convert_layout(gl.fp4_to_fp(codes, gl.bfloat16, 2), value_layout(BN, BK))
+    w = _scale(w, gl.expand_dims(_e8m0_to_bf16(sc), 2))
+    return w.reshape([BN, BK])
+
+
+@gluon.jit
+def ws_decode_kernel(codes_ptr, s_ptr, out_ptr, N, K, BN: gl.constexpr, BK: gl.constexpr):
+    """out [N, K] bf16 = dequantize(codes [N, K/2], scales [N, K/32]) through decode_tile,
+    the GEMM's decoder (bit-exact twin: mxfp4.codec.dequantize_blocks); num_warps = 4."""
+    off_n = gl.program_id(0) * BN
+    k0 = gl.program_id(1) * BK
+    C2: gl.constexpr = code_layout_2d(BN, BK)
+    SL: gl.constexpr = gl.SliceLayout(2, value_layout(BN, BK))
+    rc = off_n + gl.arange(0, BN, layout=gl.SliceLayout(1, C2))
+    jc = k0 // 2 + gl.arange(0, BK // 2, layout=gl.SliceLayout(0, C2))
+    c_ok = (rc < N)[:, None] & (jc < K // 2)[None, :]
+    codes = gl.load(codes_ptr + rc.to(gl.int64)[:, None] * (K // 2) + jc[None, :], mask=c_ok,
+                    other=0)
+    rs = off_n + gl.arange(0, BN, layout=gl.SliceLayout(1, SL))
+    ks = k0 // 32 + gl.arange(0, BK // 32, layout=gl.SliceLayout(0, SL))
+    s_ok = (rs < N)[:, None] & (ks < K // 32)[None, :]
+    sc = gl.load(s_ptr + rs.to(gl.int64)[:, None] * (K // 32) + ks[None, :], mask=s_ok, other=127)
+    OL: gl.constexpr = gl.BlockedLayout([1, 8], [32 // (BK // 8), BK // 8], [4, 1], [1, 0])
+    w = gl.convert_layout(decode_tile(codes, sc, BN, BK), OL)
+    ro = off_n + gl.arange(0, BN, layout=gl.SliceLayout(1, OL))
+    ko = k0 + gl.arange(0, BK, layout=gl.SliceLayout(0, OL))
+    gl.store(out_ptr + ro.to(gl.int64)[:, None] * K + ko[None, :], w,
+             mask=(ro < N)[:, None] & (ko < K)[None, :])
+
+
+@gluon.jit
+def _consumer(loaded, raw_free, decoded, w_free, x_bufs, w_bufs, n_steps, epilogue_args,
+              BN: gl.constexpr, BM: gl.constexpr, HAS_BIAS: gl.constexpr,
+              SPLIT_K: gl.constexpr, num_warps: gl.constexpr):
+    S: gl.constexpr = x_bufs.shape[0]
+    D: gl.constexpr = w_bufs.shape[0]
+    acc = gl.zeros([BN, BM], gl.float32, acc_layout(BN, BM, num_warps))
+    for i in range(n_steps):
+        s = i % S
+        d = i % D
+        mbarrier.wait(loaded.index(s), (i // S) & 1)
+        mbarrier.wait(decoded.index(d), (i // D) & 1)
+        acc = warpgroup_mma(w_bufs.index(d), x_bufs.index(s).permute((1, 0)), acc, is_async=True)
+        # at most this step's wgmma in flight: step i - 1's has read its operands
+        acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc, ))
+        mbarrier.arrive(raw_free.index((i + S - 1) % S), count=1, pred=i > 0)
+        mbarrier.arrive(w_free.index((i + D - 1) % D), count=1, pred=i > 0)
+    acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
+    # the epilogue runs here, under this partition's raised register cap (the kernel body's
+    # cap is what the whole CTA's warps can share)
+    _epilogue(acc, *epilogue_args, BN, BM, HAS_BIAS, SPLIT_K, num_warps)
+
+
+@gluon.jit
+def _epilogue(acc, bias_ptr, out_ptr, ws_ptr, lock_ptr, M, N, stride_om, off_m, off_n, pid_m,
+              pid_n, pid_k, tiles_n, BN: gl.constexpr, BM: gl.constexpr, HAS_BIAS: gl.constexpr,
+              SPLIT_K: gl.constexpr, num_warps: gl.constexpr):
+    """out[m, n] = acc[n, m] (+ bias[n]) in bf16; split K: partials to the workspace, and the
+    last split to arrive at this tile adds them in split order."""
+    OL: gl.constexpr = out_layout(BN, BM, num_warps)
+    acc = gl.convert_layout(acc, OL)
+    rn = off_n + gl.arange(0, BN, layout=gl.SliceLayout(1, OL))
+    rm = off_m + gl.arange(0, BM, layout=gl.SliceLayout(0, OL))
+    mask = (rn < N)[:, None] & (rm < M)[None, :]
+    out_ptrs = out_ptr + rm.to(gl.int64)[None, :] * stride_om + rn[:, None]
+    if SPLIT_K == 1:
+        if HAS_BIAS:
+            acc += gl.load(bias_ptr + rn, mask=rn < N, other=0.0).to(gl.float32)[:, None]
+        gl.store(out_ptrs, acc.to(gl.bfloat16), mask=mask)
+    else:
+        ws_stride = M * N
+        ws_tile = ws_ptr + rm.to(gl.int64)[None, :] * N + rn[:, None]
+        gl.store(ws_tile + pid_k * ws_stride, acc, mask=mask)
+        gl.thread_barrier()
+        tile = pid_m * tiles_n + pid_n
+        arrived = gl.atomic_add(lock_ptr + tile, 1, sem="acq_rel", scope="gpu")
+        if arrived == SPLIT_K - 1:
+            total = gl.zeros([BN, BM], gl.float32, OL)
+            for i in gl.static_range(SPLIT_K):
+                total += gl.load(ws_tile + i * ws_stride, mask=mask, other=0.0,
+                                 cache_modifier=".cg")
+            if HAS_BIAS:
+                total += gl.load(bias_ptr + rn, mask=rn < N, other=0.0).to(gl.float32)[:, None]
+            gl.store(out_ptrs, total.to(gl.bfloat16), mask=mask)
+            gl.atomic_xchg(lock_ptr + tile, 0, sem="relaxed", scope="gpu")  # zero for next call
+
+
+@gluon.jit
+def ws_gemm_kernel(x_desc, q_desc, s_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr, M, N, K, KS,
+                   stride_om, k_chunk, HAS_BIAS: gl.constexpr, SPLIT_K: gl.constexpr,
+                   GROUP_M: gl.constexpr, DECODE_REGS: gl.constexpr, num_warps: gl.constexpr):
+    """out = x @ dequantize(W)^T (+ bias) for one [BM tokens, BN weight rows] tile and one K
+    split; x_desc: TMA descriptor of x [M, K] bf16, box [BM, BK]; q_desc: of the codes
+    [N, K/2], box [BN, BK/2]; s_ptr: scales [N, KS]. k_chunk: K per split, a multiple of BK."""
+    BM: gl.constexpr = x_desc.block_type.shape[0]
+    BK: gl.constexpr = x_desc.block_type.shape[1]
+    BN: gl.constexpr = q_desc.block_type.shape[0]
+    S: gl.constexpr = 4 if BM <= 128 else 3
+    D: gl.constexpr = 2
+    # tile order: groups of GROUP_M token tiles sweep the weight tiles, so that both a group's
+    # x rows and the current weight tiles stay in L2
+    pid = gl.program_id(0)
+    pid_k = gl.program_id(1)
+    tiles_m = gl.cdiv(M, BM)
+    tiles_n = gl.cdiv(N, BN)
+    per_group = GROUP_M * tiles_n
+    first_m = (pid // per_group) * GROUP_M
+    group = gl.minimum(tiles_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % per_group) % group
+    pid_n = (pid % per_group) // group
+    off_m = pid_m * BM
+    off_n = pid_n * BN
+    k_lo = pid_k * k_chunk
+    n_steps = gl.cdiv(gl.minimum(k_chunk, K - k_lo), BK)
+
+    x_bufs = gl.allocate_shared_memory(gl.bfloat16, [S, BM, BK], x_desc.layout)
+    q_bufs = gl.allocate_shared_memory(gl.uint8, [S, BN, BK // 2], q_desc.layout)
+    w_bufs = gl.allocate_shared_memory(gl.bfloat16, [D, BN, BK],
+                                       gl.NVMMASharedLayout.get_default_for([BN, BK], gl.bfloat16))
+    loaded = gl.allocate_shared_memory(gl.int64, [S, 1], mbarrier.MBarrierLayout())
+    raw_free = gl.allocate_shared_memory(gl.int64, [S, 1], mbarrier.MBarrierLayout())
+    decoded = gl.allocate_shared_memory(gl.int64, [D, 1], mbarrier.MBarrierLayout())
+    w_free = gl.allocate_shared_memory(gl.int64, [D, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(S):
+        mbarrier.init(loaded.index(i), count=1)
+        mbarrier.init(raw_free.index(i), count=2)  # the decoder (codes) and the consumer (x)
+    for i in gl.static_range(D):
+        mbarrier.init(decoded.index(i), count=1)
+        mbarrier.init(w_free.index(i), count=1)
+
+    epilogue_args = (bias_ptr, out_ptr, ws_ptr, lock_ptr, M, N, stride_om, off_m, off_n, pid_m,
+                     pid_n, pid_k, tiles_n)
+    gl.warp_specialize([
+        (_consumer, (loaded, raw_free, decoded, w_free, x_bufs, w_bufs, n_steps, epilogue_args,
+                     BN, BM, HAS_BIAS, SPLIT_K, num_warps)),
+        (_decoder, (s_ptr, loaded, raw_free, decoded, w_free, q_bufs, w_bufs, off_n, k_lo,
+                    n_steps, N, KS, BN, BK)),
+        (_loader, (x_desc, q_desc, loaded, raw_free, x_bufs, q_bufs, off_m, off_n, k_lo, n_steps,
+                   BK)),
+    ], [DECODE_WARPS, LOADER_WARPS], [DECODE_REGS, 24])
