@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
+from mxfp4.bench.model import Timer
 from mxfp4.train import apply_recipe
 from mxfp4.train.lm import LM, lm_config
 from mxfp4.train.recipes import PRESETS
@@ -52,16 +53,7 @@ def make_step(recipe: str | None):
 def median_ms(step) -> float:
     for _ in range(5):
         step()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(STEPS):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        step()
-        b.record()
-        torch.cuda.synchronize()
-        times.append(a.elapsed_time(b))
-    return statistics.median(times)
+    return statistics.median(Timer(DEV).each_ms(step, STEPS))
 
 
 def profile_step(step, label: str) -> dict:
