@@ -93,9 +93,9 @@ def _linear_v1(m: int, hopper: bool):
         launch_pdl=True, **cfg)
 
 
-def _ws_gemm(m: int, n: int = 14336, k: int = 4096):
+def _ws_gemm(m: int, n: int = 14336, k: int = 4096, **overrides):
     from mxfp4.kernels import ws_gemm
-    return ws_gemm.compile_args(m, n, k)
+    return ws_gemm.compile_args(m, n, k, **overrides)
 
 
 def _ws_decode():
@@ -112,18 +112,22 @@ REGISTRY = {
     "linear_v1_m256": lambda: _linear_v1(256, hopper=True),
     "linear_v1_plain_m256": lambda: _linear_v1(256, hopper=False),
     "ws_decode": _ws_decode,
-    "ws_gemm_m16": lambda: _ws_gemm(16),
-    "ws_gemm_m64": lambda: _ws_gemm(64),
-    "ws_gemm_m256": lambda: _ws_gemm(256),
-    "ws_gemm_m4096": lambda: _ws_gemm(4096),
-    "ws_gemm_m16_splitk": lambda: _ws_gemm(16, 2880, 2880),  # 23 tiles: K split 4 ways
+    # ws_gemm entries take config overrides: ws_gemm_m16:maxnreg=80,STAGES=6
+    "ws_gemm_m16": lambda **o: _ws_gemm(16, **o),
+    "ws_gemm_m64": lambda **o: _ws_gemm(64, **o),
+    "ws_gemm_m256": lambda **o: _ws_gemm(256, **o),
+    "ws_gemm_m4096": lambda **o: _ws_gemm(4096, **o),
+    "ws_gemm_m16_splitk": lambda **o: _ws_gemm(16, 2880, 2880, **o),  # 23 tiles: split 4
 }
 
 
 # ---- compiling and reading the results --------------------------------------------------
 
-def compile_entry(name: str):
-    fn, args, kwargs = REGISTRY[name]()
+def compile_entry(entry: str):
+    """NAME or NAME:key=value,... (keyword overrides for entries that take them)."""
+    name, _, spec = entry.partition(":")
+    overrides = {k: _literal(v) for k, v in (p.split("=") for p in spec.split(",") if p)}
+    fn, args, kwargs = REGISTRY[name](**overrides)
     return fn.warmup(*args, grid=(1,), **kwargs)
 
 
@@ -212,7 +216,8 @@ def dump(kernel, folder: str, label: str) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("names", nargs="*", help="registry entries (default: all)")
+    ap.add_argument("names", nargs="*", help="registry entries, NAME[:key=value,...] "
+                    "(default: all)")
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--sass", action="store_true", help="also count SASS HGMMA/HMMA/LDL/STL")
     ap.add_argument("--dump", help="write each kernel's TTGIR, PTX and SASS here")
@@ -228,7 +233,7 @@ def main(argv=None) -> int:
     if triton.__version__ != DEVICE_TRITON:
         print(f"warning: triton {triton.__version__} here, the device has {DEVICE_TRITON}",
               file=sys.stderr)
-    unknown = [n for n in a.names if n not in REGISTRY]
+    unknown = [n for n in a.names if n.partition(":")[0] not in REGISTRY]
     if unknown:
         raise SystemExit(f"unknown kernels {unknown}; --list shows {list(REGISTRY)}")
     install_driver()

@@ -81,8 +81,10 @@ def ws_config(m: int, n: int, k: int, sm_count: int = 132) -> dict:
     split = 1
     while tiles * split * 2 <= sm_count and steps // (split * 2) >= 8:
         split *= 2
-    return dict(BN=bn, BM=bm, SPLIT_K=split, GROUP_M=8, num_warps=4, maxnreg=168,
-                DECODE_REGS=96)
+    # x + codes slots: enough bytes in flight per SM to cover memory latency at small M
+    stages = {16: 8, 32: 8, 64: 6, 128: 4}.get(bm, 3)
+    return dict(BN=bn, BM=bm, SPLIT_K=split, GROUP_M=8, STAGES=stages, num_warps=4,
+                maxnreg=168, DECODE_REGS=96)
 
 
 def _capability(device: torch.device):
@@ -102,20 +104,19 @@ def _check(x, w, bias) -> None:
     if x.dim() == 0 or x.shape[-1] != w.shape[1]:
         raise ValueError(f"x's last dimension {tuple(x.shape)[-1:]} does not match the weight's "
                          f"K = {w.shape[1]}")
-    m = x.numel() // x.shape[-1]
-    why = unsupported_reason(_capability(x.device), triton.__version__, x.dtype, w.block_size,
-                             w.shape[1], m)
-    if why:
-        raise RuntimeError(f"the warp-specialized MXFP4 GEMM cannot run here: {why}; use "
-                           f"mxfp4.linear (the Triton v1 kernels) instead")
-    if w.codes.device != x.device:
-        raise ValueError(f"x is on {x.device}, the weight on {w.codes.device}")
     n = w.shape[0]
     if bias is not None and (not isinstance(bias, torch.Tensor) or bias.shape != (n,)
                              or bias.dtype != torch.bfloat16 or bias.device != x.device):
         raise ValueError(f"bias must be a bf16 tensor of shape ({n},) on {x.device}, got "
                          f"{getattr(bias, 'shape', type(bias).__name__)} "
                          f"{getattr(bias, 'dtype', '')}")
+    if w.codes.device != x.device:
+        raise ValueError(f"x is on {x.device}, the weight on {w.codes.device}")
+    why = unsupported_reason(_capability(x.device), triton.__version__, x.dtype, w.block_size,
+                             w.shape[1])
+    if why:
+        raise RuntimeError(f"the warp-specialized MXFP4 GEMM cannot run here: {why}; use "
+                           f"mxfp4.linear (the Triton v1 kernels) instead")
 
 
 def ws_linear(x: torch.Tensor, w: MXTensor, bias: torch.Tensor | None = None,
@@ -128,6 +129,8 @@ def ws_linear(x: torch.Tensor, w: MXTensor, bias: torch.Tensor | None = None,
         x2 = x2.contiguous()
     m = x2.shape[0]
     out = torch.empty(m, n, dtype=torch.bfloat16, device=x.device)
+    if m == 0:
+        return out.reshape(*x.shape[:-1], n)
     from .linear import _sm_count
     cfg = dict(config or ws_config(m, n, k, _sm_count(x.device)))
     kernel, args, kwargs, grid = launch_args(x2, w.codes.contiguous(), w.scales.contiguous(),
@@ -191,12 +194,13 @@ def launch_args(x2, codes, scales, bias, out, cfg: dict):
     return ws_gemm_kernel, args, kwargs, (tiles, split)
 
 
-def compile_args(m: int, n: int, k: int, sm_count: int = 132):
+def compile_args(m: int, n: int, k: int, sm_count: int = 132, **overrides):
     """(kernel, args, keyword args) for an offline compile of the [m, k] x [n, k] product with
-    CPU tensors standing in for CUDA ones (scripts/compile_sm90.py)."""
+    CPU tensors standing in for CUDA ones (scripts/compile_sm90.py); overrides: config keys."""
     x2 = torch.empty(m, k, dtype=torch.bfloat16)
     codes = torch.empty(n, k // 2, dtype=torch.uint8)
     scales = torch.empty(n, k // BLOCK, dtype=torch.uint8)
     out = torch.empty(m, n, dtype=torch.bfloat16)
-    kernel, args, kwargs, _ = launch_args(x2, codes, scales, None, out, ws_config(m, n, k, sm_count))
+    cfg = dict(ws_config(m, n, k, sm_count), **overrides)
+    kernel, args, kwargs, _ = launch_args(x2, codes, scales, None, out, cfg)
     return kernel, args, kwargs

@@ -230,14 +230,15 @@ def _epilogue(acc, bias_ptr, out_ptr, ws_ptr, lock_ptr, M, N, stride_om, off_m, 
 @gluon.jit
 def ws_gemm_kernel(x_desc, q_desc, s_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr, M, N, K, KS,
                    stride_om, k_chunk, HAS_BIAS: gl.constexpr, SPLIT_K: gl.constexpr,
-                   GROUP_M: gl.constexpr, DECODE_REGS: gl.constexpr, num_warps: gl.constexpr):
+                   GROUP_M: gl.constexpr, STAGES: gl.constexpr, DECODE_REGS: gl.constexpr,
+                   num_warps: gl.constexpr):
     """out = x @ dequantize(W)^T (+ bias) for one [BM tokens, BN weight rows] tile and one K
     split; x_desc: TMA descriptor of x [M, K] bf16, box [BM, BK]; q_desc: of the codes
     [N, K/2], box [BN, BK/2]; s_ptr: scales [N, KS]. k_chunk: K per split, a multiple of BK."""
     BM: gl.constexpr = x_desc.block_type.shape[0]
     BK: gl.constexpr = x_desc.block_type.shape[1]
     BN: gl.constexpr = q_desc.block_type.shape[0]
-    S: gl.constexpr = 4 if BM <= 128 else 3
+    S: gl.constexpr = STAGES  # x + codes slots in flight
     D: gl.constexpr = 2
     # tile order: groups of GROUP_M token tiles sweep the weight tiles, so that both a group's
     # x rows and the current weight tiles stay in L2

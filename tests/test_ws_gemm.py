@@ -1,0 +1,123 @@
+"""CPU checks of the warp-specialized GEMM's host side (mxfp4.kernels.ws_gemm): who may run it,
+the argument errors, and the tile rules. The Gluon kernel itself runs only on an sm_90 GPU
+with triton 3.6: benchmarks/ws_gemm_device.py checks it there against float64 math, and
+scripts/compile_sm90.py compiles it offline for its resource report."""
+
+import importlib
+import sys
+
+import pytest
+import torch
+
+from mxfp4 import quantize
+from mxfp4.kernels import ws_gemm
+from mxfp4.layouts import prepack
+
+SHAPES = [(4096, 14336), (14336, 4096), (2880, 5760), (2880, 2880), (2912, 2920)]  # (K, N)
+
+
+def _weight(n=64, k=96):
+    return quantize(torch.randn(n, k))
+
+
+def test_hopper_with_triton_36_is_supported():
+    assert ws_gemm.unsupported_reason((9, 0), "3.6.0", torch.bfloat16, 32, 2880, 16) is None
+    assert ws_gemm.unsupported_reason((9, 0), "3.6.1", torch.bfloat16, 32, 32, 1) is None
+
+
+@pytest.mark.parametrize("args, words", [
+    ((None, "3.6.0", torch.bfloat16, 32, 2880, 16), "CUDA tensors"),
+    (((8, 0), "3.6.0", torch.bfloat16, 32, 2880, 16), "sm_80"),
+    (((10, 0), "3.6.0", torch.bfloat16, 32, 2880, 16), "sm_100"),
+    (((9, 0), "3.9.0", torch.bfloat16, 32, 2880, 16), "found triton 3.9.0"),
+    (((9, 0), "3.5.1", torch.bfloat16, 32, 2880, 16), "written for triton 3.6"),
+    (((9, 0), "3.6.0", torch.float16, 32, 2880, 16), "bfloat16 activations"),
+    (((9, 0), "3.6.0", torch.bfloat16, 16, 2880, 16), "blocks of 16"),
+    (((9, 0), "3.6.0", torch.bfloat16, 32, 2890, 16), "multiple of 32"),
+    (((9, 0), "3.6.0", torch.bfloat16, 32, 0, 16), "positive multiple"),
+    (((9, 0), "3.6.0", torch.bfloat16, 32, 2880, 0), "no rows"),
+])
+def test_unsupported_reason_names_the_problem(args, words):
+    why = ws_gemm.unsupported_reason(*args)
+    assert why is not None and words in why
+
+
+def test_dispatch_keeps_v1_off_hopper():
+    w = _weight()
+    x = torch.randn(32, 96).to(torch.bfloat16)
+    assert not ws_gemm.use_ws_gemm(x, w)  # CPU tensors
+    assert not ws_gemm.use_ws_gemm(x, prepack(w))  # the kernel reads plain MXTensors only
+    assert not ws_gemm.use_ws_gemm(x, quantize(torch.randn(96, 64), axis=0))  # blocks along N
+
+
+def test_dispatch_rule_on_a_hopper(monkeypatch):
+    """On sm_90 with triton 3.6 the rule picks the kernel from MIN_M rows of bf16 on."""
+    monkeypatch.setattr(ws_gemm, "_capability", lambda device: (9, 0))
+    monkeypatch.setattr(ws_gemm.triton, "__version__", "3.6.0")
+    w = _weight()
+    for m, want in ((1, False), (ws_gemm.MIN_M - 1, False), (ws_gemm.MIN_M, True), (4096, True)):
+        assert ws_gemm.use_ws_gemm(torch.zeros(m, 96, dtype=torch.bfloat16), w) is want, m
+    assert not ws_gemm.use_ws_gemm(torch.zeros(64, 96, dtype=torch.float16), w)
+    assert ws_gemm.use_ws_gemm(torch.zeros(2, 8, 96, dtype=torch.bfloat16), w)  # 16 rows
+    assert not ws_gemm.use_ws_gemm(torch.zeros(64, 96, dtype=torch.bfloat16),
+                                   quantize(torch.randn(64, 96), block_size=16))
+    monkeypatch.setattr(ws_gemm.triton, "__version__", "3.9.0")
+    assert not ws_gemm.use_ws_gemm(torch.zeros(64, 96, dtype=torch.bfloat16), w)
+
+
+def test_ws_linear_argument_errors():
+    w = _weight()
+    x = torch.randn(16, 96).to(torch.bfloat16)
+    with pytest.raises(TypeError, match="tensor x"):
+        ws_gemm.ws_linear(x.tolist(), w)
+    with pytest.raises(TypeError, match="plain MXTensor"):
+        ws_gemm.ws_linear(x, prepack(w))
+    with pytest.raises(ValueError, match="quantized along K"):
+        ws_gemm.ws_linear(x, quantize(torch.randn(96, 64), axis=0))
+    with pytest.raises(ValueError, match="K = 96"):
+        ws_gemm.ws_linear(torch.randn(16, 64).to(torch.bfloat16), w)
+    with pytest.raises(ValueError, match=r"bias must be a bf16 tensor of shape \(64,\)"):
+        ws_gemm.ws_linear(x, w, torch.zeros(63, dtype=torch.bfloat16))
+    with pytest.raises(ValueError, match="bias must be a bf16"):
+        ws_gemm.ws_linear(x, w, torch.zeros(64))
+    with pytest.raises(RuntimeError, match="sm_90.*use mxfp4.linear"):
+        ws_gemm.ws_linear(x, w)
+    with pytest.raises(RuntimeError, match="cannot run here"):
+        ws_gemm.ws_dequantize(w)
+    with pytest.raises(TypeError, match="2-D MXTensor"):
+        ws_gemm.ws_dequantize(prepack(w))
+
+
+@pytest.mark.parametrize("k, n", SHAPES)
+@pytest.mark.parametrize("m", [1, 16, 17, 64, 100, 256, 1000, 4096, 16384])
+def test_config_fits_the_hardware(k, n, m):
+    c = ws_gemm.ws_config(m, n, k, sm_count=132)
+    bm, bn, split = c["BM"], c["BN"], c["SPLIT_K"]
+    assert bm >= 16 and bm & (bm - 1) == 0 and bm <= 256
+    assert bm >= min(m, 128)  # one token tile up to 128 rows
+    assert bn * bm // 128 <= 128  # one warpgroup's fp32 accumulator: <= 128 registers a thread
+    assert bn % 64 == 0 and bn // 16 >= c["num_warps"]  # wgmma: 64-row groups, 16 rows a warp
+    # shared memory: the x + codes ring, two decoded tiles, and the epilogue's fp32 staging
+    ring = c["STAGES"] * (bm * ws_gemm.BK * 2 + bn * ws_gemm.BK // 2)
+    assert ring + 2 * bn * ws_gemm.BK * 2 + 16384 <= 227 * 1024
+    # 12 warps (4 consumer + 4 decoder + loader warpgroup) under the 64K-register file
+    assert c["maxnreg"] * 12 * 32 <= 65536 and c["DECODE_REGS"] <= 256
+    steps = -(-k // ws_gemm.BK)
+    tiles = -(-n // bn) * -(-m // bm)
+    if split > 1:
+        assert tiles * split <= 132 and steps // split >= 8
+    else:
+        assert tiles * 2 > 132 or steps // 2 < 8
+
+
+def test_small_batches_split_k_when_tiles_are_few():
+    assert ws_gemm.ws_config(16, 2880, 2880)["SPLIT_K"] == 4  # 23 weight tiles
+    assert ws_gemm.ws_config(16, 14336, 4096)["SPLIT_K"] == 1  # 112 weight tiles
+    assert ws_gemm.ws_config(64, 4096, 14336)["SPLIT_K"] == 4  # 32 tiles, 224 K steps
+
+
+def test_module_loads_without_gluon():
+    """The host module imports no Gluon (CI's triton has another Gluon API)."""
+    sys.modules.pop("mxfp4.kernels.ws_gemm_kernel", None)
+    importlib.reload(ws_gemm)
+    assert "mxfp4.kernels.ws_gemm_kernel" not in sys.modules
