@@ -218,7 +218,7 @@ def _epilogue(acc, bias_ptr, out_ptr, ws_ptr, lock_ptr, M, N, stride_om, off_m, 
         arrived = gl.atomic_add(lock_ptr + tile, 1, sem="acq_rel", scope="gpu")
         if arrived == SPLIT_K - 1:
             total = gl.zeros([BN, BM], gl.float32, OL)
-            for i in gl.static_range(SPLIT_K):
+            for i in range(SPLIT_K):  # a loop, not unrolled: one partial tile live at a time
                 total += gl.load(ws_tile + i * ws_stride, mask=mask, other=0.0,
                                  cache_modifier=".cg")
             if HAS_BIAS:
