@@ -182,6 +182,8 @@ def variants(m: int, n: int, k: int, sms: int, sweep: bool) -> list:
             out.append((label, c))
     if base["BM"] <= 64:  # two CTAs an SM: 12 warps x 80 registers, a shorter ring
         v("2cta", maxnreg=80, DECODE_REGS=80, STAGES=4)
+        if base["BN"] == 128:  # two decoder warpgroups: 16 warps x 128 registers
+            v("dec8", DECODE_WARPS=8, maxnreg=128, DECODE_REGS=96)
     if m <= 256:
         v("split*2", SPLIT_K=base["SPLIT_K"] * 2)
     if base["SPLIT_K"] > 1:

@@ -17,6 +17,14 @@ tensors stand in for CUDA ones; their data pointers are 16-byte aligned) and com
 TTIR, TTGIR, LLVM IR and PTX to a cubin with the ptxas that triton bundles; nothing is
 launched. The resource numbers come from running that ptxas again with -v on the same PTX;
 NAME entries are REGISTRY below (each builds its kernel's arguments as its launcher does).
+
+Found with triton 3.6.0 (bundled ptxas 12.8) on x86_64 without a GPU: Triton and Gluon kernels
+compile to PTX and cubin for sm_90a, Gluon's warp_specialize, mbarriers, TMA descriptors (host
+TensorDescriptor over CPU tensors), async wgmma, fp4_to_fp and inline PTX included; SASS comes
+from the bundled cuobjdump/nvdisasm. Gluon kernels do not run under TRITON_INTERPRET (no
+driver), so offline checks stop at compiling. ptxas compiles every warp-specialized partition
+under the kernel's .maxnreg (a 128-register wgmma accumulator fails at maxnreg 128): the
+setmaxnreg that triton inserts moves registers at run time but raises no partition's budget.
 """
 
 from __future__ import annotations
@@ -193,7 +201,8 @@ def summarize(kernel, sass: bool = False) -> dict:
     ptx = kernel.asm["ptx"]
     md = kernel.metadata
     row = dict(name=md.name, num_warps=md.num_warps, shared=md.shared, **ptxas_report(ptx))
-    row["setmaxnreg"] = sorted({int(v) for v in re.findall(r"setmaxnreg\.\w+\.sync\.aligned\.u32\s+(\d+)", ptx)})
+    regs = re.findall(r"setmaxnreg\.\w+\.sync\.aligned\.u32\s+(\d+)", ptx)
+    row["setmaxnreg"] = sorted({int(v) for v in regs})
     row["wgmma"] = ptx.count("wgmma.mma_async")
     row["tma_loads"] = ptx.count("cp.async.bulk.tensor")
     row["mbarrier_waits"] = len(re.findall(r"mbarrier\.try_wait", ptx))

@@ -37,7 +37,8 @@ def unsupported_reason(capability: tuple[int, int] | None, triton_version: str, 
     if tuple(capability) != CAPABILITY:
         return f"it needs an sm_90 (Hopper) GPU, this one is sm_{capability[0]}{capability[1]}"
     if ".".join(triton_version.split(".")[:2]) != TRITON_SERIES:
-        return f"it is written for triton {TRITON_SERIES}'s Gluon API, found triton {triton_version}"
+        return (f"it is written for triton {TRITON_SERIES}'s Gluon API, found triton "
+                f"{triton_version}")
     if x_dtype != torch.bfloat16:
         return f"it takes bfloat16 activations, got {x_dtype}"
     if block_size != BLOCK:
@@ -84,7 +85,7 @@ def ws_config(m: int, n: int, k: int, sm_count: int = 132) -> dict:
     # x + codes slots: enough bytes in flight per SM to cover memory latency at small M
     stages = {16: 8, 32: 8, 64: 6, 128: 4}.get(bm, 3)
     return dict(BN=bn, BM=bm, SPLIT_K=split, GROUP_M=8, STAGES=stages, num_warps=4,
-                maxnreg=168, DECODE_REGS=96)
+                maxnreg=168, DECODE_WARPS=4, DECODE_REGS=96)
 
 
 def _capability(device: torch.device):

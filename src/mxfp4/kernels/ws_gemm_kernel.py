@@ -10,12 +10,14 @@ in registers, so decode and tensor cores take turns. Here three partitions share
 
 - loader (1 warp): TMA copies of the x tile [BM, BK] bf16 and the codes tile [BN, BK/2] into
   an S-deep ring, both completing on one mbarrier per slot (`loaded`).
-- decoder (4 warps): per K step reads the codes from shared memory (then frees the slot),
-  loads the [BN, BK/32] scale bytes from global, decodes E2M1 x 2^(s-127) to bf16 (exact) and
-  writes the [BN, BK] tile into a D-deep ring of 128B-swizzled buffers (`decoded`).
-- consumer (the default partition, 4 or 8 warps): acc[BN, BM] += W tile @ x tile^T with async
-  wgmma (W is wgmma's A from shared memory, x the B operand through a transposed view), one
-  wgmma kept in flight; when step i-1's wgmma retires its x slot and W buffer are released.
+- decoder (DECODE_WARPS = 4 or 8 warps): per K step reads the codes from shared memory (then
+  frees the slot), loads the [BN, BK/32] scale bytes from global, decodes E2M1 x 2^(s-127) to
+  bf16 (exact) and writes the [BN, BK] tile into a D-deep ring of 128B-swizzled buffers
+  (`decoded`).
+- consumer (the default partition, one warpgroup): acc[BN, BM] += W tile @ x tile^T with
+  async wgmma (W is wgmma's A from shared memory, x the B operand through a transposed view),
+  one wgmma kept in flight; when step i-1's wgmma retires its x slot and W buffer are
+  released. It also runs the epilogue, under its own register cap.
 
 Weights are the MMA's M side ("swap AB"), so decode batches (M = 16..64) fill the 64-row wgmma
 with weight rows and tokens are its N (16..256). Ragged M, N and K come from TMA's zero fill
@@ -31,7 +33,6 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma,
                                                               warpgroup_mma, warpgroup_mma_wait)
 
-DECODE_WARPS = gl.constexpr(4)
 LOADER_WARPS = gl.constexpr(1)
 
 
@@ -46,24 +47,24 @@ def acc_layout(BN, BM, num_warps):
 
 
 @gluon.constexpr_function
-def code_layout(BN, BK):
+def code_layout(BN, BK, warps):
     """[BN, BK/32, 16] code bytes: each thread holds the 16 bytes of one 32-element scale block."""
     blocks = BK // 32
-    return gl.BlockedLayout([1, 1, 16], [32 // blocks, blocks, 1], [DECODE_WARPS, 1, 1], [2, 1, 0])
+    return gl.BlockedLayout([1, 1, 16], [32 // blocks, blocks, 1], [warps, 1, 1], [2, 1, 0])
 
 
 @gluon.constexpr_function
-def code_layout_2d(BN, BK):
+def code_layout_2d(BN, BK, warps):
     """The same bytes as code_layout, read from shared memory as [BN, BK/2]."""
     blocks = BK // 32
-    return gl.BlockedLayout([1, 16], [32 // blocks, blocks], [DECODE_WARPS, 1], [1, 0])
+    return gl.BlockedLayout([1, 16], [32 // blocks, blocks], [warps, 1], [1, 0])
 
 
 @gluon.constexpr_function
-def value_layout(BN, BK):
+def value_layout(BN, BK, warps):
     """code_layout after fp4_to_fp along the last axis: 32 bf16 values per thread."""
     blocks = BK // 32
-    return gl.BlockedLayout([1, 1, 32], [32 // blocks, blocks, 1], [DECODE_WARPS, 1, 1], [2, 1, 0])
+    return gl.BlockedLayout([1, 1, 32], [32 // blocks, blocks, 1], [warps, 1, 1], [2, 1, 0])
 
 
 @gluon.constexpr_function
@@ -109,10 +110,10 @@ def _loader(x_desc, q_desc, loaded, raw_free, x_bufs, q_bufs, off_m, off_n, k_lo
 
 @gluon.jit
 def _decoder(s_ptr, loaded, raw_free, decoded, w_free, q_bufs, w_bufs, off_n, k_lo, n_steps,
-             N, KS, BN: gl.constexpr, BK: gl.constexpr):
+             N, KS, BN: gl.constexpr, BK: gl.constexpr, DW: gl.constexpr):
     S: gl.constexpr = q_bufs.shape[0]
     D: gl.constexpr = w_bufs.shape[0]
-    SL: gl.constexpr = gl.SliceLayout(2, value_layout(BN, BK))  # [BN, BK/32] scale bytes
+    SL: gl.constexpr = gl.SliceLayout(2, value_layout(BN, BK, DW))  # [BN, BK/32] scales
     rows = off_n + gl.arange(0, BN, layout=gl.SliceLayout(1, SL))
     blocks = gl.arange(0, BK // 32, layout=gl.SliceLayout(0, SL))
     s_rows = s_ptr + rows.to(gl.int64)[:, None] * KS
@@ -125,10 +126,10 @@ def _decoder(s_ptr, loaded, raw_free, decoded, w_free, q_bufs, w_bufs, off_n, k_
         # wait, so their latency hides behind the TMA's
         sc = gl.load(s_rows + kb[None, :], mask=row_ok & (kb < KS)[None, :], other=127)
         mbarrier.wait(loaded.index(s), (i // S) & 1)
-        codes = q_bufs.index(s).load(code_layout_2d(BN, BK))
+        codes = q_bufs.index(s).load(code_layout_2d(BN, BK, DW))
         fence_async_shared()  # order the shared reads before the next TMA into this slot
         mbarrier.arrive(raw_free.index(s), count=1)
-        w = decode_tile(codes, sc, BN, BK)
+        w = decode_tile(codes, sc, BN, BK, DW)
         mbarrier.wait(w_free.index(d), ((i // D) & 1) ^ 1)
         w_bufs.index(d).store(w)
         fence_async_shared()  # the wgmma (async proxy) reads what these stores wrote
@@ -136,11 +137,11 @@ def _decoder(s_ptr, loaded, raw_free, decoded, w_free, q_bufs, w_bufs, off_n, k_
 
 
 @gluon.jit
-def decode_tile(codes, sc, BN: gl.constexpr, BK: gl.constexpr):
+def decode_tile(codes, sc, BN: gl.constexpr, BK: gl.constexpr, DW: gl.constexpr):
     """[BN, BK] bf16 weights from codes [BN, BK/2] (code_layout_2d) and scale bytes
     [BN, BK/32] (SliceLayout(2, value_layout)): E2M1 x 2^(s-127), exact."""
-    codes = gl.convert_layout(codes.reshape([BN, BK // 32, 16]), code_layout(BN, BK))
-    w = gl.convert_layout(gl.fp4_to_fp(codes, gl.bfloat16, 2), value_layout(BN, BK))
+    codes = gl.convert_layout(codes.reshape([BN, BK // 32, 16]), code_layout(BN, BK, DW))
+    w = gl.convert_layout(gl.fp4_to_fp(codes, gl.bfloat16, 2), value_layout(BN, BK, DW))
     w = _scale(w, gl.expand_dims(_e8m0_to_bf16(sc), 2))
     return w.reshape([BN, BK])
 
@@ -151,8 +152,8 @@ def ws_decode_kernel(codes_ptr, s_ptr, out_ptr, N, K, BN: gl.constexpr, BK: gl.c
     the GEMM's decoder (bit-exact twin: mxfp4.codec.dequantize_blocks); num_warps = 4."""
     off_n = gl.program_id(0) * BN
     k0 = gl.program_id(1) * BK
-    C2: gl.constexpr = code_layout_2d(BN, BK)
-    SL: gl.constexpr = gl.SliceLayout(2, value_layout(BN, BK))
+    C2: gl.constexpr = code_layout_2d(BN, BK, 4)
+    SL: gl.constexpr = gl.SliceLayout(2, value_layout(BN, BK, 4))
     rc = off_n + gl.arange(0, BN, layout=gl.SliceLayout(1, C2))
     jc = k0 // 2 + gl.arange(0, BK // 2, layout=gl.SliceLayout(0, C2))
     c_ok = (rc < N)[:, None] & (jc < K // 2)[None, :]
@@ -163,7 +164,7 @@ def ws_decode_kernel(codes_ptr, s_ptr, out_ptr, N, K, BN: gl.constexpr, BK: gl.c
     s_ok = (rs < N)[:, None] & (ks < K // 32)[None, :]
     sc = gl.load(s_ptr + rs.to(gl.int64)[:, None] * (K // 32) + ks[None, :], mask=s_ok, other=127)
     OL: gl.constexpr = gl.BlockedLayout([1, 8], [32 // (BK // 8), BK // 8], [4, 1], [1, 0])
-    w = gl.convert_layout(decode_tile(codes, sc, BN, BK), OL)
+    w = gl.convert_layout(decode_tile(codes, sc, BN, BK, 4), OL)
     ro = off_n + gl.arange(0, BN, layout=gl.SliceLayout(1, OL))
     ko = k0 + gl.arange(0, BK, layout=gl.SliceLayout(0, OL))
     gl.store(out_ptr + ro.to(gl.int64)[:, None] * K + ko[None, :], w,
@@ -230,8 +231,8 @@ def _epilogue(acc, bias_ptr, out_ptr, ws_ptr, lock_ptr, M, N, stride_om, off_m, 
 @gluon.jit
 def ws_gemm_kernel(x_desc, q_desc, s_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr, M, N, K, KS,
                    stride_om, k_chunk, HAS_BIAS: gl.constexpr, SPLIT_K: gl.constexpr,
-                   GROUP_M: gl.constexpr, STAGES: gl.constexpr, DECODE_REGS: gl.constexpr,
-                   num_warps: gl.constexpr):
+                   GROUP_M: gl.constexpr, STAGES: gl.constexpr, DECODE_WARPS: gl.constexpr,
+                   DECODE_REGS: gl.constexpr, num_warps: gl.constexpr):
     """out = x @ dequantize(W)^T (+ bias) for one [BM tokens, BN weight rows] tile and one K
     split; x_desc: TMA descriptor of x [M, K] bf16, box [BM, BK]; q_desc: of the codes
     [N, K/2], box [BN, BK/2]; s_ptr: scales [N, KS]. k_chunk: K per split, a multiple of BK."""
@@ -277,7 +278,7 @@ def ws_gemm_kernel(x_desc, q_desc, s_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr, M
         (_consumer, (loaded, raw_free, decoded, w_free, x_bufs, w_bufs, n_steps, epilogue_args,
                      BN, BM, HAS_BIAS, SPLIT_K, num_warps)),
         (_decoder, (s_ptr, loaded, raw_free, decoded, w_free, q_bufs, w_bufs, off_n, k_lo,
-                    n_steps, N, KS, BN, BK)),
+                    n_steps, N, KS, BN, BK, DECODE_WARPS)),
         (_loader, (x_desc, q_desc, loaded, raw_free, x_bufs, q_bufs, off_m, off_n, k_lo, n_steps,
                    BK)),
     ], [DECODE_WARPS, LOADER_WARPS], [DECODE_REGS, 24])
