@@ -5,12 +5,17 @@ backend="auto" runs the Triton kernels (mxfp4.kernels) on CUDA tensors and the r
 "triton" forces the kernels, which needs CUDA tensors or TRITON_INTERPRET=1 (the Triton
 interpreter runs them on CPU tensors, as CI does). There is no silent fallback: on CUDA
 without a usable Triton, "auto" raises instead of running the slow reference.
+
+linear also takes backend="ws": the warp-specialized Gluon GEMM (mxfp4.kernels.ws_gemm, issue
+24; sm_90 + triton 3.6, bf16 only). Forced, it runs or raises saying why; "auto" does not pick
+it yet (WS_AUTO below).
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import warnings
 
 import torch
 
@@ -20,11 +25,18 @@ from .layouts import HopperWeight
 from .tensor import MXTensor
 
 BACKENDS = ("auto", "triton", "reference")
+LINEAR_BACKENDS = BACKENDS + ("ws",)  # "ws": the warp-specialized GEMM, linear only
+
+# "auto" never picks the warp-specialized GEMM yet: it has not run on a GPU. Turn this on only
+# once `PYTHONPATH=src python3 benchmarks/ws_gemm_device.py` passes its checks on an H100 (and
+# its timings say where it is faster); until then backend="ws" is the only way to run it.
+WS_AUTO = False
 
 
-def _check_backend(backend: str) -> str:
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+def _check_backend(backend: str, allowed: tuple = BACKENDS) -> str:
+    if backend not in allowed:
+        only = " ('ws' is for mxfp4.linear only)" if backend == "ws" else ""
+        raise ValueError(f"backend must be one of {allowed}, got {backend!r}{only}")
     return backend
 
 
@@ -119,6 +131,61 @@ def _check_mx_along_k(w, name: str) -> None:
         raise ValueError(f"{name}'s K = {w.shape[1]} is not a multiple of its block size {w.block_size}")
 
 
+def _rows(x: torch.Tensor) -> int:
+    return x.numel() // max(1, x.shape[-1])
+
+
+def _check_one_device(x, w, bias) -> None:
+    if w.device != x.device or (bias is not None and bias.device != x.device):
+        raise ValueError(f"input, weight and bias must be on one device, got {x.device}, "
+                         f"{w.device} and {bias.device if bias is not None else x.device}")
+
+
+def _ws_linear(x, w, bias) -> torch.Tensor:
+    """backend="ws": the warp-specialized GEMM, or a ValueError saying why it cannot run here
+    (a forced backend never falls back)."""
+    if isinstance(w, HopperWeight):
+        raise ValueError("backend='ws' reads a plain MXTensor weight, not a prepacked HopperWeight "
+                         "(HopperWeight.to_mx() gives the MXTensor back; backend='triton' reads "
+                         "either)")
+    if not _have_triton():
+        raise RuntimeError("backend='ws' needs the 'triton' package (pip install triton)")
+    ws = _kernel_module("ws_gemm")
+    # an empty batch is fine (ws_linear returns an empty result, as F.linear does)
+    why = ws.unsupported_reason(ws._capability(x.device), ws.triton.__version__, x.dtype,
+                                w.block_size, w.shape[1], max(1, _rows(x)))
+    if why:
+        raise ValueError(f"backend='ws' (the warp-specialized GEMM) cannot run this call: {why}; "
+                         f"use backend='triton' or 'auto'")
+    _check_one_device(x, w, bias)
+    if bias is not None and bias.dtype != torch.bfloat16:
+        raise ValueError(f"backend='ws' takes a bfloat16 bias, got {bias.dtype}")
+    return ws.ws_linear(x, w, bias)
+
+
+_WS_WARNED: list = []  # [True] once the "ws not used on this GPU/triton" warning was shown
+
+
+def _auto_ws(x, w, bias) -> bool:
+    """For backend="auto" on CUDA: True to run the warp-specialized GEMM, False for the Triton
+    v1 kernels. Off while WS_AUTO is False. On a GPU or triton version the kernel was not
+    written for, it warns once and keeps v1 (never the torch reference)."""
+    if not WS_AUTO:
+        return False
+    ws = _kernel_module("ws_gemm")
+    # the GPU and triton version only: the other arguments are values the kernel takes
+    why = ws.unsupported_reason(ws._capability(x.device), ws.triton.__version__, torch.bfloat16,
+                                ws.BLOCK, ws.BLOCK)
+    if why:
+        if not _WS_WARNED:
+            _WS_WARNED.append(True)
+            warnings.warn(f"mxfp4.linear: the warp-specialized GEMM is not used because {why}; "
+                          f"running the Triton v1 kernels (this warning is shown once)",
+                          stacklevel=3)
+        return False
+    return (bias is None or bias.dtype == torch.bfloat16) and ws.use_ws_gemm(x, w)
+
+
 def linear(x: torch.Tensor, w: MXTensor | HopperWeight, bias: torch.Tensor | None = None, *,
            backend: str = "auto") -> torch.Tensor:
     """x @ W.T + bias for an MXFP4 weight W [N, K] quantized along K, like F.linear.
@@ -127,9 +194,11 @@ def linear(x: torch.Tensor, w: MXTensor | HopperWeight, bias: torch.Tensor | Non
     multiplies in float32; the kernel (CUDA) decodes W in registers and multiplies on the
     bf16 tensor cores (fp16/fp32 inputs as two bf16 terms). `w` may also be a
     `mxfp4.layouts.HopperWeight` (prepacked once with `mxfp4.layouts.prepack`), the layout
-    the kernel reads fastest.
+    the kernel reads fastest. backend="ws" forces the warp-specialized GEMM (a plain
+    MXTensor with blocks of 32 along K, bf16 x and bias, an sm_90 GPU with triton 3.6) and
+    raises a ValueError saying why when it cannot run.
     """
-    _check_backend(backend)
+    _check_backend(backend, LINEAR_BACKENDS)
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"mxfp4.linear expects a torch.Tensor input, got {type(x).__name__}")
     if x.dtype not in codec.FLOAT_DTYPES:
@@ -142,10 +211,12 @@ def linear(x: torch.Tensor, w: MXTensor | HopperWeight, bias: torch.Tensor | Non
     if bias is not None and (not isinstance(bias, torch.Tensor) or bias.shape != (w.shape[0],)):
         raise ValueError(f"bias must be a tensor of shape ({w.shape[0]},), got "
                          f"{getattr(bias, 'shape', type(bias).__name__)}")
+    if backend == "ws":
+        return _ws_linear(x, w, bias)
     if _use_triton(backend, x.device):
-        if w.device != x.device or (bias is not None and bias.device != x.device):
-            raise ValueError(f"input, weight and bias must be on one device, got {x.device}, "
-                             f"{w.device} and {bias.device if bias is not None else x.device}")
+        _check_one_device(x, w, bias)
+        if backend == "auto" and _auto_ws(x, w, bias):
+            return _kernel_module("ws_gemm").ws_linear(x, w, bias)
         return _kernel_module("linear").linear(x, w, bias)
     if isinstance(w, HopperWeight):
         w = w.to_mx()
