@@ -123,3 +123,16 @@ def test_module_loads_without_gluon():
     sys.modules.pop("mxfp4.kernels.ws_gemm_kernel", None)
     importlib.reload(ws_gemm)
     assert "mxfp4.kernels.ws_gemm_kernel" not in sys.modules
+
+
+def test_tma_operands_are_contiguous_and_16_byte_aligned():
+    from mxfp4.kernels.ws_gemm import _tma_ready
+
+    base = torch.zeros(4, 72, dtype=torch.bfloat16)
+    view = base.view(-1)[1:1 + 64].view(1, 64)  # contiguous, but 2 bytes past the start
+    assert view.is_contiguous() and view.data_ptr() % 16
+    fixed = _tma_ready(view)
+    assert fixed.data_ptr() % 16 == 0 and fixed.is_contiguous() and torch.equal(fixed, view)
+    assert _tma_ready(base) is base  # nothing to do: no copy
+    strided = base[:, ::2]
+    assert _tma_ready(strided).is_contiguous() and torch.equal(_tma_ready(strided), strided)

@@ -125,19 +125,23 @@ def ws_linear(x: torch.Tensor, w: MXTensor, bias: torch.Tensor | None = None,
     """x @ dequantize(w).T + bias in bf16 (fp32 accumulation) on the warp-specialized kernel."""
     _check(x, w, bias)
     n, k = w.shape
-    x2 = x.reshape(-1, k)
-    if not x2.is_contiguous():
-        x2 = x2.contiguous()
+    x2 = _tma_ready(x.reshape(-1, k))
     m = x2.shape[0]
     out = torch.empty(m, n, dtype=torch.bfloat16, device=x.device)
     if m == 0:
         return out.reshape(*x.shape[:-1], n)
     from .linear import _sm_count
     cfg = dict(config or ws_config(m, n, k, _sm_count(x.device)))
-    kernel, args, kwargs, grid = launch_args(x2, w.codes.contiguous(), w.scales.contiguous(),
+    kernel, args, kwargs, grid = launch_args(x2, _tma_ready(w.codes), w.scales.contiguous(),
                                              bias, out, cfg)
     kernel[grid](*args, **kwargs)
     return out.reshape(*x.shape[:-1], n)
+
+
+def _tma_ready(t: torch.Tensor) -> torch.Tensor:
+    """t contiguous and starting on a 16-byte boundary, as a TMA descriptor needs (a view into
+    another tensor can start anywhere): copied when it is not."""
+    return t if t.is_contiguous() and t.data_ptr() % 16 == 0 else t.clone(memory_format=torch.contiguous_format)
 
 
 def ws_dequantize(w: MXTensor) -> torch.Tensor:
