@@ -27,6 +27,7 @@ recovered fraction (ppl_RTN - ppl_X) / (ppl_RTN - ppl_baseline); it measures not
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import shutil
@@ -124,6 +125,7 @@ def qat_frozen(args) -> None:
     model, kind = load_model(args.model_dir, dtype=torch.float32, device="cpu")
     if kind != "float":
         raise ValueError(f"{args.model_dir!r} is a {kind} model, not the float one")
+    teacher = copy.deepcopy(model).requires_grad_(False).eval() if args.distill else None
     summary = prepare_qat(model, scale_rule=run["options"]["scale_rule"],
                           block_size=run["options"]["block_size"])
     for p in model.parameters():  # freeze all, then thaw the QAT layers' master weights
@@ -135,7 +137,7 @@ def qat_frozen(args) -> None:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     options = {**run["options"], "trainable": "QAT Linear layers only", "trainable_parameters":
-               trainable, "parameters": total}
+               trainable, "parameters": total, "distill": bool(args.distill)}
     record = {"command": "qat", "settings": {**run["settings"], "lr": args.lr},
               "options": options, "data": {**data, "qat_layers": len(summary.linears)},
               "batches": batches.state(), "validation_sequences": len(val_rows),
@@ -144,7 +146,8 @@ def qat_frozen(args) -> None:
           f"parameters trainable, lr {args.lr}", flush=True)
     started = time.perf_counter()
     result = train(model, batches, val_rows, settings, out=args.output, run=record,
-                   device="cpu", title=f"qat floor, QAT layers only: {args.output}")
+                   device="cpu", title=f"qat floor, QAT layers only: {args.output}",
+                   teacher=teacher)
     shutil.rmtree(checkpoint_dir(args.output))
     convert(model)  # on the CPU reference path: bit-identical to the QAT forward
     save_quantized(model, args.output, overwrite=True)  # replaces the training folder whole
@@ -204,6 +207,8 @@ def main() -> None:
     f.add_argument("qat_dir", help="a finished `mxfp4 train qat` output folder")
     f.add_argument("-o", "--output", required=True)
     f.add_argument("--lr", type=float, required=True, help="peak learning rate")
+    f.add_argument("--distill", action="store_true",
+                   help="self-distillation from the float model (KL) instead of next-token loss")
     f.set_defaults(func=qat_frozen)
     r = sub.add_parser("report", help="gather eval JSONs into the results file")
     r.add_argument("--baseline", required=True, help="mxfp4 eval --json of the float model")

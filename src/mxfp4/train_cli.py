@@ -21,7 +21,7 @@ DEFAULTS = {
 }
 MODEL_OPTIONS = {"lm": dict(config="small", recipe="bf16", vocab=259),
                  "qat": dict(scale_rule="floor", block_size=32, hadamard=False, include=None,
-                             exclude=None)}
+                             exclude=None, distill=False)}
 
 
 def register(sub) -> None:
@@ -37,6 +37,9 @@ def register(sub) -> None:
     q.add_argument("model_dir", metavar="MODEL_DIR", help="float Hugging Face model folder")
     q.add_argument("--scale-rule", choices=SCALE_RULES, default=None, help="E8M0 scale rule (default floor)")
     q.add_argument("--block-size", type=int, default=None, help="MXFP4 block size (default 32)")
+    q.add_argument("--distill", action="store_true", default=None,
+                   help="train the QAT model to match the float model's next-token distributions "
+                        "on the text (self-distillation, KL) instead of the text's tokens")
     q.add_argument("--hadamard", action="store_true", default=None,
                    help="rotate each weight's input dimension by a block Hadamard first")
     q.add_argument("--include", action="append", metavar="PATTERN",
@@ -174,7 +177,8 @@ def _texts(args, recorded):
     return train, val, info
 
 
-def _run(args, command, model, tokenizer, train, val, settings, options, data, device, extra):
+def _run(args, command, model, tokenizer, train, val, settings, options, data, device, extra,
+         teacher=None):
     """Tokenize, train, return (result, run record); prints a line when the run stops early."""
     from .train.data import TokenBatches, sequences, tokenize
     from .train.loop import train as train_loop
@@ -192,7 +196,7 @@ def _run(args, command, model, tokenizer, train, val, settings, options, data, d
     console = _console(args)
     result = train_loop(model, batches, val_rows, settings, out=args.output, run=run,
                         device=device, resume=args.resume, stop_at=args.stop_at, title=title,
-                        console=console, extra=extra)
+                        console=console, extra=extra, teacher=teacher)
     if "diverged_at" in result.log:
         console.print(f"the loss was not finite at step {result.log['diverged_at']}: "
                       f"training stopped there")
@@ -266,6 +270,8 @@ def run_lm(args) -> int:
 
 
 def run_qat(args) -> int:
+    import copy
+
     import torch
     from transformers import AutoConfig, AutoTokenizer
 
@@ -285,6 +291,9 @@ def run_qat(args) -> int:
     model, kind = load_model(args.model_dir, dtype=torch.float32, device="cpu")
     if kind != "float":
         raise ValueError(f"{args.model_dir!r} is a {kind} model; QAT starts from the float model")
+    teacher = None
+    if options["distill"]:  # the float model as it is now, frozen
+        teacher = copy.deepcopy(model).requires_grad_(False).eval().to(device)
     summary = prepare_qat(model, scale_rule=options["scale_rule"], block_size=options["block_size"],
                           hadamard=bool(options["hadamard"]), include=options["include"],
                           exclude=options["exclude"])
@@ -292,7 +301,7 @@ def run_qat(args) -> int:
     tokenizer = AutoTokenizer.from_pretrained(args.model_dir)
     model.to(device)
     result, run, console = _run(args, "qat", model, tokenizer, train, val, settings, options,
-                                data, device, extra=None)
+                                data, device, extra=None, teacher=teacher)
     if not result.finished:
         return 0
 

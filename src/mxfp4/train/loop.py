@@ -95,6 +95,21 @@ def next_token_loss(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
 
 
+def distillation_loss(model: nn.Module, teacher: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    """Mean KL(teacher ‖ model) of the next-token distributions after ids[:, :-1], in float32.
+
+    Self-distillation for QAT: the quantized model learns to predict what the float model
+    predicts on the training text, rather than the text itself, so fine-tuning repairs the
+    rounding without pulling the model towards the training text's topic."""
+    logits = logits_of(model, ids[:, :-1]).float()
+    with torch.no_grad():
+        target = logits_of(teacher, ids[:, :-1]).float()
+    vocab = min(logits.shape[-1], target.shape[-1])  # padded embedding rows are not tokens
+    return F.kl_div(F.log_softmax(logits[..., :vocab].reshape(-1, vocab), dim=-1),
+                    F.log_softmax(target[..., :vocab].reshape(-1, vocab), dim=-1),
+                    log_target=True, reduction="batchmean")
+
+
 def _autocast(device: torch.device):
     return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
 
@@ -192,13 +207,16 @@ class TrainResult:
 
 def train(model: nn.Module, batches, val_rows: torch.Tensor, settings: TrainSettings, *,
           out: str, run: dict, device, resume: bool = False, stop_at: int | None = None,
-          title: str = "training", console=None, extra=None) -> TrainResult:
+          title: str = "training", console=None, extra=None,
+          teacher: nn.Module | None = None) -> TrainResult:
     """Train `model` (already on `device`) for settings.steps steps from `batches`
     (data.TokenBatches), checkpointing into OUT/checkpoint; return the loss log.
 
     resume: continue from the checkpoint in `out`. stop_at: stop after that step (a checkpoint
     is written) without finishing, to continue later with resume. extra(folder) adds files to
-    each checkpoint. A non-finite loss stops the run (log["diverged_at"]).
+    each checkpoint. A non-finite loss stops the run (log["diverged_at"]). teacher: train on
+    distillation_loss from this frozen model instead of the text's next tokens (the validation
+    loss stays the cross entropy on the text).
     """
     settings.check()
     device = torch.device(device)
@@ -233,7 +251,8 @@ def train(model: nn.Module, batches, val_rows: torch.Tensor, settings: TrainSett
                 group["lr"] = lr
             ids = batches.batch_at(step).to(device, non_blocking=True)
             with _autocast(device):
-                loss = next_token_loss(model, ids)
+                loss = (next_token_loss(model, ids) if teacher is None
+                        else distillation_loss(model, teacher, ids))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             norm = float(torch.nn.utils.clip_grad_norm_(params, settings.clip))
