@@ -97,8 +97,8 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, kpos_ptr, qpos_ptr, col_ptr, acc_ptr,
 @triton.jit
 def _merge(acc_ptr, ml_ptr, sink_ptr, out_ptr, row0, head0, SPLITS,
            G: tl.constexpr, D: tl.constexpr, BSPLIT: tl.constexpr):
-    """out rows row0 .. row0 + G - 1 (query heads head0 ..) from their splits' (acc, m, l), the sink in the denominator.
-    The loop over splits is unrolled with independent loads, so they are in flight together:
+    """out rows row0 .. row0 + G - 1 (query heads head0 ..) from their splits' (acc, m, l), the
+    sink in the denominator. The loop over splits is unrolled with independent loads, so they are in flight together:
     this runs in one program at the end of the kernel, on its critical path."""
     GP: tl.constexpr = triton.next_power_of_2(G)
     g = tl.arange(0, GP)
