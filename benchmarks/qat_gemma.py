@@ -39,6 +39,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 def _finish(output, tokenizer, record, result, started, label):
     """The rest of a run's folder beside its model: tokenizer, run.json, loss log and plot."""
+    from mxfp4.train.loop import write_json, write_log
+
     tokenizer.save_pretrained(output)
     write_json(os.path.join(output, "run.json"), record)
     write_log(output, result.log, result.log["title"])
@@ -86,7 +88,7 @@ def control(args) -> None:
     import torch
 
     from mxfp4.io.hf import load_model
-    from mxfp4.train.loop import checkpoint_dir, train, write_json, write_log
+    from mxfp4.train.loop import checkpoint_dir, train
 
     run, data, settings, batches, val_rows, tokenizer = _recorded_run(args)
     model, kind = load_model(args.model_dir, dtype=torch.float32, device="cpu")
@@ -115,7 +117,7 @@ def qat_frozen(args) -> None:
     from mxfp4.io.checkpoint import save_quantized
     from mxfp4.io.hf import load_model
     from mxfp4.train import QATLinear, convert, prepare_qat
-    from mxfp4.train.loop import TrainSettings, checkpoint_dir, train, write_json, write_log
+    from mxfp4.train.loop import TrainSettings, checkpoint_dir, train
 
     run, data, settings, batches, val_rows, tokenizer = _recorded_run(args)
     if run["options"]["hadamard"] or run["options"]["include"] or run["options"]["exclude"]:
