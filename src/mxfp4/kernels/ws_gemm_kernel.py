@@ -47,10 +47,21 @@ def acc_layout(BN, BM, num_warps):
 
 
 @gluon.constexpr_function
-def code_layout(BN, BK, warps):
-    """[BN, BK/32, 16] code bytes: each thread holds the 16 bytes of one 32-element scale block."""
+def block_layout(BN, BK, warps, per_thread):
+    """[BN, BK/32, per_thread]: each thread holds one 32-element scale block, as its 16 code
+    bytes (code_layout) or, after fp4_to_fp along the last axis, its 32 bf16 values."""
     blocks = BK // 32
-    return gl.BlockedLayout([1, 1, 16], [32 // blocks, blocks, 1], [warps, 1, 1], [2, 1, 0])
+    return gl.BlockedLayout([1, 1, per_thread], [32 // blocks, blocks, 1], [warps, 1, 1], [2, 1, 0])
+
+
+@gluon.constexpr_function
+def code_layout(BN, BK, warps):
+    return block_layout(BN, BK, warps, 16)
+
+
+@gluon.constexpr_function
+def value_layout(BN, BK, warps):
+    return block_layout(BN, BK, warps, 32)
 
 
 @gluon.constexpr_function
@@ -58,13 +69,6 @@ def code_layout_2d(BN, BK, warps):
     """The same bytes as code_layout, read from shared memory as [BN, BK/2]."""
     blocks = BK // 32
     return gl.BlockedLayout([1, 16], [32 // blocks, blocks], [warps, 1], [1, 0])
-
-
-@gluon.constexpr_function
-def value_layout(BN, BK, warps):
-    """code_layout after fp4_to_fp along the last axis: 32 bf16 values per thread."""
-    blocks = BK // 32
-    return gl.BlockedLayout([1, 1, 32], [32 // blocks, blocks, 1], [warps, 1, 1], [2, 1, 0])
 
 
 @gluon.constexpr_function
