@@ -102,6 +102,64 @@ def check_kernel(rows: int = 2048, cols: int = 1024) -> list[str]:
     return lines
 
 
+BOTH_TILES = ((64, 128, 16), (64, 64, 8), (64, 64, 16), (128, 128, 16))
+
+
+def _along(spec, seed, sign_seed):
+    return dict(block_size=spec.block_size, scale_rule=spec.scale_rule, hadamard=spec.hadamard,
+                stochastic=spec.rounding == "stochastic", seed=seed,
+                sign_seed=sign_seed if spec.hadamard else None)
+
+
+def both_pairs():
+    sr = GemmSpec("mxfp4", "stochastic", "ceil")
+    sr64 = GemmSpec("mxfp4", "stochastic", "ceil", hadamard=64)
+    return {"nearest|sr-h64": (GemmSpec("mxfp4", "nearest", "even"), sr64),
+            "sr-h64|sr-h64": (sr64, sr64), "sr|sr": (sr, sr)}
+
+
+def check_both() -> list[str]:
+    """The two-axis pass == two one-axis passes, bit for bit, for every tile swept."""
+    from mxfp4.kernels import train_quantize as kt
+    g = torch.Generator(device=DEV).manual_seed(3)
+    x = (torch.randn(4096, 1408, device=DEV, generator=g)
+         * torch.exp2(torch.randint(-8, 8, (4096, 1), device=DEV, generator=g))).bfloat16()
+    for label, (s1, s0) in both_pairs().items():
+        one1 = hs.quantize_dequantize(x, 1, s1, seed=5, sign_seed=7, backend="triton")
+        one0 = hs.quantize_dequantize(x, 0, s0, seed=6, sign_seed=8, backend="triton")
+        for tile in BOTH_TILES:
+            q1, q0 = kt.quantize_dequantize_both(x, _along(s1, 5, 7), _along(s0, 6, 8), tile=tile)
+            assert same_bits(q1, one1) and same_bits(q0, one0), f"two-axis {label} {tile} differs"
+    return [f"two-axis pass == two one-axis passes bit for bit: {', '.join(both_pairs())}, "
+            f"tiles {BOTH_TILES}"]
+
+
+def time_both() -> list[dict]:
+    """GB/s of the two-axis pass (1 read + 2 writes) against two one-axis passes (2 + 2)."""
+    from mxfp4.kernels import train_quantize as kt
+    rows = []
+    for r, k in ((16384, 512), (16384, 1408), (8192, 4096)):
+        x = torch.randn(r, k, device=DEV, dtype=torch.bfloat16)
+        nbytes = 2 * x.numel()
+        for label, (s1, s0) in both_pairs().items():
+            two = time_ms(lambda: (hs.quantize_dequantize(x, 1, s1, seed=5, sign_seed=7),
+                                   hs.quantize_dequantize(x, 0, s0, seed=6, sign_seed=8)))
+            row = dict(shape=f"{r}x{k}", pair=label, two_passes_ms=two,
+                       two_passes_GBps=4 * nbytes / two / 1e6)
+            for tile in BOTH_TILES:
+                t = time_ms(lambda: kt.quantize_dequantize_both(x, _along(s1, 5, 7),
+                                                                _along(s0, 6, 8), tile=tile))
+                row[f"both_{tile[0]}x{tile[1]}w{tile[2]}_ms"] = t
+            best = min((v, c) for c, v in row.items() if c.startswith("both_"))
+            row["best"], row["best_GBps"] = best[1], 3 * nbytes / best[0] / 1e6
+            print(f"{r}x{k} {label:<15} two passes {two:.3f} ms ({row['two_passes_GBps']:.0f} GB/s)"
+                  f"  best two-axis {best[0]:.3f} ms ({row['best_GBps']:.0f} GB/s) {best[1]}  "
+                  + " ".join(f"{c[5:-3]}={v:.3f}" for c, v in row.items() if c.startswith("both_")),
+                  flush=True)
+            rows.append(row)
+    return rows
+
+
 def time_ms(fn) -> float:
     return do_bench(fn, warmup=25, rep=200, return_mode="median")
 
@@ -147,8 +205,9 @@ def time_layer(mod, k, n) -> float:
 def main():
     assert torch.cuda.is_available(), "this benchmark needs CUDA"
     print(torch.cuda.get_device_name(), "torch", torch.__version__)
-    for line in check_kernel():
+    for line in check_kernel() + check_both():
         print("ok:", line)
+    both = time_both()
     big = torch.empty(1 << 28, dtype=torch.uint8, device=DEV)
     copy_gbs = 2 * big.numel() / time_ms(lambda: big.clone()) / 1e6
     x, _, _ = operands(4096, 1024)
@@ -178,7 +237,8 @@ def main():
     if os.environ.get("OUT"):
         with open(os.path.join(os.environ["OUT"], "train_recipes.json"), "w") as f:
             json.dump({"device": torch.cuda.get_device_name(), "copy_GBps": copy_gbs,
-                       "quantize_GBps": kern, "rows": rows}, f, indent=1)
+                       "quantize_GBps": kern, "rows": rows,
+                       "two_axis": both}, f, indent=1)
 
 
 if __name__ == "__main__":

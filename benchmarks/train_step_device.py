@@ -17,6 +17,7 @@ Run: PYTHONPATH=src python benchmarks/train_step_device.py     (writes $OUT/trai
 import json
 import os
 import statistics
+import time
 
 import torch
 import torch.nn.functional as F
@@ -56,6 +57,19 @@ def median_ms(step) -> float:
     return statistics.median(Timer(DEV).each_ms(step, STEPS))
 
 
+def host_ms(step) -> float:
+    """Median host time of issuing one step (no sync inside): when it is close to the step's
+    time, the step is host-bound and GPU work alone will not shorten it."""
+    times = []
+    for _ in range(7):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        step()
+        times.append((time.perf_counter() - t0) * 1e3)
+    torch.cuda.synchronize()
+    return statistics.median(times)
+
+
 def profile_step(step, label: str) -> dict:
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         step()
@@ -64,29 +78,36 @@ def profile_step(step, label: str) -> dict:
     kernels = sorted((e for e in events if e.device_type == torch.autograd.DeviceType.CUDA),
                      key=lambda e: -e.self_device_time_total)
     gpu_us = sum(e.self_device_time_total for e in kernels)
-    print(f"\n== {label}: GPU kernels {gpu_us / 1e3:.2f} ms")
+    cpu = sorted(events, key=lambda e: -e.self_cpu_time_total)[:10]
+    print(f"\n== {label}: GPU kernels {gpu_us / 1e3:.2f} ms; top host (self CPU) ops:")
+    for e in cpu:
+        print(f"   host {e.self_cpu_time_total / 1e3:8.3f} ms {e.count:5d}x  {e.key[:80]}")
     top = []
     for e in kernels[:14]:
         print(f"{e.self_device_time_total / 1e3:8.3f} ms {e.count:5d}x  {e.key[:90]}")
         top.append({"kernel": e.key[:120], "ms": e.self_device_time_total / 1e3, "count": e.count})
-    return {"gpu_kernels_ms": gpu_us / 1e3, "top": top}
+    return {"gpu_kernels_ms": gpu_us / 1e3, "top": top,
+            "host_top": [{"op": e.key[:120], "ms": e.self_cpu_time_total / 1e3, "count": e.count}
+                         for e in cpu]}
 
 
 def main():
     print(torch.cuda.get_device_name(), "torch", torch.__version__)
-    rows = {}
+    rows, hosts = {}, {}
     for name in [None, *PRESETS]:
         step = make_step(name)
-        rows[name or "nn.Linear"] = median_ms(step)
-        base = rows["nn.Linear"]
-        print(f"{name or 'nn.Linear':<26} {rows[name or 'nn.Linear']:8.2f} ms  "
-              f"{rows[name or 'nn.Linear'] / base:5.2f}x", flush=True)
+        label = name or "nn.Linear"
+        rows[label] = median_ms(step)
+        hosts[label] = host_ms(step)
+        print(f"{label:<26} {rows[label]:8.2f} ms  {rows[label] / rows['nn.Linear']:5.2f}x  "
+              f"host {hosts[label]:7.2f} ms", flush=True)
     profiles = {label: profile_step(make_step(name), label)
                 for label, name in (("nn.Linear", None), ("mxfp4-sr-hadamard", "mxfp4-sr-hadamard"))}
     if os.environ.get("OUT"):
         with open(os.path.join(os.environ["OUT"], "train_step.json"), "w") as f:
             json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__,
-                       "batch": BATCH, "seq": SEQ, "step_ms": rows, "profiles": profiles}, f, indent=1)
+                       "batch": BATCH, "seq": SEQ, "step_ms": rows, "host_ms": hosts,
+                       "profiles": profiles}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -273,3 +273,66 @@ def test_random_signs_are_balanced_and_fixed_by_the_seed():
     assert set(s.unique().tolist()) == {-1.0, 1.0} and abs(s.mean().item()) < 0.02
     assert torch.equal(s, hs.random_signs(1 << 16, 5)) and not torch.equal(s, hs.random_signs(1 << 16, 6))
     assert torch.equal(hs.random_signs(8, 5), s[:8])  # sign i depends on (i, seed) alone
+
+
+_BOTH_CASES = [(GemmSpec("mxfp4", "nearest", "even"), GemmSpec("mxfp4", "stochastic", "ceil", 32, 64)),
+               (GemmSpec("mxfp4", "stochastic", "ceil", 32, 32), GemmSpec("mxfp4", "nearest", "mse", 16)),
+               (GemmSpec("mxfp4", "stochastic", "ceil", 32, 128), GemmSpec("mxfp4", "stochastic", "ceil", 32, 16))]
+
+
+@pytest.mark.parametrize("spec1,spec0", _BOTH_CASES)
+def test_kernel_both_axes_equal_two_one_axis_passes(spec1, spec0):
+    """One read, two outputs: each is what the one-axis kernel gives, SR and signs included."""
+    g = torch.Generator().manual_seed(13)
+    x = _special((192, 256), 14) if not (spec1.hadamard or spec0.hadamard) else \
+        torch.randn(192, 256, generator=g) * torch.exp2(torch.randint(-4, 4, (192, 1), generator=g).float())
+    x = x.to(torch.bfloat16).to(DEV)
+    kw = dict(seeds=(11, 12), sign_seeds=(21, 22))
+    q1, q0 = hs.quantize_dequantize_both(x, spec1, spec0, backend="triton", **kw)
+    one1 = hs.quantize_dequantize(x, 1, spec1, seed=11, sign_seed=21, backend="triton")
+    one0 = hs.quantize_dequantize(x, 0, spec0, seed=12, sign_seed=22, backend="triton")
+    assert _same_bits(q1.cpu(), one1.cpu()) and _same_bits(q0.cpu(), one0.cpu())
+    assert q1.dtype == q0.dtype == torch.bfloat16 and not _same_bits(q1.cpu(), q0.cpu())
+    r1, r0 = hs.quantize_dequantize_both(x.cpu(), spec1, spec0, backend="reference", **kw)
+    assert _same_bits(r1, hs.quantize_dequantize(x.cpu(), 1, spec1, seed=11, sign_seed=21,
+                                                 backend="reference"))
+    assert _same_bits(r0, hs.quantize_dequantize(x.cpu(), 0, spec0, seed=12, sign_seed=22,
+                                                 backend="reference"))
+    with pytest.raises(ValueError, match="not a multiple"):
+        hs.quantize_dequantize_both(x[:100], spec1, spec0, backend="triton")
+
+
+def _layer_run_on_kernels(monkeypatch, name, both_in_one_pass):
+    """A RecipeLinear's y, dx, dW with every operand on the Triton kernels (interpreter on CPU);
+    both_in_one_pass=False replaces the two-axis pass with two one-axis passes."""
+    import functools
+
+    from mxfp4.train import recipe_linear as rl
+
+    one = functools.partial(hs.quantize_dequantize, backend="triton")
+
+    def two_passes(t, spec1, spec0, *, seeds, sign_seeds, dtype):
+        return (one(t, 1, spec1, seed=seeds[0], sign_seed=sign_seeds[0], dtype=dtype),
+                one(t, 0, spec0, seed=seeds[1], sign_seed=sign_seeds[1], dtype=dtype))
+    monkeypatch.setattr(rl, "quantize_dequantize", one)
+    monkeypatch.setattr(rl, "quantize_dequantize_both", functools.partial(
+        hs.quantize_dequantize_both, backend="triton") if both_in_one_pass else two_passes)
+    torch.manual_seed(15)
+    layer = RecipeLinear(128, 64, recipe=name).to(DEV)
+    x, g = torch.randn(64, 128, device=DEV), torch.randn(64, 64, device=DEV)
+    y, dx = _run(layer, x, g)
+    return y, dx, layer.weight.grad
+
+
+@pytest.mark.parametrize("name", ["mxfp4-sr-hadamard", "mxfp4-nearest", "mxfp4-wgrad"])
+def test_layer_one_pass_operands_equal_separate_passes(monkeypatch, name):
+    got = _layer_run_on_kernels(monkeypatch, name, True)
+    want = _layer_run_on_kernels(monkeypatch, name, False)
+    assert all(_same_bits(a.cpu(), b.cpu()) for a, b in zip(got, want))
+    if name == "mxfp4-nearest":  # no randomness: the kernels give the reference's bits
+        monkeypatch.undo()
+        torch.manual_seed(15)
+        layer = RecipeLinear(128, 64, recipe=name)
+        x, g = torch.randn(64, 128), torch.randn(64, 64)
+        y, dx = _run(layer, x, g)
+        assert all(_same_bits(a.cpu(), b) for a, b in zip(got, (y, dx, layer.weight.grad)))

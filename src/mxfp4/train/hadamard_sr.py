@@ -149,3 +149,31 @@ def quantize_dequantize(x: torch.Tensor, axis: int, spec: GemmSpec, *, seed: int
                                   stochastic=spec.rounding == "stochastic", seed=seed,
                                   hadamard=spec.hadamard, signs=signs, sign_seed=sign_seed,
                                   dtype=dtype)
+
+
+def quantize_dequantize_both(x: torch.Tensor, spec1: GemmSpec, spec0: GemmSpec, *,
+                             seeds: tuple = (None, None), sign_seeds: tuple = (None, None),
+                             dtype: torch.dtype | None = None,
+                             backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+    """(quantize_dequantize(x, 1, spec1, ...), quantize_dequantize(x, 0, spec0, ...)) with
+    seeds = (seed1, seed0) and sign_seeds likewise: the same two results, bit for bit, from
+    one read of x on CUDA (kernels.train_quantize.quantize_dequantize_both)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    check_operand(x, 1, spec1, None)
+    check_operand(x, 0, spec0, None)
+    dtype = dtype or x.dtype
+    if backend == "reference" or (backend == "auto" and x.device.type != "cuda"):
+        return tuple(quantize_dequantize(x, axis, spec, seed=seed, sign_seed=signs, dtype=dtype,
+                                         backend="reference")
+                     for axis, spec, seed, signs in zip((1, 0), (spec1, spec0), seeds, sign_seeds))
+    if dtype not in codec.FLOAT_DTYPES:
+        raise TypeError(f"dtype must be float32, bfloat16 or float16, got {dtype}")
+    from ..kernels import train_quantize as kt
+
+    def along(spec, seed, sign_seed):
+        return dict(block_size=spec.block_size, scale_rule=spec.scale_rule,
+                    stochastic=spec.rounding == "stochastic", seed=seed, hadamard=spec.hadamard,
+                    sign_seed=sign_seed if spec.hadamard else None)
+    return kt.quantize_dequantize_both(x, along(spec1, seeds[0], sign_seeds[0]),
+                                       along(spec0, seeds[1], sign_seeds[1]), dtype)

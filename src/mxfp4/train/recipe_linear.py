@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..nn.convert import select_modules
-from .hadamard_sr import derive_seed, quantize_dequantize
+from .hadamard_sr import derive_seed, quantize_dequantize, quantize_dequantize_both
 from .recipes import Recipe, recipe as lookup
 
 FORWARD, DGRAD, WGRAD = 0, 1, 2
@@ -44,27 +44,73 @@ def _qgemm(a, b, spec, a_axis, b_axis, recipe, gemm, layer_seed, step_seed):
                              sign_seed=signs, dtype=a.dtype)
     qb = quantize_dequantize(b, b_axis, spec, seed=derive_seed(step_seed, gemm, 1),
                              sign_seed=signs, dtype=a.dtype)
-    return qa, qb, (1.0 / spec.hadamard if spec.hadamard else 1.0)  # H·Hᵀ = size·I
+    return qa, qb, _alpha(spec)
+
+
+def _alpha(spec) -> float:
+    return 1.0 / spec.hadamard if spec.hadamard else 1.0  # H·Hᵀ = size·I
+
+
+def _operand(t, uses, recipe, layer_seed, step_seed, dtype):
+    """t quantize-dequantized for each of its uses [(gemm, spec, axis, operand) or None, ...]:
+    one pass along both axes where two uses need it (kernels.train_quantize reads t once), the
+    same values as one _qgemm operand each. Returns a list aligned with `uses` (None stays)."""
+    live = [u for u in uses if u is not None]
+
+    def seeds(u):
+        gemm, spec, _, operand = u
+        return derive_seed(step_seed, gemm, operand), _sign_seed(recipe, spec, gemm, layer_seed,
+                                                                 step_seed)
+    if len(live) == 2 and {live[0][2], live[1][2]} == {0, 1}:
+        u1, u0 = sorted(live, key=lambda u: -u[2])
+        (s1, g1), (s0, g0) = seeds(u1), seeds(u0)
+        q1, q0 = quantize_dequantize_both(t, u1[1], u0[1], seeds=(s1, s0), sign_seeds=(g1, g0),
+                                          dtype=dtype)
+        return [None if u is None else q1 if u is u1 else q0 for u in uses]
+    out = []
+    for u in uses:
+        if u is None:
+            out.append(None)
+            continue
+        seed, signs = seeds(u)
+        out.append(quantize_dequantize(t, u[2], u[1], seed=seed, sign_seed=signs, dtype=dtype))
+    return out
 
 
 class MXFP4LinearFunction(torch.autograd.Function):
     """y = x · Wᵀ + b with each GEMM (forward, dgrad, wgrad) as `recipe` says.
 
     apply(x, weight, bias, recipe, layer_seed, step). x is [..., K], weight [N, K], bias [N] or
-    None. The token axis of wgrad is zero-padded to whole blocks when needed.
+    None. The forward pass also quantizes what backward will need from x (its wgrad operand,
+    along the tokens) and from W (its dgrad operand, along N) in the same reads, and saves
+    those instead of x and W. The token axis of wgrad is zero-padded to whole blocks when
+    needed (then x is saved and quantized in backward).
     """
 
     @staticmethod
     def forward(ctx, x, weight, bias, recipe: Recipe, layer_seed: int, step: int):
         step_seed = derive_seed(recipe.seed, layer_seed, step)
-        ctx.save_for_backward(x, weight)
         ctx.recipe, ctx.layer_seed, ctx.step_seed = recipe, layer_seed, step_seed
         ctx.has_bias = bias is not None
-        spec = recipe.forward
-        if not spec.quantized:
-            return F.linear(x, weight, bias)  # what nn.Linear computes
+        fwd, dgrad, wgrad = recipe.forward, recipe.dgrad, recipe.wgrad
+        need_dx, need_dw = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         x2 = x.reshape(-1, x.shape[-1])
-        xq, wq, alpha = _qgemm(x2, weight, spec, 1, 1, recipe, FORWARD, layer_seed, step_seed)
+        # which later uses each operand gets quantized for now: (gemm, spec, axis, operand)
+        x_wgrad = need_dw and wgrad.quantized and x2.shape[0] % wgrad.multiple() == 0
+        w_dgrad = need_dx and dgrad.quantized
+        xq, xw = _operand(x2, [(FORWARD, fwd, 1, 0) if fwd.quantized else None,
+                               (WGRAD, wgrad, 0, 1) if x_wgrad else None],
+                          recipe, layer_seed, step_seed, x.dtype)
+        wq, wd = _operand(weight, [(FORWARD, fwd, 1, 1) if fwd.quantized else None,
+                                   (DGRAD, dgrad, 0, 1) if w_dgrad else None],
+                          recipe, layer_seed, step_seed, x.dtype)
+        ctx.x_ready, ctx.w_ready = x_wgrad, w_dgrad
+        ctx.x_shape, ctx.w_dtype = x.shape, weight.dtype
+        ctx.save_for_backward(xw if x_wgrad else x2 if need_dw else None,
+                              wd if w_dgrad else weight if need_dx else None)
+        if not fwd.quantized:
+            return F.linear(x, weight, bias)  # what nn.Linear computes
+        alpha = _alpha(fwd)
         if bias is not None:
             y2 = torch.addmm(bias, xq, wq.t(), alpha=alpha)
         else:
@@ -75,35 +121,37 @@ class MXFP4LinearFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dy):
-        x, weight = ctx.saved_tensors
+        x2, w = ctx.saved_tensors
         recipe, layer_seed, step_seed = ctx.recipe, ctx.layer_seed, ctx.step_seed
-        x2 = x.reshape(-1, x.shape[-1])
+        dgrad, wgrad = recipe.dgrad, recipe.wgrad
         dy2 = dy.reshape(-1, dy.shape[-1])
+        need_dx, need_dw = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         dx = dw = db = None
-        if ctx.needs_input_grad[0]:
-            spec = recipe.dgrad
-            if not spec.quantized:
-                dx2 = dy2.mm(weight)  # as addmm's autograd: grad · mat2ᵀ with mat2 = Wᵀ
+        dyd, dyw = _operand(dy2, [(DGRAD, dgrad, 1, 0) if need_dx and dgrad.quantized else None,
+                                  (WGRAD, wgrad, 0, 0) if need_dw and ctx.x_ready else None],
+                            recipe, layer_seed, step_seed, dy2.dtype)
+        if need_dx:
+            if not dgrad.quantized:
+                dx2 = dy2.mm(w)  # as addmm's autograd: grad · mat2ᵀ with mat2 = Wᵀ
             else:
-                dyq, wq, alpha = _qgemm(dy2, weight, spec, 1, 0, recipe, DGRAD, layer_seed,
-                                        step_seed)
-                dx2 = dyq.mm(wq)
-                if alpha != 1.0:
-                    dx2.mul_(alpha)
-            dx = dx2.view(x.shape)
-        if ctx.needs_input_grad[1]:
-            spec = recipe.wgrad
-            if not spec.quantized:
+                dx2 = dyd.mm(w)
+                if _alpha(dgrad) != 1.0:
+                    dx2.mul_(_alpha(dgrad))
+            dx = dx2.view(ctx.x_shape)
+        if need_dw:
+            if not wgrad.quantized:
                 dw = dy2.t().mm(x2)  # as addmm's autograd for a transposed mat2
-            else:
-                pad = -x2.shape[0] % spec.multiple()
-                xp, dyp = (F.pad(x2, (0, 0, 0, pad)), F.pad(dy2, (0, 0, 0, pad))) if pad else (x2, dy2)
-                dyq, xq, alpha = _qgemm(dyp, xp.to(dy2.dtype), spec, 0, 0, recipe, WGRAD,
-                                        layer_seed, step_seed)
+            elif ctx.x_ready:
+                dw = dyw.t().mm(x2)
+            else:  # tokens not a whole number of blocks: pad both with zeros
+                pad = -x2.shape[0] % wgrad.multiple()
+                xp, dyp = F.pad(x2, (0, 0, 0, pad)), F.pad(dy2, (0, 0, 0, pad))
+                dyq, xq, _ = _qgemm(dyp, xp.to(dy2.dtype), wgrad, 0, 0, recipe, WGRAD,
+                                    layer_seed, step_seed)
                 dw = dyq.t().mm(xq)
-                if alpha != 1.0:
-                    dw.mul_(alpha)
-            dw = dw.to(weight.dtype)
+            if wgrad.quantized and _alpha(wgrad) != 1.0:
+                dw.mul_(_alpha(wgrad))
+            dw = dw.to(ctx.w_dtype)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             db = dy2.sum(0)
         return dx, dw, db, None, None, None

@@ -123,6 +123,7 @@ _NEAREST = GemmSpec("mxfp4", "nearest", "even")
 _SR = GemmSpec("mxfp4", "stochastic", "ceil")  # ceil: no element clips, so SR stays unbiased
 _SR_HADAMARD = replace(_SR, hadamard=64)
 _BF16 = GemmSpec()
+_NEAREST_HADAMARD = replace(_NEAREST, hadamard=64)
 
 # The arms of issue 23. Forward GEMMs round to nearest with the "even" scale rule (the best
 # data-free rule of docs/accuracy.md); SR backward GEMMs use "ceil". Hadamard size 64 is our
@@ -136,6 +137,13 @@ PRESETS: dict[str, Recipe] = {r.name: r for r in (
     Recipe("mxfp4-sr-hadamard-fixed", forward=_NEAREST, dgrad=_SR_HADAMARD, wgrad=_SR_HADAMARD,
            hadamard_signs="none"),
     Recipe("mxfp4-wgrad", wgrad=_SR),
+    # the Hadamard on the forward GEMM too (as Quartet does): x and W rotated along K spread
+    # their outliers over the block before the scale is chosen; "mse" picks each block's
+    # scale by its rounding error instead of its maximum alone
+    Recipe("mxfp4-hadamard-all", forward=_NEAREST_HADAMARD, dgrad=_SR_HADAMARD,
+           wgrad=_SR_HADAMARD, hadamard_signs="none"),
+    Recipe("mxfp4-hadamard-all-mse", forward=replace(_NEAREST_HADAMARD, scale_rule="mse"),
+           dgrad=_SR_HADAMARD, wgrad=_SR_HADAMARD, hadamard_signs="none"),
 )}
 
 
