@@ -95,15 +95,12 @@ def test_config_fits_the_hardware(k, n, m):
     bm, bn, split = c["BM"], c["BN"], c["SPLIT_K"]
     assert bm >= 16 and bm & (bm - 1) == 0 and bm <= 256
     assert bm >= min(m, 128)  # one token tile up to 128 rows
-    assert bn * bm // 128 <= 128  # one warpgroup's fp32 accumulator: <= 128 registers a thread
-    assert bn % 64 == 0 and bn // 16 >= c["num_warps"]  # wgmma: 64-row groups, 16 rows a warp
-    # shared memory: the x + codes ring, two decoded tiles, and the epilogue's fp32 staging
-    ring = c["STAGES"] * (bm * ws_gemm.BK * 2 + bn * ws_gemm.BK // 2)
-    assert ring + 2 * bn * ws_gemm.BK * 2 + 16384 <= 227 * 1024
-    # consumer + decoder + loader warpgroups under the 64K-register file
-    warps = c["num_warps"] + c["DECODE_WARPS"] + 4
-    assert c["maxnreg"] * warps * 32 <= 65536 and c["DECODE_REGS"] <= c["maxnreg"] + 88
-    assert bn >= 16 * c["DECODE_WARPS"]  # the decoder's rows: 16 a warp
+    assert ws_gemm.config_problem(c) is None
+    # the consumer's fp32 accumulator: at most 128 registers a thread, under the kernel's cap
+    assert bn * bm // (32 * c["num_warps"]) <= min(128, c["maxnreg"] - 40)
+    assert bn % 64 == 0 and bn // 16 >= c["DECODE_WARPS"]  # wgmma: 64-row groups; decoder rows
+    assert ws_gemm.shared_bytes(c) <= 227 * 1024
+    assert c["maxnreg"] * ws_gemm.total_warps(c) * 32 <= 65536
     steps = -(-k // ws_gemm.BK)
     tiles = -(-n // bn) * -(-m // bm)
     if split > 1:
@@ -136,3 +133,48 @@ def test_tma_operands_are_contiguous_and_16_byte_aligned():
     assert _tma_ready(base) is base  # nothing to do: no copy
     strided = base[:, ::2]
     assert _tma_ready(strided).is_contiguous() and torch.equal(_tma_ready(strided), strided)
+
+
+def test_large_batches_take_two_consumer_warpgroups_without_a_loader_warp():
+    c = ws_gemm.ws_config(4096, 14336, 4096)
+    assert (c["BN"], c["BM"], c["num_warps"], c["LOADER"]) == (128, 256, 8, False)
+    assert ws_gemm.total_warps(c) == 12  # 8 consumer + 4 decoder: 168 registers fit
+    assert ws_gemm.total_warps(dict(c, LOADER=True)) == 16  # a loader warp pads to 16
+    assert "accumulator" in ws_gemm.config_problem(dict(c, LOADER=True, maxnreg=128))
+    small = ws_gemm.ws_config(16, 14336, 4096)
+    assert (small["num_warps"], small["LOADER"], ws_gemm.total_warps(small)) == (4, True, 12)
+
+
+def test_shared_memory_estimate_matches_the_offline_compiles():
+    """scripts/compile_sm90.py (triton 3.6, sm_90a) reported these bytes for these configs."""
+    base = ws_gemm.ws_config(16, 14336, 4096)
+    for change, compiled in ((dict(BM=16, STAGES=8), 90408), (dict(BM=128, STAGES=4), 131240),
+                             (dict(BN=64, BM=256, STAGES=3), 137384),
+                             (dict(BM=256, STAGES=4, num_warps=8, LOADER=False), 213092)):
+        est = ws_gemm.shared_bytes(dict(base, **change))
+        assert compiled <= est <= compiled + 2048, (change, est)
+
+
+@pytest.mark.parametrize("change, words", [
+    (dict(BN=96), "BN must be"), (dict(BM=512), "BN must be"), (dict(DECODE_WARPS=6), "4 or 8"),
+    (dict(BN=64, DECODE_WARPS=8), "BN >= 16"), (dict(maxnreg=200), "register file"),
+    (dict(BM=256, maxnreg=128, num_warps=8, DECODE_WARPS=8, LOADER=False), "accumulator"),
+    (dict(BM=256, STAGES=6, num_warps=8, LOADER=False), "shared memory"),
+    (dict(extra=1), "config keys"),
+])
+def test_config_problem_names_what_does_not_fit(change, words):
+    c = dict(ws_gemm.ws_config(16, 14336, 4096), **change)
+    why = ws_gemm.config_problem(c)
+    assert why is not None and words in why, why
+
+
+def test_ws_linear_rejects_a_config_that_does_not_fit():
+    w = _weight()
+    x = torch.randn(16, 96).to(torch.bfloat16)
+    bad = dict(ws_gemm.ws_config(16, 64, 96), maxnreg=255)
+    with pytest.raises(ValueError, match="register file"):
+        ws_gemm.ws_linear(x, w, config=bad)
+    incomplete = ws_gemm.ws_config(16, 64, 96)
+    del incomplete["LOADER"]
+    with pytest.raises(ValueError, match="config keys"):
+        ws_gemm.ws_linear(x, w, config=incomplete)

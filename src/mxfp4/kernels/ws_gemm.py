@@ -63,29 +63,74 @@ def use_ws_gemm(x: torch.Tensor, w) -> bool:
 def ws_config(m: int, n: int, k: int, sm_count: int = 132) -> dict:
     """Tile and launch parameters for an [m, k] x [n, k] product.
 
-    One consumer warpgroup holds the fp32 accumulator, 128 registers a thread at most: BN
-    weight rows x BM tokens = 128 x 128, or 64 x 256 from m > 2048 (wgmma m64n256, the widest
-    instruction; half the weight decoding per token). BM: the batch rounded up to a power of
-    two from 16. Split K while the tiles are fewer than half the SMs and each split keeps at
-    least 8 steps of BK. Registers: ptxas compiles every partition under the kernel's cap
-    (setmaxnreg only moves registers at run time), and 12 warps (4 consumer + 4 decoder + 1
-    loader, padded to whole warpgroups) at 168 a thread fill the 64K-register file.
+    BN = 128 weight rows x BM tokens, BM the batch rounded up to a power of two from 16 (at
+    most 128). One consumer warpgroup (num_warps = 4) holds the fp32 accumulator, BN * BM / 128
+    registers a thread. From m > 2048 two consumer warpgroups (num_warps = 8) own 64 weight
+    rows x 256 tokens each (wgmma m64n256, 128 accumulator registers a thread): a 128 x 256
+    tile reads half the x bytes per FLOP of the 64 x 256 one. There the loader warp is dropped
+    (LOADER = False: the consumer issues its x copies, the decoder its codes), since ptxas
+    compiles every partition under the kernel's cap (setmaxnreg only moves registers at run
+    time): 8 + 4 warps at 168 registers fit the 64K-register file, 8 + 4 + 1 would be padded
+    to 16 warps at 128. Split K while the tiles are fewer than half the SMs and each split
+    keeps at least 8 steps of BK.
     """
     bm = 16
     while bm < min(m, 128):
         bm *= 2
-    bn = BN
+    # x + codes slots: enough bytes in flight per SM to cover memory latency at small M
+    cfg = dict(BN=BN, BM=bm, SPLIT_K=1, GROUP_M=8, STAGES={16: 8, 32: 8, 64: 6}.get(bm, 4),
+               num_warps=4, maxnreg=168, DECODE_WARPS=4, DECODE_REGS=96, LOADER=True)
     if m > 2048:
-        bn, bm = 64, 256
-    tiles = triton.cdiv(n, bn) * triton.cdiv(m, bm)
+        cfg.update(BM=256, STAGES=4, num_warps=8, LOADER=False)
+    tiles = triton.cdiv(n, cfg["BN"]) * triton.cdiv(m, cfg["BM"])
     steps = triton.cdiv(k, BK)
     split = 1
     while tiles * split * 2 <= sm_count and steps // (split * 2) >= 8:
         split *= 2
-    # x + codes slots: enough bytes in flight per SM to cover memory latency at small M
-    stages = {16: 8, 32: 8, 64: 6, 128: 4}.get(bm, 3)
-    return dict(BN=bn, BM=bm, SPLIT_K=split, GROUP_M=8, STAGES=stages, num_warps=4,
-                maxnreg=168, DECODE_WARPS=4, DECODE_REGS=96)
+    cfg["SPLIT_K"] = split
+    return cfg
+
+
+SMEM_BYTES = 232448  # an H100 CTA's shared memory (227 KB)
+REGISTERS = 65536  # an SM's register file, 32-bit registers
+
+
+def total_warps(cfg: dict) -> int:
+    """Warps a CTA launches: consumer + decoder (+ the loader warp), padded to warpgroups."""
+    warps = cfg["num_warps"] + cfg["DECODE_WARPS"] + (1 if cfg["LOADER"] else 0)
+    return -(-warps // 4) * 4
+
+
+def shared_bytes(cfg: dict) -> int:
+    """Shared memory estimate: the x + codes ring, two decoded W tiles, the epilogue's layout
+    conversion (about BN * BM bytes in triton 3.6, at least 8 KB) and the barriers; within
+    2 KB of what scripts/compile_sm90.py reports for the configs it compiles."""
+    ring = cfg["STAGES"] * (cfg["BM"] * BK * 2 + cfg["BN"] * BK // 2)
+    return ring + 2 * cfg["BN"] * BK * 2 + max(cfg["BN"] * cfg["BM"], 8192) + 1024
+
+
+def config_problem(cfg: dict) -> str | None:
+    """Why this config cannot compile or run well on an H100, or None when it fits."""
+    need = {"BN", "BM", "SPLIT_K", "GROUP_M", "STAGES", "num_warps", "maxnreg", "DECODE_WARPS",
+            "DECODE_REGS", "LOADER"}
+    if set(cfg) != need:
+        return f"config keys must be {sorted(need)}, got {sorted(cfg)}"
+    bn, bm, nw, dw = cfg["BN"], cfg["BM"], cfg["num_warps"], cfg["DECODE_WARPS"]
+    if bn not in (64, 128) or bm not in (16, 32, 64, 128, 256):
+        return f"BN must be 64 or 128 and BM a power of two in 16..256, got {bn}, {bm}"
+    if nw not in (4, 8) or dw not in (4, 8) or bn < 16 * dw:
+        return f"num_warps and DECODE_WARPS must be 4 or 8 with BN >= 16 a decoder warp, got " \
+               f"{nw}, {dw}, BN {bn}"
+    warps = total_warps(cfg)
+    if cfg["maxnreg"] * warps * 32 > REGISTERS:
+        return f"{warps} warps x {cfg['maxnreg']} registers exceed the {REGISTERS}-register file"
+    acc = bn * bm // (32 * nw)
+    if acc + 40 > cfg["maxnreg"]:  # ptxas compiles the consumer under the kernel's cap
+        return f"the consumer's {acc} accumulator registers a thread do not fit maxnreg " \
+               f"{cfg['maxnreg']} (the kernel's cap binds every partition)"
+    if shared_bytes(cfg) > SMEM_BYTES:
+        return f"about {shared_bytes(cfg)} bytes of shared memory, more than {SMEM_BYTES}"
+    return None
 
 
 def _capability(device: torch.device):
@@ -122,7 +167,11 @@ def _check(x, w, bias) -> None:
 
 def ws_linear(x: torch.Tensor, w: MXTensor, bias: torch.Tensor | None = None,
               config: dict | None = None) -> torch.Tensor:
-    """x @ dequantize(w).T + bias in bf16 (fp32 accumulation) on the warp-specialized kernel."""
+    """x @ dequantize(w).T + bias in bf16 (fp32 accumulation) on the warp-specialized kernel;
+    config: ws_config's keys (default: ws_config for this product)."""
+    why = config_problem(config) if config is not None else None
+    if why:
+        raise ValueError(f"ws_linear config {config}: {why}")
     _check(x, w, bias)
     n, k = w.shape
     x2 = _tma_ready(x.reshape(-1, k))

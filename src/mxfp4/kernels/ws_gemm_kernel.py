@@ -6,18 +6,22 @@ accumulation, bf16 out. Reference twin: `mxfp4.ops.linear(x, w, backend="referen
 device check (benchmarks/ws_gemm_device.py) compares with float64 math on the dequantized W.
 
 Why warp specialization (issue 24): triton 3.6 waits for every wgmma whose A operand is decoded
-in registers, so decode and tensor cores take turns. Here three partitions share a CTA:
+in registers, so decode and tensor cores take turns. Here two or three partitions share a CTA:
 
-- loader (1 warp): TMA copies of the x tile [BM, BK] bf16 and the codes tile [BN, BK/2] into
-  an S-deep ring, both completing on one mbarrier per slot (`loaded`).
+- loader (1 warp, LOADER = True): TMA copies of the x tile [BM, BK] bf16 and the codes tile
+  [BN, BK/2] into S-deep rings (x_ready / q_ready per slot). With LOADER = False there is no
+  loader warp: the consumer issues its own x copies and the decoder its codes, S steps ahead,
+  so 8 consumer + 4 decoder warps stay at 12 (a 13th warp pads the CTA to 16 warps, and ptxas
+  compiles every partition under 65536 / (32 x warps) registers).
 - decoder (DECODE_WARPS = 4 or 8 warps): per K step reads the codes from shared memory (then
-  frees the slot), loads the [BN, BK/32] scale bytes from global, decodes E2M1 x 2^(s-127) to
-  bf16 (exact) and writes the [BN, BK] tile into a D-deep ring of 128B-swizzled buffers
-  (`decoded`).
-- consumer (the default partition, one warpgroup): acc[BN, BM] += W tile @ x tile^T with
-  async wgmma (W is wgmma's A from shared memory, x the B operand through a transposed view),
-  one wgmma kept in flight; when step i-1's wgmma retires its x slot and W buffer are
-  released. It also runs the epilogue, under its own register cap.
+  frees the slot), decodes E2M1 x 2^(s-127) to bf16 (exact) and writes the [BN, BK] tile into
+  a D-deep ring of 128B-swizzled buffers (`decoded`). The [BN, BK/32] scale bytes are plain
+  loads (too narrow for TMA) issued 3 steps ahead, so their DRAM latency stays hidden.
+- consumer (the default partition, num_warps = 4 or 8: one or two warpgroups, each owning
+  BN / warpgroups weight rows): acc[BN, BM] += W tile @ x tile^T with async wgmma (W is
+  wgmma's A from shared memory, x the B operand through a transposed view), one wgmma kept in
+  flight; when step i-1's wgmma retires its x slot and W buffer are released. It also runs
+  the epilogue, under its own register cap.
 
 Weights are the MMA's M side ("swap AB"), so decode batches (M = 16..64) fill the 64-row wgmma
 with weight rows and tokens are its N (16..256). Ragged M, N and K come from TMA's zero fill
@@ -97,47 +101,76 @@ def _scale(w, s):
 
 
 @gluon.jit
-def _loader(x_desc, q_desc, loaded, raw_free, x_bufs, q_bufs, off_m, off_n, k_lo, n_steps,
-            BK: gl.constexpr):
+def _loader(x_desc, q_desc, x_ready, x_free, q_ready, q_free, x_bufs, q_bufs, off_m, off_n, k_lo,
+            n_steps, BK: gl.constexpr):
     S: gl.constexpr = x_bufs.shape[0]
-    nbytes: gl.constexpr = x_desc.block_type.nbytes + q_desc.block_type.nbytes
     for i in range(n_steps):
         s = i % S
-        # a slot is free once the decoder has read its codes and the consumer's wgmma its x;
-        # mbarriers start with phase 1 complete, so the first pass does not wait
-        mbarrier.wait(raw_free.index(s), ((i // S) & 1) ^ 1)
         k = k_lo + i * BK
-        mbarrier.expect(loaded.index(s), nbytes)
-        tma.async_copy_global_to_shared(x_desc, [off_m, k], loaded.index(s), x_bufs.index(s))
-        tma.async_copy_global_to_shared(q_desc, [off_n, k // 2], loaded.index(s), q_bufs.index(s))
+        # the codes slot is freed by the decoder, the x slot by the consumer's wgmma; mbarriers
+        # start with phase 1 complete, so the first pass does not wait
+        mbarrier.wait(q_free.index(s), ((i // S) & 1) ^ 1)
+        mbarrier.expect(q_ready.index(s), q_desc.block_type.nbytes)
+        tma.async_copy_global_to_shared(q_desc, [off_n, k // 2], q_ready.index(s), q_bufs.index(s))
+        mbarrier.wait(x_free.index(s), ((i // S) & 1) ^ 1)
+        mbarrier.expect(x_ready.index(s), x_desc.block_type.nbytes)
+        tma.async_copy_global_to_shared(x_desc, [off_m, k], x_ready.index(s), x_bufs.index(s))
 
 
 @gluon.jit
-def _decoder(s_ptr, loaded, raw_free, decoded, w_free, q_bufs, w_bufs, off_n, k_lo, n_steps,
-             N, KS, BN: gl.constexpr, BK: gl.constexpr, DW: gl.constexpr):
+def _load_step(desc, bars, bufs, j, n_steps, c0, c1):
+    """TMA of step j's box at [c0, c1] into slot j % S (nothing past the last step)."""
+    s = j % bufs.shape[0]
+    ok = j < n_steps
+    mbarrier.expect(bars.index(s), desc.block_type.nbytes, pred=ok)
+    tma.async_copy_global_to_shared(desc, [c0, c1], bars.index(s), bufs.index(s), pred=ok)
+
+
+@gluon.jit
+def _decoder(s_ptr, q_desc, q_ready, q_free, decoded, w_free, q_bufs, w_bufs, off_n, k_lo,
+             n_steps, N, KS, BN: gl.constexpr, BK: gl.constexpr, DW: gl.constexpr,
+             LOADER: gl.constexpr):
     S: gl.constexpr = q_bufs.shape[0]
     D: gl.constexpr = w_bufs.shape[0]
     SL: gl.constexpr = gl.SliceLayout(2, value_layout(BN, BK, DW))  # [BN, BK/32] scales
     rows = off_n + gl.arange(0, BN, layout=gl.SliceLayout(1, SL))
-    blocks = gl.arange(0, BK // 32, layout=gl.SliceLayout(0, SL))
+    blocks = k_lo // 32 + gl.arange(0, BK // 32, layout=gl.SliceLayout(0, SL))
     s_rows = s_ptr + rows.to(gl.int64)[:, None] * KS
     row_ok = (rows < N)[:, None]
+    if not LOADER:  # this partition loads its own codes: the first S steps up front
+        for j in gl.static_range(S):
+            _load_step(q_desc, q_ready, q_bufs, j, n_steps, off_n, (k_lo + j * BK) // 2)
+    # scale bytes are plain loads (rows of K/32 bytes are too short for TMA): requested
+    # 3 steps before use, so that a DRAM miss (~1000 clk) hides behind 3 steps of decoding
+    sc0 = _scales(s_rows, row_ok, blocks, KS)
+    sc1 = _scales(s_rows, row_ok, blocks + BK // 32, KS)
+    sc2 = _scales(s_rows, row_ok, blocks + 2 * (BK // 32), KS)
     for i in range(n_steps):
         s = i % S
         d = i % D
-        kb = k_lo // 32 + i * (BK // 32) + blocks
-        # the scale bytes (L2 hits after the first CTA on this tile) are requested before the
-        # wait, so their latency hides behind the TMA's
-        sc = gl.load(s_rows + kb[None, :], mask=row_ok & (kb < KS)[None, :], other=127)
-        mbarrier.wait(loaded.index(s), (i // S) & 1)
+        sc3 = _scales(s_rows, row_ok, blocks + (i + 3) * (BK // 32), KS)
+        mbarrier.wait(q_ready.index(s), (i // S) & 1)
         codes = q_bufs.index(s).load(code_layout_2d(BN, BK, DW))
         fence_async_shared()  # order the shared reads before the next TMA into this slot
-        mbarrier.arrive(raw_free.index(s), count=1)
-        w = decode_tile(codes, sc, BN, BK, DW)
+        if LOADER:
+            mbarrier.arrive(q_free.index(s), count=1)
+        else:
+            gl.thread_barrier()  # every warp has its codes before one thread reloads the slot
+            _load_step(q_desc, q_ready, q_bufs, i + S, n_steps, off_n, (k_lo + (i + S) * BK) // 2)
+        w = decode_tile(codes, sc0, BN, BK, DW)
         mbarrier.wait(w_free.index(d), ((i // D) & 1) ^ 1)
         w_bufs.index(d).store(w)
         fence_async_shared()  # the wgmma (async proxy) reads what these stores wrote
         mbarrier.arrive(decoded.index(d), count=1)
+        sc0 = sc1
+        sc1 = sc2
+        sc2 = sc3
+
+
+@gluon.jit
+def _scales(s_rows, row_ok, kb, KS):
+    """Scale bytes [BN, BK/32] of blocks kb (127 = 1.0 past K: TMA zero-fills those codes)."""
+    return gl.load(s_rows + kb[None, :], mask=row_ok & (kb < KS)[None, :], other=127)
 
 
 @gluon.jit
@@ -176,21 +209,31 @@ def ws_decode_kernel(codes_ptr, s_ptr, out_ptr, N, K, BN: gl.constexpr, BK: gl.c
 
 
 @gluon.jit
-def _consumer(loaded, raw_free, decoded, w_free, x_bufs, w_bufs, n_steps, epilogue_args,
-              BN: gl.constexpr, BM: gl.constexpr, HAS_BIAS: gl.constexpr,
-              SPLIT_K: gl.constexpr, num_warps: gl.constexpr):
+def _consumer(x_desc, x_ready, x_free, decoded, w_free, x_bufs, w_bufs, off_m, k_lo, n_steps,
+              epilogue_args, BN: gl.constexpr, BM: gl.constexpr, BK: gl.constexpr,
+              HAS_BIAS: gl.constexpr, SPLIT_K: gl.constexpr, LOADER: gl.constexpr,
+              num_warps: gl.constexpr):
     S: gl.constexpr = x_bufs.shape[0]
     D: gl.constexpr = w_bufs.shape[0]
     acc = gl.zeros([BN, BM], gl.float32, acc_layout(BN, BM, num_warps))
+    if not LOADER:  # this partition loads its own x tiles: the first S steps up front
+        for j in gl.static_range(S - 1):  # slot S - 1 is loaded in step 0
+            _load_step(x_desc, x_ready, x_bufs, j, n_steps, off_m, k_lo + j * BK)
     for i in range(n_steps):
         s = i % S
         d = i % D
-        mbarrier.wait(loaded.index(s), (i // S) & 1)
+        mbarrier.wait(x_ready.index(s), (i // S) & 1)
         mbarrier.wait(decoded.index(d), (i // D) & 1)
         acc = warpgroup_mma(w_bufs.index(d), x_bufs.index(s).permute((1, 0)), acc, is_async=True)
         # at most this step's wgmma in flight: step i - 1's has read its operands
         acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc, ))
-        mbarrier.arrive(raw_free.index((i + S - 1) % S), count=1, pred=i > 0)
+        if LOADER:
+            mbarrier.arrive(x_free.index((i + S - 1) % S), count=1, pred=i > 0)
+        else:
+            # every warpgroup's wgmma i - 1 has retired before step i - 1 + S's x lands there
+            gl.thread_barrier()
+            _load_step(x_desc, x_ready, x_bufs, i - 1 + S, n_steps, off_m,
+                       k_lo + (i - 1 + S) * BK)
         mbarrier.arrive(w_free.index((i + D - 1) % D), count=1, pred=i > 0)
     acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
     # the epilogue runs here, under this partition's raised register cap (the kernel body's
@@ -236,7 +279,7 @@ def _epilogue(acc, bias_ptr, out_ptr, ws_ptr, lock_ptr, M, N, stride_om, off_m, 
 def ws_gemm_kernel(x_desc, q_desc, s_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr, M, N, K, KS,
                    stride_om, k_chunk, HAS_BIAS: gl.constexpr, SPLIT_K: gl.constexpr,
                    GROUP_M: gl.constexpr, STAGES: gl.constexpr, DECODE_WARPS: gl.constexpr,
-                   DECODE_REGS: gl.constexpr, num_warps: gl.constexpr):
+                   DECODE_REGS: gl.constexpr, LOADER: gl.constexpr, num_warps: gl.constexpr):
     """out = x @ dequantize(W)^T (+ bias) for one [BM tokens, BN weight rows] tile and one K
     split; x_desc: TMA descriptor of x [M, K] bf16, box [BM, BK]; q_desc: of the codes
     [N, K/2], box [BN, BK/2]; s_ptr: scales [N, KS]. k_chunk: K per split, a multiple of BK."""
@@ -265,24 +308,37 @@ def ws_gemm_kernel(x_desc, q_desc, s_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr, M
     q_bufs = gl.allocate_shared_memory(gl.uint8, [S, BN, BK // 2], q_desc.layout)
     w_bufs = gl.allocate_shared_memory(gl.bfloat16, [D, BN, BK],
                                        gl.NVMMASharedLayout.get_default_for([BN, BK], gl.bfloat16))
-    loaded = gl.allocate_shared_memory(gl.int64, [S, 1], mbarrier.MBarrierLayout())
-    raw_free = gl.allocate_shared_memory(gl.int64, [S, 1], mbarrier.MBarrierLayout())
+    x_ready = gl.allocate_shared_memory(gl.int64, [S, 1], mbarrier.MBarrierLayout())
+    x_free = gl.allocate_shared_memory(gl.int64, [S, 1], mbarrier.MBarrierLayout())
+    q_ready = gl.allocate_shared_memory(gl.int64, [S, 1], mbarrier.MBarrierLayout())
+    q_free = gl.allocate_shared_memory(gl.int64, [S, 1], mbarrier.MBarrierLayout())
     decoded = gl.allocate_shared_memory(gl.int64, [D, 1], mbarrier.MBarrierLayout())
     w_free = gl.allocate_shared_memory(gl.int64, [D, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(S):
-        mbarrier.init(loaded.index(i), count=1)
-        mbarrier.init(raw_free.index(i), count=2)  # the decoder (codes) and the consumer (x)
+        mbarrier.init(x_ready.index(i), count=1)
+        mbarrier.init(x_free.index(i), count=1)
+        mbarrier.init(q_ready.index(i), count=1)
+        mbarrier.init(q_free.index(i), count=1)
     for i in gl.static_range(D):
         mbarrier.init(decoded.index(i), count=1)
         mbarrier.init(w_free.index(i), count=1)
 
     epilogue_args = (bias_ptr, out_ptr, ws_ptr, lock_ptr, M, N, stride_om, off_m, off_n, pid_m,
                      pid_n, pid_k, tiles_n)
-    gl.warp_specialize([
-        (_consumer, (loaded, raw_free, decoded, w_free, x_bufs, w_bufs, n_steps, epilogue_args,
-                     BN, BM, HAS_BIAS, SPLIT_K, num_warps)),
-        (_decoder, (s_ptr, loaded, raw_free, decoded, w_free, q_bufs, w_bufs, off_n, k_lo,
-                    n_steps, N, KS, BN, BK, DECODE_WARPS)),
-        (_loader, (x_desc, q_desc, loaded, raw_free, x_bufs, q_bufs, off_m, off_n, k_lo, n_steps,
-                   BK)),
-    ], [DECODE_WARPS, LOADER_WARPS], [DECODE_REGS, 24])
+    # (argument tuples written inline: a tuple held in a variable loses its constexprs)
+    if LOADER:
+        gl.warp_specialize([
+            (_consumer, (x_desc, x_ready, x_free, decoded, w_free, x_bufs, w_bufs, off_m, k_lo,
+                         n_steps, epilogue_args, BN, BM, BK, HAS_BIAS, SPLIT_K, LOADER, num_warps)),
+            (_decoder, (s_ptr, q_desc, q_ready, q_free, decoded, w_free, q_bufs, w_bufs, off_n,
+                        k_lo, n_steps, N, KS, BN, BK, DECODE_WARPS, LOADER)),
+            (_loader, (x_desc, q_desc, x_ready, x_free, q_ready, q_free, x_bufs, q_bufs, off_m,
+                       off_n, k_lo, n_steps, BK)),
+        ], [DECODE_WARPS, LOADER_WARPS], [DECODE_REGS, 24])
+    else:  # the consumer loads x and the decoder its codes: no loader warp to pad to a group
+        gl.warp_specialize([
+            (_consumer, (x_desc, x_ready, x_free, decoded, w_free, x_bufs, w_bufs, off_m, k_lo,
+                         n_steps, epilogue_args, BN, BM, BK, HAS_BIAS, SPLIT_K, LOADER, num_warps)),
+            (_decoder, (s_ptr, q_desc, q_ready, q_free, decoded, w_free, q_bufs, w_bufs, off_n,
+                        k_lo, n_steps, N, KS, BN, BK, DECODE_WARPS, LOADER)),
+        ], [DECODE_WARPS], [DECODE_REGS])
