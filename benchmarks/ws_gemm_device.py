@@ -2,41 +2,59 @@
 Gluon, issue 24) against cuBLAS bf16 and mxfp4.linear (v1 Triton, plain and prepacked).
 
 Run: PYTHONPATH=src python3 benchmarks/ws_gemm_device.py [--quick] [--no-sweep] [--shapes 0,2]
+        [--ms 256,4096]
   --quick: the decode check, a short GEMM check, default configs only (~2 min);
-  --no-sweep: every check, default configs only. Writes $OUT/ws_gemm.json and $OUT/ws_gemm.log
-  (the current folder without OUT). Exit code 1 when a check fails.
+  --no-sweep: every check, default configs only; --ms: the M values to time (16,64,256,4096).
+  Writes $OUT/ws_gemm.json and $OUT/ws_gemm.log (the current folder without OUT). Exit code 1
+  when a check fails.
 
 Order: (1) decode: ws_dequantize (the GEMM's own decoder) bit-exact against
-codec.dequantize_blocks on random bytes and every scale byte 0..254; (2) GEMM: rel. Frobenius
-error against float64 math on the dequantized weight <= 1e-2, fresh inputs per case, output
-poisoned with NaN first; M in 1, 16, 17, 64, 100, 256, 300, 4096, the four shapes and a ragged
-one (K = 2912, N = 2920: K not a multiple of BK = 64, N not of BN = 128), with and without
-bias, split K included; (3) timing, only for shapes whose checks passed: CUDA-graph replays,
-interleaved per (shape, M), weights rotated over 600 MB (mxfp4.bench.kernels.graph_times_us).
+codec.dequantize_blocks on random bytes and every scale byte 0..254; (2) smoke: every config
+family the run will use (defaults and sweep variants) runs once on a small ragged split-K
+product in a child process, so a config that deadlocks costs SMOKE_S seconds, not the run;
+(3) GEMM: rel. Frobenius error against float64 math on the dequantized weight <= 1e-2, fresh
+inputs per case, output poisoned with NaN first; M in 1, 16, 17, 64, 100, 256, 300, 4096, the
+four shapes and a ragged one (K = 2912, N = 2920: K not a multiple of BK = 64, N not of
+BN = 128), with and without bias, split K included; (4) timing of the configs that passed (2)
+and (3): CUDA-graph replays, interleaved per (shape, M), weights rotated over 600 MB
+(mxfp4.bench.kernels.graph_times_us); the table names the winner per cell and lists every
+variant's time.
 
-Prediction, written before any run (H100 SXM ~1.75 GHz under load; an SM's wgmma ~3300 bf16
-FLOP/clk in practice; copy 3.03 TB/s = ~13 B/clk/SM over 132 SMs; the decoder warpgroup
-~190 instructions a thread per 128 x 64 weight step, ~300 clk with latencies):
-  floor = max(bytes at 4.25 bits/weight + x + out over 3.03 TB/s, FLOPs over 723 TFLOPS)
-  shape          M   floor   ws predicted              cuBLAS (issue 24)  v1 prepacked
-  4096->14336   16   10.5    ~14 (64 steps x 300 clk, 112 CTAs)   -        -
-  14336->4096   16   10.5    ~13.5 (split 4: 128 CTAs x 56 steps)
-  2880->5760    16    3.0    ~8 (split 2, 90 CTAs x 23 steps + ~4 fill/reduce)
-  2880->2880    16    1.5    ~6 (split 4, 92 CTAs x 12 steps)
-  4096->14336   64   11.1    ~15 (~330 clk a step)                  -
-  14336->4096   64   11.1    ~15
-  2880->5760    64    3.3    ~8.5                                  15.0           18.1
-  2880->2880    64    1.7    ~6.5                                   9.1           11.5
-  4096->14336  256   41.6    ~49 (224 tiles = 1.7 waves x 64 steps x 635 clk)  49.3  88.0
-  14336->4096  256   41.6    ~45 (split 2: 128 CTAs x 112 steps)    56.7           95.4
-  2880->5760   256   11.7    ~19 (90 tiles on 132 SMs: misses)      17.5           34.5
-  2880->2880   256    5.9    ~12 (split 2, 92 CTAs)                 12.6           36.3
-  M = 4096, all   94-665     1.05-1.2x cuBLAS (64 x 256 tiles, one consumer warpgroup)
-So the decode batches (M <= 64) should beat cuBLAS by 2-3x where weights dominate, and
-M = 256 land near cuBLAS except 2880->5760, whose 90 tiles leave 42 SMs idle (stream-K or
-a persistent grid is the fix). At M = 4096 one consumer warpgroup per SM (m64n256) is expected
-short of cuBLAS's two; the next design there moves TMA issue into the decoder warpgroup so that
-two consumer warpgroups (128 x 256 tiles) fit 12 warps under 168 registers.
+Run 1 (2026-12-07, H100, old design): every check passed, but ws_default ran 39.5 / 44.0 /
+92.8 / 1183 us at M = 16 / 64 / 256 / 4096 on 4096->14336 (cuBLAS 42.4 / 44.0 / 49.6 / 613),
+~1000 clk per K step at small M, ~1190 at M = 4096 (64 x 256 tiles).
+
+Prediction for this design, written before any run (1.75 GHz; wgmma 2048 bf16 MAC/clk/SM;
+L2 -> SM ~28 B/clk/SM, the ~6.6 TB/s run 1 reached; DRAM ~13 B/clk/SM). Diagnosis: the
+decoder loaded each step's scale bytes right before using them, so every step paid a DRAM
+(small M) or L2 (large M) round trip, ~500-1000 clk; now they are requested 3 steps ahead.
+  - M <= 64, default (loader warp, 4 decoder warps): ~450 clk a step (~250 instructions a
+    decoder thread plus shared-memory and barrier latency); fused_dec8 (8 decoder warps, no
+    loader warp, 12 warps at 168 registers): ~300 clk, at the DRAM floor for 112+ CTAs.
+  - M = 256, default 128 x 128 (one consumer warpgroup): ~700 clk a step, L2-bound on 20 KB
+    of x + codes; 2wg_256 (128 x 256, two warpgroups): ~1260 clk for twice the work.
+  - M = 4096, default 128 x 256 with two consumer warpgroups (m64n256 each, 128 fp32
+    registers a thread, no loader warp): ~1260 clk a step (36 KB of x + codes from L2; wgmma
+    1024 clk), half the x bytes per FLOP of run 1's 64 x 256 tile; plus ~3 us a tile of
+    pipeline fill and epilogue (no persistent grid).
+  shape         M  floor  run 1 ws  predicted default (variant)        cuBLAS
+  4096->14336  16  10.5    39.5     ~19 (fused_dec8 ~14)                42.4
+  14336->4096  16  10.5    40.2     ~18 (fused_dec8 ~13)                45.4
+  2880->5760   16   3.0    18.9     ~9  (fused_dec8 ~7.5)               15.0
+  2880->2880   16   1.5    12.8     ~6.5 (fused_dec8 ~5.5)              11.9
+  4096->14336  64  11.1    44.0     ~20 (fused_dec8 ~15)                44.0
+  14336->4096  64  11.1    47.0     ~19 (fused_dec8 ~14)                47.3
+  4096->14336 256  41.6    92.8     ~55 (2 waves x 64 x 700 clk; 2wg_256 ~50)  49.6
+  14336->4096 256  41.6    83.8     ~50 (split 2, 128 CTAs x 112 x 700 clk)    56.8
+  2880->5760  256  11.7    33.9     ~21 (90 tiles x 45 x 700 clk)       17.1
+  2880->2880  256   5.9    26.9     ~13 (split 2, 92 CTAs)              10.2
+  4096->14336 4096 665    1183     ~690 (14 waves x 64 x 1260 clk + fill)  613
+  14336->4096 4096 665    1200     ~660 (4 waves x 224 x 1260 clk)     598
+  2880->5760  4096 188     346     ~210 (6 waves x 45 x 1260 clk)      174
+  2880->2880  4096  94     183     ~105 (3 waves x 45 x 1260 clk)       92
+So M <= 64 should beat cuBLAS by 2-3x, M = 256 land within ~10 % of it, and M = 4096 come
+within ~5-15 % (cuBLAS runs 128 x 256 bf16 tiles at ~3400 FLOP/clk/SM; what is left here is
+the per-tile fill and epilogue of a non-persistent grid).
 """
 
 from __future__ import annotations
@@ -45,6 +63,8 @@ import argparse
 import json
 import os
 import sys
+import queue
+import subprocess
 import threading
 import time
 
@@ -131,46 +151,54 @@ def check_decode(g) -> bool:
     return ok
 
 
-def check_gemm(g, shapes, ms, failures: list) -> dict:
-    """{(k, n): whether every M >= MIN_M passed} for the GEMM against float64 math on the
-    dequantized weight (M = 1 runs too, but only the dispatch's batches gate the timing);
-    every failing case is appended to failures."""
-    passed = {}
+def check_gemm(g, shapes, ms, failures: list, good: set) -> set:
+    """Families (see family()) of default configs that failed a check against float64 math on
+    the dequantized weight for some M >= MIN_M (M = 1 runs too, but only the dispatch's batches
+    gate the timing); a config whose family failed the smoke test is not run. Every failing case
+    is appended to failures."""
+    bad = set()
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     for k, n in shapes:
         w = weight(n, k, g)
         wd = w.dequantize(torch.float32, backend="reference").double()
-        ok = True
+        fails = len(failures)
         for m in ms:
             cfg = ws_gemm.ws_config(m, n, k, sms)
             for with_bias in (False, True):
                 case = (f"gemm {k}->{n} M={m} bias={with_bias} split={cfg['SPLIT_K']} "
-                        f"BM={cfg['BM']} BN={cfg['BN']}")
-                x = torch.randn(m, k, generator=g, device="cuda").to(torch.bfloat16)
-                bias = torch.randn(n, generator=g, device="cuda").to(torch.bfloat16) \
-                    if with_bias else None
-                poison_next(m * n * 2)
-                try:
-                    y = ws_gemm.ws_linear(x, w, bias)
-                    torch.cuda.synchronize()
-                    ref = x.double() @ wd.T + (bias.double() if with_bias else 0)
-                    err = rel_err(y, ref)
-                    good = err <= 1e-2 and not torch.isnan(y).any().item()
-                    line = f"{case}: rel err {err:.2e}" + ("" if good else "  FAIL")
-                except Exception as e:  # report and go on: one failure should not hide others
-                    good, line = False, f"{case}: FAILED {type(e).__name__}: {str(e)[:300]}"
-                if not good or m in (1, 256) or with_bias:
+                        f"BM={cfg['BM']} BN={cfg['BN']} warps={cfg['num_warps']} "
+                        f"loader={cfg['LOADER']}")
+                if family(cfg) not in good:
+                    good_case, line = False, f"{case}: not run (its config failed the smoke test)"
+                else:
+                    x = torch.randn(m, k, generator=g, device="cuda").to(torch.bfloat16)
+                    bias = torch.randn(n, generator=g, device="cuda").to(torch.bfloat16) \
+                        if with_bias else None
+                    poison_next(m * n * 2)
+                    try:
+                        y = ws_gemm.ws_linear(x, w, bias)
+                        torch.cuda.synchronize()
+                        ref = x.double() @ wd.T + (bias.double() if with_bias else 0)
+                        err = rel_err(y, ref)
+                        good_case = err <= 1e-2 and not torch.isnan(y).any().item()
+                        line = f"{case}: rel err {err:.2e}" + ("" if good_case else "  FAIL")
+                    except Exception as e:  # report and go on: one failure should not hide others
+                        good_case = False
+                        line = f"{case}: FAILED {type(e).__name__}: {str(e)[:300]}"
+                if not good_case or m in (1, 256, 4096) or with_bias:
                     say(line)
-                if not good:
+                if not good_case:
                     failures.append(line)
-                    ok &= m < ws_gemm.MIN_M
-        passed[(k, n)] = ok
-        say(f"gemm {k}->{n}: {'passed' if ok else 'FAILED'} (M >= {ws_gemm.MIN_M})")
-    return passed
+                    if m >= ws_gemm.MIN_M:
+                        bad.add(family(cfg))
+        say(f"gemm {k}->{n}: {'passed' if len(failures) == fails else 'FAILED'}")
+    return bad
 
 
 def variants(m: int, n: int, k: int, sms: int, sweep: bool) -> list:
-    """(label, config) pairs to time; the first is the default."""
+    """(label, config) pairs to time; the first is the default. Labels: fused = no loader
+    warp (LOADER=False), dec8 = 8 decoder warps, 2wg = two consumer warpgroups, 2cta = 8 warps
+    at 128 registers so that two CTAs share an SM."""
     base = ws_gemm.ws_config(m, n, k, sms)
     out = [("default", base)]
     if not sweep:
@@ -178,27 +206,99 @@ def variants(m: int, n: int, k: int, sms: int, sweep: bool) -> list:
 
     def v(label, **change):
         c = dict(base, **change)
-        if c != base and all(c != o for _, o in out):
+        if ws_gemm.config_problem(c) is None and all(c != o for _, o in out):
             out.append((label, c))
-    if base["BM"] <= 64:  # two CTAs an SM: 12 warps x 80 registers, a shorter ring
-        v("2cta", maxnreg=80, DECODE_REGS=80, STAGES=4)
-        if base["BN"] == 128:  # two decoder warpgroups: 16 warps x 128 registers
-            v("dec8", DECODE_WARPS=8, maxnreg=128, DECODE_REGS=96)
-    if m <= 256:
-        v("split*2", SPLIT_K=base["SPLIT_K"] * 2)
-    if base["SPLIT_K"] > 1:
-        v("split/2", SPLIT_K=base["SPLIT_K"] // 2)
-    if m >= 256:
-        v("64x256", BN=64, BM=256, STAGES=3)
-        v("128x128", BN=128, BM=128, STAGES=4)
-    if m == 256:
-        v("bm64", BM=64, STAGES=6)
-    if m > 256:
+    split = base["SPLIT_K"]
+    if base["BM"] <= 64:  # decoder-bound: more decoder warps, or two CTAs an SM
+        v("fused_dec8", LOADER=False, DECODE_WARPS=8)
+        v("dec8", DECODE_WARPS=8, maxnreg=128)
+        v("fused_2cta", LOADER=False, maxnreg=128, STAGES=4, SPLIT_K=split * 2)
+        v("split*2", SPLIT_K=split * 2)
+    elif base["BM"] == 128:
+        v("2wg_dec8", num_warps=8, DECODE_WARPS=8, LOADER=False, maxnreg=128)
+        v("fused_dec8", LOADER=False, DECODE_WARPS=8)
+        v("2wg_256", BM=256, STAGES=4, num_warps=8, LOADER=False)
+        v("split*2", SPLIT_K=split * 2)
+    else:  # 128 x 256, two consumer warpgroups
+        v("stages3", STAGES=3)
+        v("old_64x256", BN=64, STAGES=3, num_warps=4, LOADER=True)
+        v("2wg_dec8", BM=128, num_warps=8, DECODE_WARPS=8, maxnreg=128)
         v("group16", GROUP_M=16)
     return out[:5]
 
 
-def time_cell(k, n, m, w, plains, packs, dense, sms, sweep, g) -> list:
+def family(cfg: dict) -> str:
+    """A config without its split and tile order: what the smoke test compiles and runs."""
+    return json.dumps({k: v for k, v in sorted(cfg.items()) if k not in ("SPLIT_K", "GROUP_M")})
+
+
+SMOKE_S = 90  # one config's compile + small check in the child; longer means it hangs
+
+
+def smoke_child() -> int:
+    """--smoke-child: read configs (JSON lines) from stdin, run each on a small ragged product
+    (two token tiles, three weight tiles, 13 K steps split in two), print start/ok/bad lines."""
+    g = torch.Generator(device="cuda").manual_seed(7)
+    for i, line in enumerate(sys.stdin):
+        cfg = dict(json.loads(line), SPLIT_K=2, GROUP_M=8)
+        print(f"start {i}", flush=True)
+        m, n, k = min(cfg["BM"] + 5, 300), 2 * cfg["BN"] + 8, 64 * 12 + 32
+        w = weight(n, k, g)
+        x = torch.randn(m, k, generator=g, device="cuda").to(torch.bfloat16)
+        try:
+            poison_next(m * n * 2)
+            y = ws_gemm.ws_linear(x, w, None, cfg)
+            torch.cuda.synchronize()
+            err = rel_err(y, x.double() @ w.dequantize(torch.float32).double().T)
+            good = err <= 1e-2 and not torch.isnan(y).any().item()
+            print(f"{'ok' if good else 'bad'} {i} rel err {err:.2e}", flush=True)
+        except Exception as e:
+            print(f"bad {i} {type(e).__name__}: {str(e)[:200]}", flush=True)
+    return 0
+
+
+def smoke(configs: list) -> set:
+    """Families (see family()) that compiled, finished and matched float64 in a child process:
+    a config whose barriers deadlock hangs the child, not this run. Returns the good ones."""
+    todo = list(dict.fromkeys(family(c) for c in configs))
+    good = set()
+    while todo:
+        child = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--smoke-child"],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        child.stdin.write("".join(f + "\n" for f in todo))
+        child.stdin.close()
+        lines: queue.Queue = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(x) for x in child.stdout] + [lines.put(None)],
+                         daemon=True).start()
+        done = 0
+        while True:
+            try:
+                line = lines.get(timeout=SMOKE_S)
+            except queue.Empty:  # the config in flight hangs: drop it, go on with the rest
+                say(f"smoke: HANG (no result in {SMOKE_S} s) {todo[done]}")
+                child.kill()
+                done += 1
+                break
+            if line is None:
+                done = len(todo)
+                break
+            parts = line.split(maxsplit=2)
+            if len(parts) == 3 and parts[0] in ("ok", "bad"):
+                word, i = parts[0], int(parts[1])
+                say(f"smoke: {word} {parts[2].strip()} {todo[i]}")
+                done = i + 1
+                if word == "ok":
+                    good.add(todo[i])
+                else:  # a CUDA error can poison the process: the rest get a fresh one
+                    child.kill()
+                    break
+        child.wait()
+        todo = todo[done:]
+        _LAST[0] = time.time()
+    return good
+
+
+def time_cell(k, n, m, w, plains, packs, dense, sms, sweep, ok, g) -> list:
     xs = [torch.randn(m, k, generator=g, device="cuda").to(torch.bfloat16)
           for _ in range(max(2, min(8, int(ROTATE // (m * k * 2)))))]
     lists = [("cublas", [lambda i=i: F.linear(xs[i % len(xs)], dense[i % len(dense)])
@@ -209,6 +309,9 @@ def time_cell(k, n, m, w, plains, packs, dense, sms, sweep, g) -> list:
                                for i in range(len(packs))])]
     configs = []
     for label, cfg in variants(m, n, k, sms, sweep):
+        if family(cfg) not in ok:
+            say(f"  {label} {cfg}: not timed (failed the smoke test or a check)")
+            continue
         try:  # compile and check this config on the first copy before timing it
             y = ws_gemm.ws_linear(xs[0], plains[0], None, cfg)
             err = rel_err(y, xs[0].double() @ w.dequantize(torch.float32).double().T)
@@ -235,13 +338,10 @@ def time_cell(k, n, m, w, plains, packs, dense, sms, sweep, g) -> list:
     return rows
 
 
-def time_all(passed: dict, shapes, ms, sweep: bool, g) -> list:
+def time_all(ok: set, shapes, ms, sweep: bool, g) -> list:
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     rows = []
     for k, n in shapes:
-        if not passed.get((k, n)):
-            say(f"timing {k}->{n}: skipped (its checks failed)")
-            continue
         w = weight(n, k, g)
         wbytes = w.codes.nbytes + w.scales.nbytes
         copies = max(2, int(ROTATE // wbytes) + 1)
@@ -250,7 +350,7 @@ def time_all(passed: dict, shapes, ms, sweep: bool, g) -> list:
         wd = w.dequantize(torch.bfloat16)
         dense = [wd.clone() for _ in range(max(2, int(ROTATE // wd.nbytes) + 1))]
         for m in ms:
-            rows += time_cell(k, n, m, w, plains, packs, dense, sms, sweep, g)
+            rows += time_cell(k, n, m, w, plains, packs, dense, sms, sweep, ok, g)
         del plains, packs, dense
         torch.cuda.empty_cache()
     return rows
@@ -269,10 +369,14 @@ def table(rows: list) -> None:
         us = {v: f"{r['us']:.1f}" for v, r in c.items()}
         best_us = f"{best['us']:.1f}" if best else "-"
         ratio = f"{best['vs_cublas']:.2f}" if best else "-"
-        what = f"{best['variant']} {best['config']}" if best else ""
+        base = c.get("ws_default", {}).get("config") or {}
+        what = (f"{best['variant'][3:]} " + ", ".join(
+            f"{k}={v}" for k, v in best["config"].items() if base.get(k) != v)) if best else ""
         say(f"{shape:>12} {m:>5} {us.get('cublas', '-'):>8} {us.get('v1_plain', '-'):>9} "
             f"{us.get('v1_prepacked', '-'):>8} {us.get('ws_default', '-'):>8} {best_us:>8} "
             f"{ratio:>11}  {what}")
+        say(f"{'':>18} ws: " + ", ".join(f"{v[3:]} {r['us']:.1f}" for v, r in c.items()
+                                         if v.startswith("ws_")))
 
 
 def main() -> int:
@@ -280,29 +384,44 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-sweep", action="store_true")
     ap.add_argument("--shapes", default="", help="indices into SHAPES, e.g. 0,2")
+    ap.add_argument("--ms", default="", help="the M values to time, e.g. 256,4096 "
+                    f"(default {','.join(map(str, TIME_MS))})")
+    ap.add_argument("--smoke-child", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
-    out_dir = os.environ.get("OUT", ".")
     if not torch.cuda.is_available():
         raise SystemExit("ws_gemm_device.py needs a CUDA GPU")
+    if a.smoke_child:
+        return smoke_child()
+    out_dir = os.environ.get("OUT", ".")
     import triton
     say(f"{torch.cuda.get_device_name(0)}, capability {torch.cuda.get_device_capability(0)}, "
         f"torch {torch.__version__}, triton {triton.__version__}, {time.strftime('%Y-%m-%d')}, "
         f"ceilings used for floors: {COPY_TBS} TB/s, {BF16_TFLOPS} TFLOPS")
     shapes = [SHAPES[int(i)] for i in a.shapes.split(",") if i] or SHAPES
+    time_ms = [int(m) for m in a.ms.split(",") if m] or TIME_MS
+    sweep = not (a.quick or a.no_sweep)
+    check_shapes = (shapes[:1] if a.quick else shapes) + [RAGGED]
+    check_ms = [1, 16, 100, 256, 4096] if a.quick else CHECK_MS
     g = torch.Generator(device="cuda").manual_seed(24)
     watchdog(out_dir)
     t0 = time.time()
-    result = dict(decode_ok=None, gemm={}, failures=[], rows=[], log=LOG)
+    result = dict(decode_ok=None, smoke_ok=[], gemm_bad=[], failures=[], rows=[], log=LOG)
     try:
         result["decode_ok"] = check_decode(g)
-        ms = [1, 16, 100, 256] if a.quick else CHECK_MS
-        passed = check_gemm(g, (shapes[:1] if a.quick else shapes) + [RAGGED], ms,
-                            result["failures"])
-        result["gemm"] = {f"{k}->{n}": ok for (k, n), ok in passed.items()}
+        sms = torch.cuda.get_device_properties(0).multi_processor_count
+        configs = [ws_gemm.ws_config(m, n, k, sms) for k, n in check_shapes for m in check_ms]
+        configs += [c for k, n in shapes for m in time_ms for _, c in variants(m, n, k, sms, sweep)]
+        good = smoke(configs)
+        result["smoke_ok"] = sorted(good)
+        for f in dict.fromkeys(family(c) for c in configs):
+            if f not in good:
+                result["failures"].append(f"smoke: {f}")
+        say(f"smoke tests done in {time.time() - t0:.0f} s: {len(good)} of "
+            f"{len(set(map(family, configs)))} config families passed")
+        bad = check_gemm(g, check_shapes, check_ms, result["failures"], good)
+        result["gemm_bad"] = sorted(bad)
         say(f"checks done in {time.time() - t0:.0f} s")
-        if a.quick:
-            passed = {s: passed.get(shapes[0], False) for s in shapes}
-        result["rows"] = time_all(passed, shapes, TIME_MS, not (a.quick or a.no_sweep), g)
+        result["rows"] = time_all(good - bad, shapes, time_ms, sweep, g)
         table(result["rows"])
     finally:
         _write(out_dir, result)
