@@ -25,6 +25,8 @@ from the bundled cuobjdump/nvdisasm. Gluon kernels do not run under TRITON_INTER
 driver), so offline checks stop at compiling. ptxas compiles every warp-specialized partition
 under the kernel's .maxnreg (a 128-register wgmma accumulator fails at maxnreg 128): the
 setmaxnreg that triton inserts moves registers at run time but raises no partition's budget.
+Its setmaxnreg values share maxnreg x warps among the partitions (8 warps at 128: consumer
+160 + decoder 96 in the warp-specialized region), so two 8-warp CTAs at 128 fit an SM.
 """
 
 from __future__ import annotations
@@ -126,6 +128,21 @@ REGISTRY = {
     "ws_gemm_m256": lambda **o: _ws_gemm(256, **o),
     "ws_gemm_m4096": lambda **o: _ws_gemm(4096, **o),
     "ws_gemm_m16_splitk": lambda **o: _ws_gemm(16, 2880, 2880, **o),  # 23 tiles: split 4
+    # benchmarks/ws_gemm_device.py's sweep variants (fused: no loader warp; 2wg: two consumer
+    # warpgroups; dec8: 8 decoder warps; 2cta: 8 warps at 128 registers, two CTAs an SM)
+    "ws_gemm_m16_fused_dec8": lambda **o: _ws_gemm(16, LOADER=False, DECODE_WARPS=8, **o),
+    "ws_gemm_m16_dec8": lambda **o: _ws_gemm(16, DECODE_WARPS=8, maxnreg=128, **o),
+    "ws_gemm_m16_fused_2cta": lambda **o: _ws_gemm(16, LOADER=False, maxnreg=128, STAGES=4,
+                                                   **o),
+    "ws_gemm_m256_2wg_dec8": lambda **o: _ws_gemm(256, num_warps=8, DECODE_WARPS=8,
+                                                  LOADER=False, maxnreg=128, **o),
+    "ws_gemm_m256_fused_dec8": lambda **o: _ws_gemm(256, LOADER=False, DECODE_WARPS=8, **o),
+    "ws_gemm_m256_2wg_256": lambda **o: _ws_gemm(256, BM=256, num_warps=8, LOADER=False, **o),
+    "ws_gemm_m4096_stages3": lambda **o: _ws_gemm(4096, STAGES=3, **o),
+    "ws_gemm_m4096_old_64x256": lambda **o: _ws_gemm(4096, BN=64, STAGES=3, num_warps=4,
+                                                     LOADER=True, **o),
+    "ws_gemm_m4096_2wg_dec8": lambda **o: _ws_gemm(4096, BM=128, num_warps=8, DECODE_WARPS=8,
+                                                   maxnreg=128, **o),
 }
 
 
