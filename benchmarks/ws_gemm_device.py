@@ -26,8 +26,11 @@ Run 1 (2026-12-07, H100, old design): every check passed, but ws_default ran 39.
 
 Prediction for this design, written before any run (1.75 GHz; wgmma 2048 bf16 MAC/clk/SM;
 L2 -> SM ~28 B/clk/SM, the ~6.6 TB/s run 1 reached; DRAM ~13 B/clk/SM). Diagnosis: the
-decoder loaded each step's scale bytes right before using them, so every step paid a DRAM
-(small M) or L2 (large M) round trip, ~500-1000 clk; now they are requested 3 steps ahead.
+decoder loaded each step's scale bytes right before using them, and the proxy fence it runs
+every step (SASS MEMBAR.ALL.CTA) waits for the thread's loads in flight, so every step paid a
+DRAM (small M) or L2 (large M) round trip, ~500-1000 clk; now 16 steps' scale bytes come in
+one batch of loads (all in flight together) through shared memory: one round trip per 16
+steps.
   - M <= 64, default (loader warp, 4 decoder warps): ~450 clk a step (~250 instructions a
     decoder thread plus shared-memory and barrier latency); fused_dec8 (8 decoder warps, no
     loader warp, 12 warps at 168 registers): ~300 clk, at the DRAM floor for 112+ CTAs.

@@ -148,9 +148,10 @@ def test_large_batches_take_two_consumer_warpgroups_without_a_loader_warp():
 def test_shared_memory_estimate_matches_the_offline_compiles():
     """scripts/compile_sm90.py (triton 3.6, sm_90a) reported these bytes for these configs."""
     base = ws_gemm.ws_config(16, 14336, 4096)
-    for change, compiled in ((dict(BM=16, STAGES=8), 90408), (dict(BM=128, STAGES=4), 131240),
-                             (dict(BN=64, BM=256, STAGES=3), 137384),
-                             (dict(BM=256, STAGES=4, num_warps=8, LOADER=False), 213092)):
+    for change, compiled in ((dict(BM=16, STAGES=8), 94504), (dict(BM=128, STAGES=4), 135336),
+                             (dict(BN=64, BM=256, STAGES=3), 139432),
+                             (dict(BM=256, STAGES=4, num_warps=8, LOADER=False), 217188),
+                             (dict(BM=16, STAGES=4, LOADER=False, maxnreg=128), 69732)):
         est = ws_gemm.shared_bytes(dict(base, **change))
         assert compiled <= est <= compiled + 2048, (change, est)
 

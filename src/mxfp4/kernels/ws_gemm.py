@@ -24,6 +24,7 @@ CAPABILITY = (9, 0)  # wgmma and setmaxnreg: sm_90a
 BLOCK = 32  # MXFP4 block size the decoder assumes (one scale per 32 elements)
 BN, BK = 128, 64  # weight rows per tile (wgmma M; 64 for the widest token tiles), K per step
 MIN_M = 16  # smaller batches take the GEMV kernels
+SCALE_CHUNK = 16  # K steps of scale bytes the decoder loads at once (ws_gemm_kernel's)
 
 
 def unsupported_reason(capability: tuple[int, int] | None, triton_version: str, x_dtype,
@@ -102,11 +103,12 @@ def total_warps(cfg: dict) -> int:
 
 
 def shared_bytes(cfg: dict) -> int:
-    """Shared memory estimate: the x + codes ring, two decoded W tiles, the epilogue's layout
-    conversion (about BN * BM bytes in triton 3.6, at least 8 KB) and the barriers; within
-    2 KB of what scripts/compile_sm90.py reports for the configs it compiles."""
+    """Shared memory estimate: the x + codes ring, two decoded W tiles, SCALE_CHUNK steps of
+    scale bytes, the epilogue's layout conversion (about BN * BM bytes in triton 3.6, at least
+    8 KB) and the barriers; within 2 KB of what scripts/compile_sm90.py reports."""
     ring = cfg["STAGES"] * (cfg["BM"] * BK * 2 + cfg["BN"] * BK // 2)
-    return ring + 2 * cfg["BN"] * BK * 2 + max(cfg["BN"] * cfg["BM"], 8192) + 1024
+    scales = SCALE_CHUNK * cfg["BN"] * BK // BLOCK
+    return ring + 2 * cfg["BN"] * BK * 2 + scales + max(cfg["BN"] * cfg["BM"], 8192) + 1024
 
 
 def config_problem(cfg: dict) -> str | None:

@@ -15,8 +15,10 @@ in registers, so decode and tensor cores take turns. Here two or three partition
   compiles every partition under 65536 / (32 x warps) registers).
 - decoder (DECODE_WARPS = 4 or 8 warps): per K step reads the codes from shared memory (then
   frees the slot), decodes E2M1 x 2^(s-127) to bf16 (exact) and writes the [BN, BK] tile into
-  a D-deep ring of 128B-swizzled buffers (`decoded`). The [BN, BK/32] scale bytes are plain
-  loads (too narrow for TMA) issued 3 steps ahead, so their DRAM latency stays hidden.
+  a D-deep ring of 128B-swizzled buffers (`decoded`). The scale bytes are plain loads (too
+  narrow and unaligned for TMA), SCALE_CHUNK steps at a time through shared memory: the
+  fences each step needs wait for a thread's loads in flight, so one load per step paid a
+  DRAM round trip per step.
 - consumer (the default partition, num_warps = 4 or 8: one or two warpgroups, each owning
   BN / warpgroups weight rows): acc[BN, BM] += W tile @ x tile^T with async wgmma (W is
   wgmma's A from shared memory, x the B operand through a transposed view), one wgmma kept in
@@ -38,6 +40,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared
                                                               warpgroup_mma, warpgroup_mma_wait)
 
 LOADER_WARPS = gl.constexpr(1)
+SCALE_CHUNK = gl.constexpr(16)  # K steps whose scale bytes the decoder loads at once
 
 
 @gluon.constexpr_function
@@ -127,28 +130,27 @@ def _load_step(desc, bars, bufs, j, n_steps, c0, c1):
 
 
 @gluon.jit
-def _decoder(s_ptr, q_desc, q_ready, q_free, decoded, w_free, q_bufs, w_bufs, off_n, k_lo,
-             n_steps, N, KS, BN: gl.constexpr, BK: gl.constexpr, DW: gl.constexpr,
+def _decoder(s_ptr, q_desc, q_ready, q_free, decoded, w_free, q_bufs, w_bufs, s_buf, off_n,
+             k_lo, n_steps, N, KS, BN: gl.constexpr, BK: gl.constexpr, DW: gl.constexpr,
              LOADER: gl.constexpr):
     S: gl.constexpr = q_bufs.shape[0]
     D: gl.constexpr = w_bufs.shape[0]
+    CH: gl.constexpr = s_buf.shape[0]  # steps per chunk of scale bytes
     SL: gl.constexpr = gl.SliceLayout(2, value_layout(BN, BK, DW))  # [BN, BK/32] scales
-    rows = off_n + gl.arange(0, BN, layout=gl.SliceLayout(1, SL))
-    blocks = k_lo // 32 + gl.arange(0, BK // 32, layout=gl.SliceLayout(0, SL))
-    s_rows = s_ptr + rows.to(gl.int64)[:, None] * KS
-    row_ok = (rows < N)[:, None]
     if not LOADER:  # this partition loads its own codes: the first S steps up front
         for j in gl.static_range(S):
             _load_step(q_desc, q_ready, q_bufs, j, n_steps, off_n, (k_lo + j * BK) // 2)
-    # scale bytes are plain loads (rows of K/32 bytes are too short for TMA): requested
-    # 3 steps before use, so that a DRAM miss (~1000 clk) hides behind 3 steps of decoding
-    sc0 = _scales(s_rows, row_ok, blocks, KS)
-    sc1 = _scales(s_rows, row_ok, blocks + BK // 32, KS)
-    sc2 = _scales(s_rows, row_ok, blocks + 2 * (BK // 32), KS)
     for i in range(n_steps):
         s = i % S
         d = i % D
-        sc3 = _scales(s_rows, row_ok, blocks + (i + 3) * (BK // 32), KS)
+        if i % CH == 0:
+            # scale bytes are plain loads (rows of K/32 bytes are too short and unaligned for
+            # TMA), CH steps at a time: every fence below (MEMBAR) waits for this thread's
+            # loads in flight, so a per-step load paid a DRAM round trip every step
+            gl.thread_barrier()  # every warp is done with the previous chunk
+            _scale_chunk(s_buf, s_ptr, off_n, k_lo // 32 + i * (BK // 32), N, KS, DW)
+            gl.thread_barrier()
+        sc = s_buf.index(i % CH).load(SL)
         mbarrier.wait(q_ready.index(s), (i // S) & 1)
         codes = q_bufs.index(s).load(code_layout_2d(BN, BK, DW))
         fence_async_shared()  # order the shared reads before the next TMA into this slot
@@ -157,20 +159,29 @@ def _decoder(s_ptr, q_desc, q_ready, q_free, decoded, w_free, q_bufs, w_bufs, of
         else:
             gl.thread_barrier()  # every warp has its codes before one thread reloads the slot
             _load_step(q_desc, q_ready, q_bufs, i + S, n_steps, off_n, (k_lo + (i + S) * BK) // 2)
-        w = decode_tile(codes, sc0, BN, BK, DW)
+        w = decode_tile(codes, sc, BN, BK, DW)
         mbarrier.wait(w_free.index(d), ((i // D) & 1) ^ 1)
         w_bufs.index(d).store(w)
         fence_async_shared()  # the wgmma (async proxy) reads what these stores wrote
         mbarrier.arrive(decoded.index(d), count=1)
-        sc0 = sc1
-        sc1 = sc2
-        sc2 = sc3
 
 
 @gluon.jit
-def _scales(s_rows, row_ok, kb, KS):
-    """Scale bytes [BN, BK/32] of blocks kb (127 = 1.0 past K: TMA zero-fills those codes)."""
-    return gl.load(s_rows + kb[None, :], mask=row_ok & (kb < KS)[None, :], other=127)
+def _scale_chunk(s_buf, s_ptr, off_n, kb0, N, KS, DW: gl.constexpr):
+    """s_buf[j] = scale bytes [BN, NB] of step j's blocks, kb0 + j * NB on, for j < CH (127 =
+    1.0 past N or K: TMA zero-fills those codes): one load of CH * BN rows, all in flight at
+    once, and one store through a 2-D view of the (unswizzled, row-major) buffer."""
+    CH: gl.constexpr = s_buf.shape[0]
+    BN: gl.constexpr = s_buf.shape[1]
+    NB: gl.constexpr = s_buf.shape[2]
+    L: gl.constexpr = gl.BlockedLayout([1, NB], [32, 1], [DW, 1], [1, 0])
+    i = gl.arange(0, CH * BN, layout=gl.SliceLayout(1, L))  # row i: step i // BN, row i % BN
+    rows = off_n + i % BN
+    kb = kb0 + (i // BN)[:, None] * NB + gl.arange(0, NB, layout=gl.SliceLayout(0, L))[None, :]
+    sc = gl.load(s_ptr + rows.to(gl.int64)[:, None] * KS + kb,
+                 mask=(rows < N)[:, None] & (kb < KS), other=127)
+    # (memdesc reshape asserts in triton 3.6; _reinterpret gives the same bytes another shape)
+    s_buf._reinterpret(gl.uint8, [CH * BN, NB], s_buf.layout).store(sc)
 
 
 @gluon.jit
@@ -308,6 +319,8 @@ def ws_gemm_kernel(x_desc, q_desc, s_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr, M
     q_bufs = gl.allocate_shared_memory(gl.uint8, [S, BN, BK // 2], q_desc.layout)
     w_bufs = gl.allocate_shared_memory(gl.bfloat16, [D, BN, BK],
                                        gl.NVMMASharedLayout.get_default_for([BN, BK], gl.bfloat16))
+    s_buf = gl.allocate_shared_memory(gl.uint8, [SCALE_CHUNK, BN, BK // 32],
+                                      gl.SwizzledSharedLayout(1, 1, 1, [1, 0]))
     x_ready = gl.allocate_shared_memory(gl.int64, [S, 1], mbarrier.MBarrierLayout())
     x_free = gl.allocate_shared_memory(gl.int64, [S, 1], mbarrier.MBarrierLayout())
     q_ready = gl.allocate_shared_memory(gl.int64, [S, 1], mbarrier.MBarrierLayout())
@@ -330,8 +343,8 @@ def ws_gemm_kernel(x_desc, q_desc, s_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr, M
         gl.warp_specialize([
             (_consumer, (x_desc, x_ready, x_free, decoded, w_free, x_bufs, w_bufs, off_m, k_lo,
                          n_steps, epilogue_args, BN, BM, BK, HAS_BIAS, SPLIT_K, LOADER, num_warps)),
-            (_decoder, (s_ptr, q_desc, q_ready, q_free, decoded, w_free, q_bufs, w_bufs, off_n,
-                        k_lo, n_steps, N, KS, BN, BK, DECODE_WARPS, LOADER)),
+            (_decoder, (s_ptr, q_desc, q_ready, q_free, decoded, w_free, q_bufs, w_bufs, s_buf,
+                        off_n, k_lo, n_steps, N, KS, BN, BK, DECODE_WARPS, LOADER)),
             (_loader, (x_desc, q_desc, x_ready, x_free, q_ready, q_free, x_bufs, q_bufs, off_m,
                        off_n, k_lo, n_steps, BK)),
         ], [DECODE_WARPS, LOADER_WARPS], [DECODE_REGS, 24])
@@ -339,6 +352,6 @@ def ws_gemm_kernel(x_desc, q_desc, s_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr, M
         gl.warp_specialize([
             (_consumer, (x_desc, x_ready, x_free, decoded, w_free, x_bufs, w_bufs, off_m, k_lo,
                          n_steps, epilogue_args, BN, BM, BK, HAS_BIAS, SPLIT_K, LOADER, num_warps)),
-            (_decoder, (s_ptr, q_desc, q_ready, q_free, decoded, w_free, q_bufs, w_bufs, off_n,
-                        k_lo, n_steps, N, KS, BN, BK, DECODE_WARPS, LOADER)),
+            (_decoder, (s_ptr, q_desc, q_ready, q_free, decoded, w_free, q_bufs, w_bufs, s_buf,
+                        off_n, k_lo, n_steps, N, KS, BN, BK, DECODE_WARPS, LOADER)),
         ], [DECODE_WARPS], [DECODE_REGS])
