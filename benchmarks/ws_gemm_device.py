@@ -26,20 +26,22 @@ Run 1 (2026-12-07, H100, old design): every check passed, but ws_default ran 39.
 
 Prediction for this design, written before any run (1.75 GHz; wgmma 2048 bf16 MAC/clk/SM;
 L2 -> SM ~28 B/clk/SM, the ~6.6 TB/s run 1 reached; DRAM ~13 B/clk/SM). Diagnosis: the
-decoder loaded each step's scale bytes right before using them, and the proxy fence it runs
-every step (SASS MEMBAR.ALL.CTA) waits for the thread's loads in flight, so every step paid a
-DRAM (small M) or L2 (large M) round trip, ~500-1000 clk; now 16 steps' scale bytes come in
-one batch of loads (all in flight together) through shared memory: one round trip per 16
-steps.
+decoder loaded each step's scale bytes right before using them (and the proxy fence it runs
+every step, SASS MEMBAR.ALL.CTA, orders loads in flight too), so every step paid a DRAM
+(small M) or L2 (large M) round trip, ~500-1000 clk; now 16 steps' scale bytes come in one
+batch of loads (all in flight together) through shared memory: one round trip per 16 steps.
+If the small-M rows stay near run 1, this diagnosis is wrong and the decoder's instruction
+count (~270 SASS a thread per 128 x 64 step with 4 warps) is the limit instead.
   - M <= 64, default (loader warp, 4 decoder warps): ~450 clk a step (~250 instructions a
     decoder thread plus shared-memory and barrier latency); fused_dec8 (8 decoder warps, no
     loader warp, 12 warps at 168 registers): ~300 clk, at the DRAM floor for 112+ CTAs.
   - M = 256, default 128 x 128 (one consumer warpgroup): ~700 clk a step, L2-bound on 20 KB
     of x + codes; 2wg_256 (128 x 256, two warpgroups): ~1260 clk for twice the work.
   - M = 4096, default 128 x 256 with two consumer warpgroups (m64n256 each, 128 fp32
-    registers a thread, no loader warp): ~1260 clk a step (36 KB of x + codes from L2; wgmma
-    1024 clk), half the x bytes per FLOP of run 1's 64 x 256 tile; plus ~3 us a tile of
-    pipeline fill and epilogue (no persistent grid).
+    registers a thread, no loader warp): ~1100-1260 clk a step (wgmma 1024 clk; 36 KB of x +
+    codes from L2 at 28-39 B/clk/SM, cuBLAS's 128 x 256 bf16 tiles pull ~39), half the x
+    bytes per FLOP of run 1's 64 x 256 tile; plus ~2-3 us a tile of pipeline fill and
+    epilogue (no persistent grid).
   shape         M  floor  run 1 ws  predicted default (variant)        cuBLAS
   4096->14336  16  10.5    39.5     ~19 (fused_dec8 ~14)                42.4
   14336->4096  16  10.5    40.2     ~18 (fused_dec8 ~13)                45.4
@@ -51,10 +53,10 @@ steps.
   14336->4096 256  41.6    83.8     ~50 (split 2, 128 CTAs x 112 x 700 clk)    56.8
   2880->5760  256  11.7    33.9     ~21 (90 tiles x 45 x 700 clk)       17.1
   2880->2880  256   5.9    26.9     ~13 (split 2, 92 CTAs)              10.2
-  4096->14336 4096 665    1183     ~690 (14 waves x 64 x 1260 clk + fill)  613
-  14336->4096 4096 665    1200     ~660 (4 waves x 224 x 1260 clk)     598
-  2880->5760  4096 188     346     ~210 (6 waves x 45 x 1260 clk)      174
-  2880->2880  4096  94     183     ~105 (3 waves x 45 x 1260 clk)       92
+  4096->14336 4096 665    1183     ~600-690 (14 waves x 64 steps + fill)   613
+  14336->4096 4096 665    1200     ~580-660 (4 waves x 224 steps)      598
+  2880->5760  4096 188     346     ~190-210 (6 waves x 45 steps)       174
+  2880->2880  4096  94     183     ~95-105 (3 waves x 45 steps)         92
 So M <= 64 should beat cuBLAS by 2-3x, M = 256 land within ~10 % of it, and M = 4096 come
 within ~5-15 % (cuBLAS runs 128 x 256 bf16 tiles at ~3400 FLOP/clk/SM; what is left here is
 the per-tile fill and epilogue of a non-persistent grid).
@@ -65,9 +67,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import queue
 import subprocess
+import sys
 import threading
 import time
 

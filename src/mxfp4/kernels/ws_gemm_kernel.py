@@ -17,8 +17,8 @@ in registers, so decode and tensor cores take turns. Here two or three partition
   frees the slot), decodes E2M1 x 2^(s-127) to bf16 (exact) and writes the [BN, BK] tile into
   a D-deep ring of 128B-swizzled buffers (`decoded`). The scale bytes are plain loads (too
   narrow and unaligned for TMA), SCALE_CHUNK steps at a time through shared memory: the
-  fences each step needs wait for a thread's loads in flight, so one load per step paid a
-  DRAM round trip per step.
+  proxy fences each step needs (MEMBAR) order a thread's loads in flight too, so one load a
+  step could pay a DRAM round trip a step; a chunk pays one per SCALE_CHUNK steps.
 - consumer (the default partition, num_warps = 4 or 8: one or two warpgroups, each owning
   BN / warpgroups weight rows): acc[BN, BM] += W tile @ x tile^T with async wgmma (W is
   wgmma's A from shared memory, x the B operand through a transposed view), one wgmma kept in
@@ -145,8 +145,9 @@ def _decoder(s_ptr, q_desc, q_ready, q_free, decoded, w_free, q_bufs, w_bufs, s_
         d = i % D
         if i % CH == 0:
             # scale bytes are plain loads (rows of K/32 bytes are too short and unaligned for
-            # TMA), CH steps at a time: every fence below (MEMBAR) waits for this thread's
-            # loads in flight, so a per-step load paid a DRAM round trip every step
+            # TMA), CH steps at a time: the fences below (SASS MEMBAR.ALL.CTA) order this
+            # thread's loads in flight too, so a load issued every step, even steps ahead,
+            # can cost a DRAM round trip every step
             gl.thread_barrier()  # every warp is done with the previous chunk
             _scale_chunk(s_buf, s_ptr, off_n, k_lo // 32 + i * (BK // 32), N, KS, DW)
             gl.thread_barrier()
