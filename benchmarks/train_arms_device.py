@@ -835,9 +835,10 @@ def parse(argv):
     if not a.out:
         p.error("--out or $OUT is needed")
     a.arms = [x for x in a.arms.split(",") if x]
-    unknown = [x for x in a.arms if x not in ARMS]
+    from mxfp4.train.recipes import PRESETS
+    unknown = [x for x in a.arms if x not in PRESETS]
     if unknown or not a.arms:
-        p.error(f"--arms: unknown {unknown}; choose from {', '.join(ARMS)}")
+        p.error(f"--arms: unknown {unknown}; choose from {', '.join(PRESETS)}")
     if not a.qat_lrs:
         p.error("--qat-lrs needs at least one learning rate")
     if a.device == "auto":

@@ -31,13 +31,13 @@ from mxfp4.train.recipes import PRESETS
 DEV, BATCH, SEQ, VOCAB, STEPS = "cuda", 64, 256, 259, 20
 
 
-def make_step(recipe: str | None):
+def make_step(recipe: str | None, capturable: bool = False):
     torch.manual_seed(0)
     model = LM(lm_config("small", VOCAB), seed=0).to(DEV)
     if recipe:
         apply_recipe(model, recipe)
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), capturable=capturable)
     ids = torch.randint(0, VOCAB, (BATCH, SEQ + 1), device=DEV, generator=torch.Generator(DEV).manual_seed(1))
 
     def step():
@@ -55,6 +55,24 @@ def median_ms(step) -> float:
     for _ in range(5):
         step()
     return statistics.median(Timer(DEV).each_ms(step, STEPS))
+
+
+def graphed_ms(recipe: str | None) -> float:
+    """The step captured once in a CUDA graph and replayed: the GPU's time alone, no Python.
+    (Replays reuse the captured step's random seeds: right for timing, not for training.)"""
+    step = make_step(recipe, capturable=True)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    for _ in range(3):
+        graph.replay()
+    return statistics.median(Timer(DEV).each_ms(graph.replay, STEPS))
 
 
 def host_ms(step) -> float:
@@ -93,20 +111,22 @@ def profile_step(step, label: str) -> dict:
 
 def main():
     print(torch.cuda.get_device_name(), "torch", torch.__version__)
-    rows, hosts = {}, {}
+    rows, hosts, graphs = {}, {}, {}
     for name in [None, *PRESETS]:
         step = make_step(name)
         label = name or "nn.Linear"
         rows[label] = median_ms(step)
         hosts[label] = host_ms(step)
+        graphs[label] = graphed_ms(name)
         print(f"{label:<26} {rows[label]:8.2f} ms  {rows[label] / rows['nn.Linear']:5.2f}x  "
-              f"host {hosts[label]:7.2f} ms", flush=True)
+              f"host {hosts[label]:7.2f} ms   CUDA graph {graphs[label]:7.2f} ms "
+              f"{graphs[label] / graphs['nn.Linear']:5.2f}x", flush=True)
     profiles = {label: profile_step(make_step(name), label)
                 for label, name in (("nn.Linear", None), ("mxfp4-sr-hadamard", "mxfp4-sr-hadamard"))}
     if os.environ.get("OUT"):
         with open(os.path.join(os.environ["OUT"], "train_step.json"), "w") as f:
             json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__,
-                       "batch": BATCH, "seq": SEQ, "step_ms": rows, "host_ms": hosts,
+                       "batch": BATCH, "seq": SEQ, "step_ms": rows, "host_ms": hosts, "graph_ms": graphs,
                        "profiles": profiles}, f, indent=1)
 
 

@@ -229,10 +229,12 @@ def _check_hadamard(hadamard: int) -> None:
         raise ValueError(f"the kernel's Hadamard size must be a power of two from 16 to 128, got {hadamard}")
 
 
-def both_tile(unit1: int, unit0: int) -> tuple[int, int, int]:
-    """(TR, TC, warps) of the two-axis kernel: whole blocks along both axes, 64 x 128 at least,
-    16 warps (ptxas for sm_90a: ~115 registers a thread with SR and Hadamard 64 on both axes;
-    8 warps need 255)."""
+def both_tile(unit1: int, unit0: int, stochastic_both: bool) -> tuple[int, int, int]:
+    """(TR, TC, warps) of the two-axis kernel, whole blocks along both axes. Measured on the
+    H100 (docs/training.md): 64 x 64 with 8 warps where both outputs draw SR uniforms,
+    64 x 128 with 16 warps otherwise."""
+    if stochastic_both and unit0 <= 64 and unit1 <= 64:
+        return 64, 64, 8
     return max(64, unit0), max(128, unit1), 16
 
 
@@ -257,7 +259,8 @@ def quantize_dequantize_both(x: torch.Tensor, along1: dict, along0: dict,
     out0 = torch.empty_like(x, dtype=dtype)
     if rows and k:
         tr, tc, warps = tile or both_tile(max(along1["block_size"], along1["hadamard"]),
-                                          max(along0["block_size"], along0["hadamard"]))
+                                          max(along0["block_size"], along0["hadamard"]),
+                                          along1["stochastic"] and along0["stochastic"])
         seeds = [s if s is not None else int(torch.randint(0, 2**31 - 1, (1,)).item())
                  for s in (along1["seed"], along0["seed"])]
         _train_quantize_both_kernel[(triton.cdiv(rows, tr), triton.cdiv(k, tc))](
