@@ -45,6 +45,7 @@ def fake_gpu(monkeypatch, capability=(9, 0), version="3.6.0"):
 
 
 def _w(n=N, k=K, **kw):
+    kw.setdefault("backend", "reference")  # CPU tensors, also on a machine with a GPU
     return mxfp4.quantize(torch.randn(n, k), **kw)
 
 

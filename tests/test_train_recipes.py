@@ -302,21 +302,23 @@ def test_kernel_both_axes_equal_two_one_axis_passes(spec1, spec0):
         hs.quantize_dequantize_both(x[:100], spec1, spec0, backend="triton")
 
 
-def _layer_run_on_kernels(monkeypatch, name, both_in_one_pass):
-    """A RecipeLinear's y, dx, dW with every operand on the Triton kernels (interpreter on CPU);
-    both_in_one_pass=False replaces the two-axis pass with two one-axis passes."""
+def _layer_run_on_kernels(monkeypatch, name, mode):
+    """A RecipeLinear's y, dx, dW with every operand on the Triton kernels (interpreter on CPU):
+    mode "both" (the two-axis pass), "two" (two one-axis passes instead) or "reference" (the
+    torch twin for every operand), on the same device so the GEMMs are the same."""
     import functools
 
     from mxfp4.train import recipe_linear as rl
 
-    one = functools.partial(hs.quantize_dequantize, backend="triton")
+    backend = "reference" if mode == "reference" else "triton"
+    one = functools.partial(hs.quantize_dequantize, backend=backend)
 
     def two_passes(t, spec1, spec0, *, seeds, sign_seeds, dtype):
         return (one(t, 1, spec1, seed=seeds[0], sign_seed=sign_seeds[0], dtype=dtype),
                 one(t, 0, spec0, seed=seeds[1], sign_seed=sign_seeds[1], dtype=dtype))
     monkeypatch.setattr(rl, "quantize_dequantize", one)
     monkeypatch.setattr(rl, "quantize_dequantize_both", functools.partial(
-        hs.quantize_dequantize_both, backend="triton") if both_in_one_pass else two_passes)
+        hs.quantize_dequantize_both, backend="triton") if mode == "both" else two_passes)
     torch.manual_seed(15)
     layer = RecipeLinear(128, 64, recipe=name).to(DEV)
     x, g = torch.randn(64, 128, device=DEV), torch.randn(64, 64, device=DEV)
@@ -326,13 +328,9 @@ def _layer_run_on_kernels(monkeypatch, name, both_in_one_pass):
 
 @pytest.mark.parametrize("name", ["mxfp4-sr-hadamard", "mxfp4-nearest", "mxfp4-wgrad"])
 def test_layer_one_pass_operands_equal_separate_passes(monkeypatch, name):
-    got = _layer_run_on_kernels(monkeypatch, name, True)
-    want = _layer_run_on_kernels(monkeypatch, name, False)
+    got = _layer_run_on_kernels(monkeypatch, name, "both")
+    want = _layer_run_on_kernels(monkeypatch, name, "two")
     assert all(_same_bits(a.cpu(), b.cpu()) for a, b in zip(got, want))
     if name == "mxfp4-nearest":  # no randomness: the kernels give the reference's bits
-        monkeypatch.undo()
-        torch.manual_seed(15)
-        layer = RecipeLinear(128, 64, recipe=name)
-        x, g = torch.randn(64, 128), torch.randn(64, 64)
-        y, dx = _run(layer, x, g)
-        assert all(_same_bits(a.cpu(), b) for a, b in zip(got, (y, dx, layer.weight.grad)))
+        ref = _layer_run_on_kernels(monkeypatch, name, "reference")
+        assert all(_same_bits(a.cpu(), b.cpu()) for a, b in zip(got, ref))
