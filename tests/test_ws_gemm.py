@@ -162,6 +162,7 @@ def test_shared_memory_estimate_matches_the_offline_compiles():
     (dict(BM=256, maxnreg=128, num_warps=8, DECODE_WARPS=8, LOADER=False), "accumulator"),
     (dict(BM=256, STAGES=6, num_warps=8, LOADER=False), "shared memory"),
     (dict(extra=1), "config keys"),
+    (dict(BM=16, STAGES=4, LOADER=False, maxnreg=128), "wrong results on the H100"),
 ])
 def test_config_problem_names_what_does_not_fit(change, words):
     c = dict(ws_gemm.ws_config(16, 14336, 4096), **change)
