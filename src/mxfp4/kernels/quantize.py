@@ -246,6 +246,11 @@ QUANTIZE_TILE = (4096, 4, False, 0, 1024)
 DEQUANTIZE_TILE = (2048, 4, False, -1)
 
 
+def seed_or_draw(seed: int | None) -> int:
+    """seed, or a fresh one from torch's host RNG (no device sync) when None."""
+    return int(torch.randint(0, 2**31 - 1, (1,)).item()) if seed is None else seed
+
+
 def quantize(x: torch.Tensor, axis: int, block_size: int, scale_rule: str, rounding: str,
              seed: int | None, tile: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Packed codes and E8M0 scales (uint8), shaped like codec.quantize_blocks' outputs."""
@@ -256,8 +261,7 @@ def quantize(x: torch.Tensor, axis: int, block_size: int, scale_rule: str, round
     codes = torch.empty((outer, nb * block_size // 2, inner), dtype=torch.uint8, device=x.device)
     scales = torch.empty((outer, nb, inner), dtype=torch.uint8, device=x.device)
     rows = outer * inner
-    if seed is None:
-        seed = int(torch.randint(0, 2**31 - 1, (1,)).item())  # host RNG: no device sync
+    seed = seed_or_draw(seed)
     if rows and nb:
         elements, warps, evict, walk, cols = _options(tile or QUANTIZE_TILE)
         if scale_rule == "mse":  # float64 error sums: smaller tiles keep registers in check

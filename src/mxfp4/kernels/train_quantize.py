@@ -27,7 +27,7 @@ import triton
 import triton.language as tl
 
 from ..codec import SCALE_RULES
-from .quantize import mse_byte, pow2_f32, rne_index
+from .quantize import mse_byte, pow2_f32, rne_index, seed_or_draw
 from .unpack import INTERPRET, e2m1_to_f32, e8m0_to_f32
 
 RULE_IDS = {rule: i for i, rule in enumerate(SCALE_RULES)}  # floor, ceil, even, mse
@@ -207,8 +207,7 @@ def quantize_dequantize(x: torch.Tensor, axis: int, *, block_size: int, scale_ru
     if k % max(block_size, hadamard):
         raise ValueError(f"length {k} along axis {axis} is not a multiple of "
                          f"{max(block_size, hadamard)}")
-    if seed is None:
-        seed = int(torch.randint(0, 2**31 - 1, (1,)).item())  # host RNG: no device sync
+    seed = seed_or_draw(seed)
     sign_mode = 0 if not hadamard else 1 if signs is not None else 2 if sign_seed is not None else 0
     if sign_mode == 1:
         signs = signs.to(device=x.device, dtype=torch.float32).contiguous()
@@ -261,8 +260,7 @@ def quantize_dequantize_both(x: torch.Tensor, along1: dict, along0: dict,
         tr, tc, warps = tile or both_tile(max(along1["block_size"], along1["hadamard"]),
                                           max(along0["block_size"], along0["hadamard"]),
                                           along1["stochastic"] and along0["stochastic"])
-        seeds = [s if s is not None else int(torch.randint(0, 2**31 - 1, (1,)).item())
-                 for s in (along1["seed"], along0["seed"])]
+        seeds = [seed_or_draw(along1["seed"]), seed_or_draw(along0["seed"])]
         _train_quantize_both_kernel[(triton.cdiv(rows, tr), triton.cdiv(k, tc))](
             x, out1, out0, rows, k, x.stride(0), x.stride(1), out1.stride(0), out1.stride(1),
             out0.stride(0), out0.stride(1),
