@@ -20,46 +20,15 @@ and (3): CUDA-graph replays, interleaved per (shape, M), weights rotated over 60
 (mxfp4.bench.kernels.graph_times_us); the table names the winner per cell and lists every
 variant's time.
 
-Run 1 (2026-12-07, H100, old design): every check passed, but ws_default ran 39.5 / 44.0 /
-92.8 / 1183 us at M = 16 / 64 / 256 / 4096 on 4096->14336 (cuBLAS 42.4 / 44.0 / 49.6 / 613),
-~1000 clk per K step at small M, ~1190 at M = 4096 (64 x 256 tiles).
-
-Prediction for this design, written before any run (1.75 GHz; wgmma 2048 bf16 MAC/clk/SM;
-L2 -> SM ~28 B/clk/SM, the ~6.6 TB/s run 1 reached; DRAM ~13 B/clk/SM). Diagnosis: the
-decoder loaded each step's scale bytes right before using them (and the proxy fence it runs
-every step, SASS MEMBAR.ALL.CTA, orders loads in flight too), so every step paid a DRAM
-(small M) or L2 (large M) round trip, ~500-1000 clk; now 16 steps' scale bytes come in one
-batch of loads (all in flight together) through shared memory: one round trip per 16 steps.
-If the small-M rows stay near run 1, this diagnosis is wrong and the decoder's instruction
-count (~270 SASS a thread per 128 x 64 step with 4 warps) is the limit instead.
-  - M <= 64, default (loader warp, 4 decoder warps): ~450 clk a step (~250 instructions a
-    decoder thread plus shared-memory and barrier latency); fused_dec8 (8 decoder warps, no
-    loader warp, 12 warps at 168 registers): ~300 clk, at the DRAM floor for 112+ CTAs.
-  - M = 256, default 128 x 128 (one consumer warpgroup): ~700 clk a step, L2-bound on 20 KB
-    of x + codes; 2wg_256 (128 x 256, two warpgroups): ~1260 clk for twice the work.
-  - M = 4096, default 128 x 256 with two consumer warpgroups (m64n256 each, 128 fp32
-    registers a thread, no loader warp): ~1100-1260 clk a step (wgmma 1024 clk; 36 KB of x +
-    codes from L2 at 28-39 B/clk/SM, cuBLAS's 128 x 256 bf16 tiles pull ~39), half the x
-    bytes per FLOP of run 1's 64 x 256 tile; plus ~2-3 us a tile of pipeline fill and
-    epilogue (no persistent grid).
-  shape         M  floor  run 1 ws  predicted default (variant)        cuBLAS
-  4096->14336  16  10.5    39.5     ~19 (fused_dec8 ~14)                42.4
-  14336->4096  16  10.5    40.2     ~18 (fused_dec8 ~13)                45.4
-  2880->5760   16   3.0    18.9     ~9  (fused_dec8 ~7.5)               15.0
-  2880->2880   16   1.5    12.8     ~6.5 (fused_dec8 ~5.5)              11.9
-  4096->14336  64  11.1    44.0     ~20 (fused_dec8 ~15)                44.0
-  14336->4096  64  11.1    47.0     ~19 (fused_dec8 ~14)                47.3
-  4096->14336 256  41.6    92.8     ~55 (2 waves x 64 x 700 clk; 2wg_256 ~50)  49.6
-  14336->4096 256  41.6    83.8     ~50 (split 2, 128 CTAs x 112 x 700 clk)    56.8
-  2880->5760  256  11.7    33.9     ~21 (90 tiles x 45 x 700 clk)       17.1
-  2880->2880  256   5.9    26.9     ~13 (split 2, 92 CTAs)              10.2
-  4096->14336 4096 665    1183     ~600-690 (14 waves x 64 steps + fill)   613
-  14336->4096 4096 665    1200     ~580-660 (4 waves x 224 steps)      598
-  2880->5760  4096 188     346     ~190-210 (6 waves x 45 steps)       174
-  2880->2880  4096  94     183     ~95-105 (3 waves x 45 steps)         92
-So M <= 64 should beat cuBLAS by 2-3x, M = 256 land within ~10 % of it, and M = 4096 come
-within ~5-15 % (cuBLAS runs 128 x 256 bf16 tiles at ~3400 FLOP/clk/SM; what is left here is
-the per-tile fill and epilogue of a non-persistent grid).
+Runs 1 and 2 (2026-12-07) and what they showed: docs/kernels.md, "First measurements".
+Prediction for run 3, written before it: at M <= 64 a 128 x 64 weight step cost ~1,100 clk
+against ~300 predicted. With two decoded W tiles (DECODED = 2) the decoder can store step
+i + 1 only after the consumer has issued wgmma i and retired wgmma i - 1, so every step pays
+the full decoder -> consumer -> decoder round trip (two mbarrier wake-ups, named barriers, the
+stores and their proxy fence). With DECODED = 4 the decoder runs ahead and a step costs the
+slower of the two chains: ~400-500 clk, 4096 -> 14336 at M = 16 from ~47 to ~20 us (d4). If d4
+does not move it, the decoder's own chain is the limit (one warp an SMSP, nothing to hide its
+latencies), and two decoder partitions on alternate steps (d4x2) should cut it ~1.6-2x.
 """
 
 from __future__ import annotations
@@ -201,9 +170,9 @@ def check_gemm(g, shapes, ms, failures: list, good: set) -> set:
 
 
 def variants(m: int, n: int, k: int, sms: int, sweep: bool) -> list:
-    """(label, config) pairs to time; the first is the default. Labels: fused = no loader
-    warp (LOADER=False), dec8 = 8 decoder warps, 2wg = two consumer warpgroups, 2cta = 8 warps
-    at 128 registers so that two CTAs share an SM."""
+    """(label, config) pairs to time; the first is the default. Labels: dN = DECODED N (decoded
+    W tiles in flight), x2 = two decoder partitions on alternate steps, dec8 = 8 decoder
+    warps, 2wg = two consumer warpgroups, sN = STAGES N."""
     base = ws_gemm.ws_config(m, n, k, sms)
     out = [("default", base)]
     if not sweep:
@@ -213,24 +182,24 @@ def variants(m: int, n: int, k: int, sms: int, sweep: bool) -> list:
         c = dict(base, **change)
         if ws_gemm.config_problem(c) is None and all(c != o for _, o in out):
             out.append((label, c))
-    split = base["SPLIT_K"]
-    if base["BM"] <= 64:  # decoder-bound: more decoder warps, or two CTAs an SM
-        v("fused_dec8", LOADER=False, DECODE_WARPS=8)
-        v("dec8", DECODE_WARPS=8, maxnreg=128)
-        # fused_2cta (LOADER=False, maxnreg=128, two CTAs an SM) gave wrong results on the
-        # H100 on 2026-12-07; ws_gemm.config_problem refuses it
-        v("split*2", SPLIT_K=split * 2)
+    # (fused_2cta, LOADER=False at maxnreg 128, gave wrong results on the H100 on 2026-12-07;
+    # ws_gemm.config_problem refuses it)
+    if base["BM"] <= 64:  # decoder-bound: a deeper decoded ring, or two decoder partitions
+        v("d2", DECODED=2, DECODERS=1, maxnreg=168)
+        v("d4", DECODED=4, DECODERS=1, maxnreg=168)
+        v("d4x2", DECODED=4, DECODERS=2, maxnreg=128)
+        v("d6x2", DECODED=6, DECODERS=2, maxnreg=128)
+        v("dec8_d4", DECODED=4, DECODERS=1, DECODE_WARPS=8, maxnreg=128)
     elif base["BM"] == 128:
-        v("2wg_dec8", num_warps=8, DECODE_WARPS=8, LOADER=False, maxnreg=128)
-        v("fused_dec8", LOADER=False, DECODE_WARPS=8)
-        v("2wg_256", BM=256, STAGES=4, num_warps=8, LOADER=False)
-        v("split*2", SPLIT_K=split * 2)
+        v("d2", DECODED=2)
+        v("d4", DECODED=4)
+        v("2wg_256", BM=256, STAGES=4, DECODED=2, num_warps=8, LOADER=False)
+        v("2wg_256_s3d3", BM=256, STAGES=3, DECODED=3, num_warps=8, LOADER=False)
     else:  # 128 x 256, two consumer warpgroups
-        v("stages3", STAGES=3)
-        v("old_64x256", BN=64, STAGES=3, num_warps=4, LOADER=True)
-        v("2wg_dec8", BM=128, num_warps=8, DECODE_WARPS=8, maxnreg=128)
+        v("d2", DECODED=2)
+        v("s3d3", STAGES=3, DECODED=3)
         v("group16", GROUP_M=16)
-    return out[:5]
+    return out[:6]
 
 
 def family(cfg: dict) -> str:

@@ -80,7 +80,8 @@ def ws_config(m: int, n: int, k: int, sm_count: int = 132) -> dict:
         bm *= 2
     # x + codes slots: enough bytes in flight per SM to cover memory latency at small M
     cfg = dict(BN=BN, BM=bm, SPLIT_K=1, GROUP_M=8, STAGES={16: 8, 32: 8, 64: 6}.get(bm, 4),
-               num_warps=4, maxnreg=168, DECODE_WARPS=4, DECODE_REGS=96, LOADER=True)
+               DECODED=2, DECODERS=1, num_warps=4, maxnreg=168, DECODE_WARPS=4, DECODE_REGS=96,
+               LOADER=True)
     if m > 2048:
         cfg.update(BM=256, STAGES=4, num_warps=8, LOADER=False)
     tiles = triton.cdiv(n, cfg["BN"]) * triton.cdiv(m, cfg["BM"])
@@ -98,23 +99,25 @@ REGISTERS = 65536  # an SM's register file, 32-bit registers
 
 def total_warps(cfg: dict) -> int:
     """Warps a CTA launches: consumer + decoder (+ the loader warp), padded to warpgroups."""
-    warps = cfg["num_warps"] + cfg["DECODE_WARPS"] + (1 if cfg["LOADER"] else 0)
+    warps = cfg["num_warps"] + cfg["DECODERS"] * cfg["DECODE_WARPS"] + (1 if cfg["LOADER"] else 0)
     return -(-warps // 4) * 4
 
 
 def shared_bytes(cfg: dict) -> int:
-    """Shared memory estimate: the x + codes ring, two decoded W tiles, SCALE_CHUNK steps of
-    scale bytes, the epilogue's layout conversion (about BN * BM bytes in triton 3.6, at least
-    8 KB) and the barriers; within 2 KB of what scripts/compile_sm90.py reports."""
+    """Shared memory estimate: the x + codes ring, DECODED decoded W tiles, SCALE_CHUNK steps
+    of scale bytes a decoder partition, the epilogue's layout conversion (about BN * BM bytes
+    in triton 3.6, at least 8 KB) and the barriers; within 2 KB of what
+    scripts/compile_sm90.py reports."""
     ring = cfg["STAGES"] * (cfg["BM"] * BK * 2 + cfg["BN"] * BK // 2)
-    scales = SCALE_CHUNK * cfg["BN"] * BK // BLOCK
-    return ring + 2 * cfg["BN"] * BK * 2 + scales + max(cfg["BN"] * cfg["BM"], 8192) + 1024
+    scales = cfg["DECODERS"] * SCALE_CHUNK * cfg["BN"] * BK // BLOCK
+    decoded = cfg["DECODED"] * cfg["BN"] * BK * 2
+    return ring + decoded + scales + max(cfg["BN"] * cfg["BM"], 8192) + 1024
 
 
 def config_problem(cfg: dict) -> str | None:
     """Why this config cannot compile or run well on an H100, or None when it fits."""
-    need = {"BN", "BM", "SPLIT_K", "GROUP_M", "STAGES", "num_warps", "maxnreg", "DECODE_WARPS",
-            "DECODE_REGS", "LOADER"}
+    need = {"BN", "BM", "SPLIT_K", "GROUP_M", "STAGES", "DECODED", "DECODERS", "num_warps",
+            "maxnreg", "DECODE_WARPS", "DECODE_REGS", "LOADER"}
     if set(cfg) != need:
         return f"config keys must be {sorted(need)}, got {sorted(cfg)}"
     bn, bm, nw, dw = cfg["BN"], cfg["BM"], cfg["num_warps"], cfg["DECODE_WARPS"]
@@ -123,6 +126,12 @@ def config_problem(cfg: dict) -> str | None:
     if nw not in (4, 8) or dw not in (4, 8) or bn < 16 * dw:
         return f"num_warps and DECODE_WARPS must be 4 or 8 with BN >= 16 a decoder warp, got " \
                f"{nw}, {dw}, BN {bn}"
+    parts, depth = cfg["DECODERS"], cfg["DECODED"]
+    if parts not in (1, 2) or not 2 <= depth <= 6 or depth % parts or cfg["STAGES"] % parts:
+        return f"DECODERS must be 1 or 2, dividing DECODED (2..6) and STAGES, got {parts}, " \
+               f"{depth}, {cfg['STAGES']}"
+    if parts == 2 and not cfg["LOADER"]:
+        return "two decoder partitions need the loader warp (LOADER=True)"
     warps = total_warps(cfg)
     if cfg["maxnreg"] * warps * 32 > REGISTERS:
         return f"{warps} warps x {cfg['maxnreg']} registers exceed the {REGISTERS}-register file"

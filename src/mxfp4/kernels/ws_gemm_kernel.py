@@ -132,26 +132,32 @@ def _load_step(desc, bars, bufs, j, n_steps, c0, c1):
 @gluon.jit
 def _decoder(s_ptr, q_desc, q_ready, q_free, decoded, w_free, q_bufs, w_bufs, s_buf, off_n,
              k_lo, n_steps, N, KS, BN: gl.constexpr, BK: gl.constexpr, DW: gl.constexpr,
-             LOADER: gl.constexpr):
+             LOADER: gl.constexpr, FIRST: gl.constexpr, STRIDE: gl.constexpr):
+    """Decodes steps FIRST, FIRST + STRIDE, ...: with STRIDE decoder partitions, each one's
+    chain of waits, loads, fences and stores overlaps the others' (STRIDE divides S and D,
+    so every ring slot and its barriers belong to one partition)."""
     S: gl.constexpr = q_bufs.shape[0]
     D: gl.constexpr = w_bufs.shape[0]
-    CH: gl.constexpr = s_buf.shape[0]  # steps per chunk of scale bytes
+    CH: gl.constexpr = SCALE_CHUNK  # this partition's steps per chunk of scale bytes, kept
+    # in s_buf[FIRST * CH:][:CH]
     SL: gl.constexpr = gl.SliceLayout(2, value_layout(BN, BK, DW))  # [BN, BK/32] scales
-    if not LOADER:  # this partition loads its own codes: the first S steps up front
-        for j in gl.static_range(S):
+    if not LOADER:  # this partition loads its own codes: its first steps up front
+        for j in gl.static_range(FIRST, S, STRIDE):
             _load_step(q_desc, q_ready, q_bufs, j, n_steps, off_n, (k_lo + j * BK) // 2)
-    for i in range(n_steps):
+    for i in range(FIRST, n_steps, STRIDE):
         s = i % S
         d = i % D
-        if i % CH == 0:
+        t = i // STRIDE  # this partition's step count
+        if t % CH == 0:
             # scale bytes are plain loads (rows of K/32 bytes are too short and unaligned for
             # TMA), CH steps at a time: the fences below (SASS MEMBAR.ALL.CTA) order this
             # thread's loads in flight too, so a load issued every step, even steps ahead,
             # can cost a DRAM round trip every step
             gl.thread_barrier()  # every warp is done with the previous chunk
-            _scale_chunk(s_buf, s_ptr, off_n, k_lo // 32 + i * (BK // 32), N, KS, DW)
+            _scale_chunk(s_buf, FIRST * CH, s_ptr, off_n, k_lo // 32 + i * (BK // 32),
+                         STRIDE * (BK // 32), N, KS, DW)
             gl.thread_barrier()
-        sc = s_buf.index(i % CH).load(SL)
+        sc = s_buf.index(FIRST * CH + t % CH).load(SL)
         mbarrier.wait(q_ready.index(s), (i // S) & 1)
         codes = q_bufs.index(s).load(code_layout_2d(BN, BK, DW))
         fence_async_shared()  # order the shared reads before the next TMA into this slot
@@ -168,21 +174,24 @@ def _decoder(s_ptr, q_desc, q_ready, q_free, decoded, w_free, q_bufs, w_bufs, s_
 
 
 @gluon.jit
-def _scale_chunk(s_buf, s_ptr, off_n, kb0, N, KS, DW: gl.constexpr):
-    """s_buf[j] = scale bytes [BN, NB] of step j's blocks, kb0 + j * NB on, for j < CH (127 =
-    1.0 past N or K: TMA zero-fills those codes): one load of CH * BN rows, all in flight at
-    once, and one store through a 2-D view of the (unswizzled, row-major) buffer."""
-    CH: gl.constexpr = s_buf.shape[0]
+def _scale_chunk(s_buf, first: gl.constexpr, s_ptr, off_n, kb0, kb_step, N, KS,
+                 DW: gl.constexpr):
+    """s_buf[first + j] = scale bytes [BN, NB] of blocks kb0 + j * kb_step on, for j < CH
+    (127 = 1.0 past N or K: TMA zero-fills those codes): one load of CH * BN rows, all in
+    flight at once, and one store through a 2-D view of the (unswizzled, row-major) buffer."""
+    CH: gl.constexpr = SCALE_CHUNK
     BN: gl.constexpr = s_buf.shape[1]
     NB: gl.constexpr = s_buf.shape[2]
     L: gl.constexpr = gl.BlockedLayout([1, NB], [32, 1], [DW, 1], [1, 0])
     i = gl.arange(0, CH * BN, layout=gl.SliceLayout(1, L))  # row i: step i // BN, row i % BN
     rows = off_n + i % BN
-    kb = kb0 + (i // BN)[:, None] * NB + gl.arange(0, NB, layout=gl.SliceLayout(0, L))[None, :]
+    kb = kb0 + (i // BN)[:, None] * kb_step
+    kb = kb + gl.arange(0, NB, layout=gl.SliceLayout(0, L))[None, :]
     sc = gl.load(s_ptr + rows.to(gl.int64)[:, None] * KS + kb,
                  mask=(rows < N)[:, None] & (kb < KS), other=127)
     # (memdesc reshape asserts in triton 3.6; _reinterpret gives the same bytes another shape)
-    s_buf._reinterpret(gl.uint8, [CH * BN, NB], s_buf.layout).store(sc)
+    rows_2d = s_buf._reinterpret(gl.uint8, [s_buf.shape[0] * BN, NB], s_buf.layout)
+    rows_2d.slice(first * BN, CH * BN).store(sc)
 
 
 @gluon.jit
@@ -290,8 +299,9 @@ def _epilogue(acc, bias_ptr, out_ptr, ws_ptr, lock_ptr, M, N, stride_om, off_m, 
 @gluon.jit
 def ws_gemm_kernel(x_desc, q_desc, s_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr, M, N, K, KS,
                    stride_om, k_chunk, HAS_BIAS: gl.constexpr, SPLIT_K: gl.constexpr,
-                   GROUP_M: gl.constexpr, STAGES: gl.constexpr, DECODE_WARPS: gl.constexpr,
-                   DECODE_REGS: gl.constexpr, LOADER: gl.constexpr, num_warps: gl.constexpr):
+                   GROUP_M: gl.constexpr, STAGES: gl.constexpr, DECODED: gl.constexpr,
+                   DECODERS: gl.constexpr, DECODE_WARPS: gl.constexpr, DECODE_REGS: gl.constexpr,
+                   LOADER: gl.constexpr, num_warps: gl.constexpr):
     """out = x @ dequantize(W)^T (+ bias) for one [BM tokens, BN weight rows] tile and one K
     split; x_desc: TMA descriptor of x [M, K] bf16, box [BM, BK]; q_desc: of the codes
     [N, K/2], box [BN, BK/2]; s_ptr: scales [N, KS]. k_chunk: K per split, a multiple of BK."""
@@ -299,7 +309,7 @@ def ws_gemm_kernel(x_desc, q_desc, s_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr, M
     BK: gl.constexpr = x_desc.block_type.shape[1]
     BN: gl.constexpr = q_desc.block_type.shape[0]
     S: gl.constexpr = STAGES  # x + codes slots in flight
-    D: gl.constexpr = 2
+    D: gl.constexpr = DECODED  # decoded W tiles: how far the decoders may run ahead of the wgmma
     # tile order: groups of GROUP_M token tiles sweep the weight tiles, so that both a group's
     # x rows and the current weight tiles stay in L2
     pid = gl.program_id(0)
@@ -320,8 +330,8 @@ def ws_gemm_kernel(x_desc, q_desc, s_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr, M
     q_bufs = gl.allocate_shared_memory(gl.uint8, [S, BN, BK // 2], q_desc.layout)
     w_bufs = gl.allocate_shared_memory(gl.bfloat16, [D, BN, BK],
                                        gl.NVMMASharedLayout.get_default_for([BN, BK], gl.bfloat16))
-    s_buf = gl.allocate_shared_memory(gl.uint8, [SCALE_CHUNK, BN, BK // 32],
-                                      gl.SwizzledSharedLayout(1, 1, 1, [1, 0]))
+    s_bufs = gl.allocate_shared_memory(gl.uint8, [DECODERS * SCALE_CHUNK, BN, BK // 32],
+                                       gl.SwizzledSharedLayout(1, 1, 1, [1, 0]))
     x_ready = gl.allocate_shared_memory(gl.int64, [S, 1], mbarrier.MBarrierLayout())
     x_free = gl.allocate_shared_memory(gl.int64, [S, 1], mbarrier.MBarrierLayout())
     q_ready = gl.allocate_shared_memory(gl.int64, [S, 1], mbarrier.MBarrierLayout())
@@ -340,12 +350,26 @@ def ws_gemm_kernel(x_desc, q_desc, s_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr, M
     epilogue_args = (bias_ptr, out_ptr, ws_ptr, lock_ptr, M, N, stride_om, off_m, off_n, pid_m,
                      pid_n, pid_k, tiles_n)
     # (argument tuples written inline: a tuple held in a variable loses its constexprs)
-    if LOADER:
+    if DECODERS == 2:  # two decoder partitions take alternate steps (with the loader warp)
         gl.warp_specialize([
             (_consumer, (x_desc, x_ready, x_free, decoded, w_free, x_bufs, w_bufs, off_m, k_lo,
                          n_steps, epilogue_args, BN, BM, BK, HAS_BIAS, SPLIT_K, LOADER, num_warps)),
-            (_decoder, (s_ptr, q_desc, q_ready, q_free, decoded, w_free, q_bufs, w_bufs, s_buf,
-                        off_n, k_lo, n_steps, N, KS, BN, BK, DECODE_WARPS, LOADER)),
+            (_decoder, (s_ptr, q_desc, q_ready, q_free, decoded, w_free, q_bufs, w_bufs,
+                        s_bufs, off_n, k_lo, n_steps, N, KS, BN, BK, DECODE_WARPS,
+                        LOADER, 0, 2)),
+            (_decoder, (s_ptr, q_desc, q_ready, q_free, decoded, w_free, q_bufs, w_bufs,
+                        s_bufs, off_n, k_lo, n_steps, N, KS, BN, BK, DECODE_WARPS,
+                        LOADER, 1, 2)),
+            (_loader, (x_desc, q_desc, x_ready, x_free, q_ready, q_free, x_bufs, q_bufs, off_m,
+                       off_n, k_lo, n_steps, BK)),
+        ], [DECODE_WARPS, DECODE_WARPS, LOADER_WARPS], [DECODE_REGS, DECODE_REGS, 24])
+    elif LOADER:
+        gl.warp_specialize([
+            (_consumer, (x_desc, x_ready, x_free, decoded, w_free, x_bufs, w_bufs, off_m, k_lo,
+                         n_steps, epilogue_args, BN, BM, BK, HAS_BIAS, SPLIT_K, LOADER, num_warps)),
+            (_decoder, (s_ptr, q_desc, q_ready, q_free, decoded, w_free, q_bufs, w_bufs,
+                        s_bufs, off_n, k_lo, n_steps, N, KS, BN, BK, DECODE_WARPS,
+                        LOADER, 0, 1)),
             (_loader, (x_desc, q_desc, x_ready, x_free, q_ready, q_free, x_bufs, q_bufs, off_m,
                        off_n, k_lo, n_steps, BK)),
         ], [DECODE_WARPS, LOADER_WARPS], [DECODE_REGS, 24])
@@ -353,6 +377,7 @@ def ws_gemm_kernel(x_desc, q_desc, s_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr, M
         gl.warp_specialize([
             (_consumer, (x_desc, x_ready, x_free, decoded, w_free, x_bufs, w_bufs, off_m, k_lo,
                          n_steps, epilogue_args, BN, BM, BK, HAS_BIAS, SPLIT_K, LOADER, num_warps)),
-            (_decoder, (s_ptr, q_desc, q_ready, q_free, decoded, w_free, q_bufs, w_bufs, s_buf,
-                        off_n, k_lo, n_steps, N, KS, BN, BK, DECODE_WARPS, LOADER)),
+            (_decoder, (s_ptr, q_desc, q_ready, q_free, decoded, w_free, q_bufs, w_bufs,
+                        s_bufs, off_n, k_lo, n_steps, N, KS, BN, BK, DECODE_WARPS,
+                        LOADER, 0, 1)),
         ], [DECODE_WARPS], [DECODE_REGS])
