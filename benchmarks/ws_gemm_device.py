@@ -196,9 +196,12 @@ def variants(m: int, n: int, k: int, sms: int, sweep: bool) -> list:
         v("2wg_256", BM=256, STAGES=4, DECODED=2, num_warps=8, LOADER=False)
         v("2wg_256_s3d3", BM=256, STAGES=3, DECODED=3, num_warps=8, LOADER=False)
     else:  # 128 x 256, two consumer warpgroups
-        v("d2", DECODED=2)
-        v("s3d3", STAGES=3, DECODED=3)
         v("group16", GROUP_M=16)
+        # 256 weight rows x 128 tokens: 24 KB of x + codes a step instead of 36 KB for the
+        # same MACs (L2 traffic was the limit of 128 x 256), twice the decode a step
+        v("256x128", BN=256, BM=128, STAGES=4)
+        v("256x128_dec8", BN=256, BM=128, STAGES=4, DECODE_WARPS=8, maxnreg=128)
+        v("256x128_g16", BN=256, BM=128, STAGES=4, GROUP_M=16)
     return out[:6]
 
 
