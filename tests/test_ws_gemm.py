@@ -145,13 +145,27 @@ def test_large_batches_take_two_consumer_warpgroups_without_a_loader_warp():
     assert (small["num_warps"], small["LOADER"], ws_gemm.total_warps(small)) == (4, True, 12)
 
 
+def test_two_decoder_partitions_and_a_deeper_decoded_ring_fit():
+    c = dict(ws_gemm.ws_config(16, 14336, 4096), DECODERS=2, DECODED=4, maxnreg=128)
+    assert ws_gemm.config_problem(c) is None
+    assert ws_gemm.total_warps(c) == 16  # 4 consumer + 2 x 4 decoder + the loader, padded
+    # 256 weight rows x 128 tokens: two m64n128 wgmmas a warpgroup fit maxnreg 128
+    wide = dict(ws_gemm.ws_config(4096, 14336, 4096), BN=256, BM=128, DECODE_WARPS=8,
+                maxnreg=128)
+    assert ws_gemm.config_problem(wide) is None
+
+
 def test_shared_memory_estimate_matches_the_offline_compiles():
     """scripts/compile_sm90.py (triton 3.6, sm_90a) reported these bytes for these configs."""
     base = ws_gemm.ws_config(16, 14336, 4096)
     for change, compiled in ((dict(BM=16, STAGES=8), 94504), (dict(BM=128, STAGES=4), 135336),
                              (dict(BN=64, BM=256, STAGES=3), 139432),
                              (dict(BM=256, STAGES=4, num_warps=8, LOADER=False), 217188),
-                             (dict(BM=16, STAGES=4, LOADER=False, maxnreg=128), 69732)):
+                             (dict(BM=16, STAGES=4, LOADER=False, maxnreg=128), 69732),
+                             (dict(BM=16, STAGES=8, DECODED=4), 127304),
+                             (dict(BM=16, STAGES=8, DECODED=4, DECODERS=2, maxnreg=128), 131404),
+                             (dict(BN=256, BM=128, STAGES=4, num_warps=8, LOADER=False),
+                              204900)):
         est = ws_gemm.shared_bytes(dict(base, **change))
         assert compiled <= est <= compiled + 2048, (change, est)
 
@@ -163,6 +177,11 @@ def test_shared_memory_estimate_matches_the_offline_compiles():
     (dict(BM=256, STAGES=6, num_warps=8, LOADER=False), "shared memory"),
     (dict(extra=1), "config keys"),
     (dict(BM=16, STAGES=4, LOADER=False, maxnreg=128), "wrong results on the H100"),
+    (dict(DECODERS=3), "DECODERS must be"), (dict(DECODED=7), "DECODERS must be"),
+    (dict(DECODERS=2, DECODED=3), "DECODERS must be"),
+    (dict(DECODERS=2, STAGES=5, DECODED=4, maxnreg=128), "DECODERS must be"),
+    (dict(DECODERS=2, DECODED=4, LOADER=False), "loader warp"),
+    (dict(DECODERS=2, DECODED=4), "register file"),  # 4 + 2 x 4 + 1 warps, padded to 16
 ])
 def test_config_problem_names_what_does_not_fit(change, words):
     c = dict(ws_gemm.ws_config(16, 14336, 4096), **change)

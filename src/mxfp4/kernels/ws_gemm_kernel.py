@@ -13,9 +13,11 @@ in registers, so decode and tensor cores take turns. Here two or three partition
   loader warp: the consumer issues its own x copies and the decoder its codes, S steps ahead,
   so 8 consumer + 4 decoder warps stay at 12 (a 13th warp pads the CTA to 16 warps, and ptxas
   compiles every partition under 65536 / (32 x warps) registers).
-- decoder (DECODE_WARPS = 4 or 8 warps): per K step reads the codes from shared memory (then
-  frees the slot), decodes E2M1 x 2^(s-127) to bf16 (exact) and writes the [BN, BK] tile into
-  a D-deep ring of 128B-swizzled buffers (`decoded`). The scale bytes are plain loads (too
+- decoder (DECODE_WARPS = 4 or 8 warps; DECODERS = 1 or 2 such partitions, taking alternate
+  K steps so that one's waits and fences overlap the other's work): per K step reads the
+  codes from shared memory (then frees the slot), decodes E2M1 x 2^(s-127) to bf16 (exact)
+  and writes the [BN, BK] tile into a DECODED-deep ring of 128B-swizzled buffers: with two,
+  step i + 1 waits for wgmma i - 1 to retire; deeper rings let the decoders run ahead. The scale bytes are plain loads (too
   narrow and unaligned for TMA), SCALE_CHUNK steps at a time through shared memory: the
   proxy fences each step needs (MEMBAR) order a thread's loads in flight too, so one load a
   step could pay a DRAM round trip a step; a chunk pays one per SCALE_CHUNK steps.
