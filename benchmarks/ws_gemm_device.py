@@ -111,17 +111,21 @@ def check_decode(g) -> bool:
         scales = torch.randint(0, 255, (n, k // 32), dtype=torch.uint8, device="cuda",
                                generator=g)
         scales.view(-1)[:255] = torch.arange(255, dtype=torch.uint8, device="cuda")
-        w = MXTensor(codes, scales, (n, k), 1)
-        poison_next(n * k * 2)
-        got = ws_gemm.ws_dequantize(w)
-        ref = codec.dequantize_blocks(codes, scales, w.shape, 1, 32, torch.bfloat16)
-        same = got.view(torch.int16) == ref.view(torch.int16)
-        bad = (~same).sum().item()
-        say(f"decode {n}x{k}: {bad} of {n * k} bf16 values differ from the codec")
-        if bad:
-            i = (~same).nonzero()[:5].tolist()
-            say(f"  first: {[(r, c, got[r, c].item(), ref[r, c].item()) for r, c in i]}")
-        ok &= bad == 0
+        small = scales.clamp(max=128)  # the packed decoder's one-fma path needs bytes <= 128
+        for form, w in (("plain", MXTensor(codes, scales, (n, k), 1)),
+                        ("packed", prepack(MXTensor(codes, scales, (n, k), 1))),
+                        ("packed fused", prepack(MXTensor(codes, small, (n, k), 1)))):
+            poison_next(n * k * 2)
+            got = ws_gemm.ws_dequantize(w)
+            ref = codec.dequantize_blocks(codes, small if form == "packed fused" else scales,
+                                          (n, k), 1, 32, torch.bfloat16)
+            same = got.view(torch.int16) == ref.view(torch.int16)
+            bad = (~same).sum().item()
+            say(f"decode {form} {n}x{k}: {bad} of {n * k} bf16 values differ from the codec")
+            if bad:
+                i = (~same).nonzero()[:5].tolist()
+                say(f"  first: {[(r, c, got[r, c].item(), ref[r, c].item()) for r, c in i]}")
+            ok &= bad == 0
     return ok
 
 
@@ -134,6 +138,7 @@ def check_gemm(g, shapes, ms, failures: list, good: set) -> set:
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     for k, n in shapes:
         w = weight(n, k, g)
+        packed = prepack(w)
         wd = w.dequantize(torch.float32, backend="reference").double()
         fails = len(failures)
         for m in ms:
@@ -148,13 +153,15 @@ def check_gemm(g, shapes, ms, failures: list, good: set) -> set:
                     x = torch.randn(m, k, generator=g, device="cuda").to(torch.bfloat16)
                     bias = torch.randn(n, generator=g, device="cuda").to(torch.bfloat16) \
                         if with_bias else None
-                    poison_next(m * n * 2)
                     try:
-                        y = ws_gemm.ws_linear(x, w, bias)
-                        torch.cuda.synchronize()
                         ref = x.double() @ wd.T + (bias.double() if with_bias else 0)
-                        err = rel_err(y, ref)
-                        good_case = err <= 1e-2 and not torch.isnan(y).any().item()
+                        err, good_case = 0.0, True
+                        for form in (w, packed):  # the plain and the HopperWeight decoder
+                            poison_next(m * n * 2)
+                            y = ws_gemm.ws_linear(x, form, bias)
+                            torch.cuda.synchronize()
+                            err = max(err, rel_err(y, ref))
+                            good_case &= err <= 1e-2 and not torch.isnan(y).any().item()
                         line = f"{case}: rel err {err:.2e}" + ("" if good_case else "  FAIL")
                     except Exception as e:  # report and go on: one failure should not hide others
                         good_case = False
@@ -224,12 +231,15 @@ def smoke_child() -> int:
         w = weight(n, k, g)
         x = torch.randn(m, k, generator=g, device="cuda").to(torch.bfloat16)
         try:
-            poison_next(m * n * 2)
-            y = ws_gemm.ws_linear(x, w, None, cfg)
-            torch.cuda.synchronize()
-            err = rel_err(y, x.double() @ w.dequantize(torch.float32).double().T)
-            good = err <= 1e-2 and not torch.isnan(y).any().item()
-            print(f"{'ok' if good else 'bad'} {i} rel err {err:.2e}", flush=True)
+            errs = []
+            for weight_form in (w, prepack(w)):  # the plain and the HopperWeight decoder
+                poison_next(m * n * 2)
+                y = ws_gemm.ws_linear(x, weight_form, None, cfg)
+                torch.cuda.synchronize()
+                errs.append(rel_err(y, x.double() @ w.dequantize(torch.float32).double().T))
+                errs[-1] = errs[-1] if not torch.isnan(y).any().item() else float("nan")
+            good = all(e <= 1e-2 for e in errs)
+            print(f"{'ok' if good else 'bad'} {i} rel err {max(errs):.2e}", flush=True)
         except Exception as e:
             print(f"bad {i} {type(e).__name__}: {str(e)[:200]}", flush=True)
     return 0
@@ -295,22 +305,25 @@ def time_cell(k, n, m, w, plains, packs, dense, sms, sweep, ok, g) -> list:
              ("v1_prepacked", [lambda i=i: mxfp4.linear(xs[i % len(xs)], packs[i])
                                for i in range(len(packs))])]
     configs = []
-    for label, cfg in variants(m, n, k, sms, sweep):
+    ref = xs[0].double() @ w.dequantize(torch.float32).double().T
+    for j, (label, cfg) in enumerate(variants(m, n, k, sms, sweep)):
         if family(cfg) not in ok:
             say(f"  {label} {cfg}: not timed (failed the smoke test or a check)")
             continue
-        try:  # compile and check this config on the first copy before timing it
-            y = ws_gemm.ws_linear(xs[0], plains[0], None, cfg)
-            err = rel_err(y, xs[0].double() @ w.dequantize(torch.float32).double().T)
-            if not err <= 1e-2:
-                say(f"  {label} {cfg}: rel err {err:.2e}, not timed")
+        # every config reads the HopperWeight (the cheaper decode); the default the plain too
+        forms = [(label, packs)] + ([(f"{label}_plain", plains)] if j == 0 else [])
+        for name, weights in forms:
+            try:  # compile and check this config on the first copy before timing it
+                err = rel_err(ws_gemm.ws_linear(xs[0], weights[0], None, cfg), ref)
+                if not err <= 1e-2:
+                    say(f"  {name} {cfg}: rel err {err:.2e}, not timed")
+                    continue
+            except Exception as e:
+                say(f"  {name} {cfg}: failed {type(e).__name__}: {str(e)[:200]}")
                 continue
-        except Exception as e:
-            say(f"  {label} {cfg}: failed {type(e).__name__}: {str(e)[:200]}")
-            continue
-        configs.append((label, cfg))
-        lists.append((f"ws_{label}", [lambda i=i, c=cfg: ws_gemm.ws_linear(
-            xs[i % len(xs)], plains[i], None, c) for i in range(len(plains))]))
+            configs.append((name, cfg))
+            lists.append((f"ws_{name}", [lambda i=i, c=cfg, ws=weights: ws_gemm.ws_linear(
+                xs[i % len(xs)], ws[i], None, c) for i in range(len(weights))]))
     times = graph_times_us([calls for _, calls in lists])
     fl = floor_us(n * k * 4.25 / 8 + m * k * 2 + m * n * 2, 2.0 * m * n * k)
     rows = []

@@ -99,8 +99,6 @@ def test_forced_ws_on_cpu_tensors_says_why(kernels):
 def test_forced_ws_rejects_what_the_kernel_cannot_read(monkeypatch, kernels):
     fake_gpu(monkeypatch)
     w = _w()
-    with pytest.raises(ValueError, match="plain MXTensor weight, not a prepacked HopperWeight"):
-        mxfp4.linear(_x(), prepack(w), backend="ws")
     with pytest.raises(ValueError, match="bfloat16 activations, got torch.float16"):
         mxfp4.linear(_x(dtype=torch.float16), w, backend="ws")
     with pytest.raises(ValueError, match="bfloat16 activations, got torch.float32"):
@@ -146,16 +144,22 @@ def test_auto_would_run_ws_on_a_hopper_once_on(monkeypatch, kernels):
         warnings.simplefilter("error")
         mxfp4.linear(_x(16), w)
         mxfp4.linear(_x(64), w, torch.zeros(N, dtype=torch.bfloat16))
-        assert len(ws.calls) == 2 and not v1.calls
-        # the rule's other cases stay on v1, with no warning: few rows, fp16, a prepacked
-        # weight, a float32 bias
+        mxfp4.linear(_x(64), prepack(w))  # the HopperWeight form too
+        assert len(ws.calls) == 3 and not v1.calls
+        # the rule's other cases stay on v1, with no warning: few rows, fp16, a float32 bias
         mxfp4.linear(_x(ws_gemm.MIN_M - 1), w)
         mxfp4.linear(_x(64, torch.float16), w)
-        mxfp4.linear(_x(64), prepack(w))
         mxfp4.linear(_x(64), w, torch.zeros(N))
-    assert len(ws.calls) == 2 and len(v1.calls) == 4
+    assert len(ws.calls) == 3 and len(v1.calls) == 3
     mxfp4.linear(_x(64), w, backend="triton")  # forcing v1 still works
-    assert len(ws.calls) == 2 and len(v1.calls) == 5
+    assert len(ws.calls) == 3 and len(v1.calls) == 4
+
+
+def test_forced_ws_reads_the_hopper_layout_too(monkeypatch, kernels):
+    fake_gpu(monkeypatch)
+    packed = prepack(_w())
+    mxfp4.linear(_x(), packed, backend="ws")
+    assert kernels[0].calls[0][1] is packed and not kernels[1].calls
 
 
 @pytest.mark.parametrize("capability, version, words", [

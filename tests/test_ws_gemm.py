@@ -70,7 +70,9 @@ def test_ws_linear_argument_errors():
     x = torch.randn(16, 96).to(torch.bfloat16)
     with pytest.raises(TypeError, match="tensor x"):
         ws_gemm.ws_linear(x.tolist(), w)
-    with pytest.raises(TypeError, match="plain MXTensor"):
+    with pytest.raises(TypeError, match="MXTensor or HopperWeight"):
+        ws_gemm.ws_linear(x, w.codes)
+    with pytest.raises(RuntimeError, match="sm_90.*use mxfp4.linear"):  # the packed form runs too
         ws_gemm.ws_linear(x, prepack(w))
     with pytest.raises(ValueError, match="quantized along K"):
         ws_gemm.ws_linear(x, quantize(torch.randn(96, 64), axis=0))
@@ -84,8 +86,10 @@ def test_ws_linear_argument_errors():
         ws_gemm.ws_linear(x, w)
     with pytest.raises(RuntimeError, match="cannot run here"):
         ws_gemm.ws_dequantize(w)
-    with pytest.raises(TypeError, match="2-D MXTensor"):
+    with pytest.raises(RuntimeError, match="cannot run here"):
         ws_gemm.ws_dequantize(prepack(w))
+    with pytest.raises(TypeError, match="2-D MXTensor"):
+        ws_gemm.ws_dequantize(w.codes)
 
 
 @pytest.mark.parametrize("k, n", SHAPES)

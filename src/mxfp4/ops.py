@@ -143,11 +143,8 @@ def _check_one_device(x, w, bias) -> None:
 
 def _ws_linear(x, w, bias) -> torch.Tensor:
     """backend="ws": the warp-specialized GEMM, or a ValueError saying why it cannot run here
-    (a forced backend never falls back)."""
-    if isinstance(w, HopperWeight):
-        raise ValueError("backend='ws' reads a plain MXTensor weight, not a prepacked HopperWeight "
-                         "(HopperWeight.to_mx() gives the MXTensor back; backend='triton' reads "
-                         "either)")
+    (a forced backend never falls back). It reads a plain MXTensor or a HopperWeight (whose
+    decode is cheaper)."""
     if not _have_triton():
         raise RuntimeError("backend='ws' needs the 'triton' package (pip install triton)")
     ws = _kernel_module("ws_gemm")

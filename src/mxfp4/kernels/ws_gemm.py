@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 import triton
 
+from ..layouts import HopperWeight
 from ..tensor import MXTensor
 
 TRITON_SERIES = "3.6"  # the Gluon API this kernel is written against
@@ -51,10 +52,14 @@ def unsupported_reason(capability: tuple[int, int] | None, triton_version: str, 
     return None
 
 
+def _plain_2d(w) -> bool:
+    return isinstance(w, MXTensor) and len(w.shape) == 2 and w.axis == 1
+
+
 def use_ws_gemm(x: torch.Tensor, w) -> bool:
     """Dispatch rule: the v2 kernel for bf16 batches of at least MIN_M rows on sm_90 + triton
-    3.6 with a plain MXTensor weight; everything else keeps the v1 kernels."""
-    if not isinstance(w, MXTensor) or len(w.shape) != 2 or w.axis != 1:
+    3.6 with a plain 2-D MXTensor or a HopperWeight; everything else keeps the v1 kernels."""
+    if not (_plain_2d(w) or isinstance(w, HopperWeight)):
         return False
     m = x.numel() // max(1, x.shape[-1]) if x.dim() else 0
     return m >= MIN_M and unsupported_reason(_capability(x.device), triton.__version__, x.dtype,
@@ -162,9 +167,10 @@ def _capability(device: torch.device):
 def _check(x, w, bias) -> None:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"ws_linear takes a tensor x, got {type(x).__name__}")
-    if not isinstance(w, MXTensor):
-        raise TypeError(f"ws_linear takes a plain MXTensor weight, got {type(w).__name__}")
-    if len(w.shape) != 2 or w.axis != 1:
+    if not isinstance(w, (MXTensor, HopperWeight)):
+        raise TypeError(f"ws_linear takes an MXTensor or HopperWeight weight, got "
+                        f"{type(w).__name__}")
+    if isinstance(w, MXTensor) and (len(w.shape) != 2 or w.axis != 1):
         raise ValueError(f"the weight must be 2-D and quantized along K (axis 1), got shape "
                          f"{tuple(w.shape)} with axis={w.axis}")
     if x.dim() == 0 or x.shape[-1] != w.shape[1]:
@@ -188,6 +194,7 @@ def _check(x, w, bias) -> None:
 def ws_linear(x: torch.Tensor, w: MXTensor, bias: torch.Tensor | None = None,
               config: dict | None = None) -> torch.Tensor:
     """x @ dequantize(w).T + bias in bf16 (fp32 accumulation) on the warp-specialized kernel;
+    w: a plain MXTensor [N, K] or its HopperWeight (layouts.prepack: a cheaper decode);
     config: ws_config's keys (default: ws_config for this product)."""
     why = config_problem(config) if config is not None else None
     if why:
@@ -201,8 +208,10 @@ def ws_linear(x: torch.Tensor, w: MXTensor, bias: torch.Tensor | None = None,
         return out.reshape(*x.shape[:-1], n)
     from .linear import _sm_count
     cfg = dict(config or ws_config(m, n, k, _sm_count(x.device)))
-    kernel, args, kwargs, grid = launch_args(x2, _tma_ready(w.codes), w.scales.contiguous(),
-                                             bias, out, cfg)
+    packed = isinstance(w, HopperWeight)
+    kernel, args, kwargs, grid = launch_args(
+        x2, _tma_ready(w.codes), w.scales.contiguous(), bias, out, cfg, packed=packed,
+        fused=packed and w.max_scale <= 128)
     kernel[grid](*args, **kwargs)
     return out.reshape(*x.shape[:-1], n)
 
@@ -213,11 +222,14 @@ def _tma_ready(t: torch.Tensor) -> torch.Tensor:
     return t if t.is_contiguous() and t.data_ptr() % 16 == 0 else t.clone(memory_format=torch.contiguous_format)
 
 
-def ws_dequantize(w: MXTensor) -> torch.Tensor:
-    """bf16 [N, K] weights through the GEMM's own decoder (decode_tile), for the device's
-    bit-exact check against mxfp4.codec.dequantize_blocks."""
-    if not isinstance(w, MXTensor) or len(w.shape) != 2 or w.axis != 1:
-        raise TypeError("ws_dequantize takes a 2-D MXTensor quantized along K")
+def ws_dequantize(w) -> torch.Tensor:
+    """bf16 [N, K] weights through the GEMM's own decoders (decode_tile for a plain MXTensor,
+    decode_packed_tile for a HopperWeight), for the device's bit-exact check against
+    mxfp4.codec.dequantize_blocks."""
+    if isinstance(w, HopperWeight):
+        return _dequantize_packed(w)
+    if not _plain_2d(w):
+        raise TypeError("ws_dequantize takes a 2-D MXTensor quantized along K or a HopperWeight")
     n, k = w.shape
     why = unsupported_reason(_capability(w.codes.device), triton.__version__, torch.bfloat16,
                              w.block_size, k)
@@ -229,15 +241,31 @@ def ws_dequantize(w: MXTensor) -> torch.Tensor:
     return out
 
 
+def _dequantize_packed(w: HopperWeight) -> torch.Tensor:
+    why = unsupported_reason(_capability(w.device), triton.__version__, torch.bfloat16,
+                             w.block_size, w.shape[1])
+    if why:
+        raise RuntimeError(f"the warp-specialized decoder cannot run here: {why}")
+    from .ws_gemm_kernel import ws_decode_packed_kernel
+    np_, kp = w.codes.shape[0], w.codes.shape[1] * 2
+    out = torch.empty(np_, kp, dtype=torch.bfloat16, device=w.device)
+    ws_decode_packed_kernel[(np_ // BN, kp // BK)](w.codes, w.scales, out, np_, kp, BN=BN, BK=BK,
+                                                   FUSED=w.max_scale <= 128, num_warps=4)
+    n, k = w.shape
+    return out[:n, :k]
+
+
 def decode_args(codes, scales, out):
     from .ws_gemm_kernel import ws_decode_kernel
     n, k = out.shape
     return ws_decode_kernel, (codes, scales, out, n, k), (triton.cdiv(n, BN), triton.cdiv(k, BK))
 
 
-def launch_args(x2, codes, scales, bias, out, cfg: dict):
+def launch_args(x2, codes, scales, bias, out, cfg: dict, packed: bool = False,
+                fused: bool = False):
     """(kernel, args, keyword args, grid) of one launch; also what scripts/compile_sm90.py
-    compiles offline (with CPU tensors) for the resource report."""
+    compiles offline (with CPU tensors) for the resource report. packed: codes and scales of
+    a HopperWeight (fused: its max_scale <= 128)."""
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
@@ -245,7 +273,7 @@ def launch_args(x2, codes, scales, bias, out, cfg: dict):
     cfg = dict(cfg)
     bn, bm, split = cfg.pop("BN"), cfg.pop("BM"), cfg.pop("SPLIT_K")
     m, k = x2.shape
-    n = codes.shape[0]
+    n = out.shape[1]
     x_desc = TensorDescriptor.from_tensor(
         x2, [bm, BK], gl.NVMMASharedLayout.get_default_for([bm, BK], gl.bfloat16))
     q_desc = TensorDescriptor.from_tensor(
@@ -263,18 +291,26 @@ def launch_args(x2, codes, scales, bias, out, cfg: dict):
     else:
         ws = locks = out
     args = (x_desc, q_desc, scales, bias if bias is not None else out, out, ws, locks,
-            m, n, k, scales.shape[1], out.stride(0), k_chunk)
-    kwargs = dict(HAS_BIAS=bias is not None, SPLIT_K=split, **cfg)
+            m, n, k, scales.shape[0 if packed else 1], codes.shape[0], out.stride(0), k_chunk)
+    kwargs = dict(HAS_BIAS=bias is not None, SPLIT_K=split, PACKED=packed, FUSED=fused, **cfg)
     return ws_gemm_kernel, args, kwargs, (tiles, split)
 
 
-def compile_args(m: int, n: int, k: int, sm_count: int = 132, **overrides):
+def compile_args(m: int, n: int, k: int, sm_count: int = 132, packed: bool = False,
+                 **overrides):
     """(kernel, args, keyword args) for an offline compile of the [m, k] x [n, k] product with
-    CPU tensors standing in for CUDA ones (scripts/compile_sm90.py); overrides: config keys."""
+    CPU tensors standing in for CUDA ones (scripts/compile_sm90.py); overrides: config keys;
+    packed: a HopperWeight (fused decode)."""
     x2 = torch.empty(m, k, dtype=torch.bfloat16)
-    codes = torch.empty(n, k // 2, dtype=torch.uint8)
-    scales = torch.empty(n, k // BLOCK, dtype=torch.uint8)
+    if packed:
+        kp, np_ = -(-k // BK) * BK, -(-n // 128) * 128
+        codes = torch.empty(np_, kp // 2, dtype=torch.uint8)
+        scales = torch.empty(kp // BLOCK, np_, dtype=torch.uint8)
+    else:
+        codes = torch.empty(n, k // 2, dtype=torch.uint8)
+        scales = torch.empty(n, k // BLOCK, dtype=torch.uint8)
     out = torch.empty(m, n, dtype=torch.bfloat16)
     cfg = dict(ws_config(m, n, k, sm_count), **overrides)
-    kernel, args, kwargs, _ = launch_args(x2, codes, scales, None, out, cfg)
+    kernel, args, kwargs, _ = launch_args(x2, codes, scales, None, out, cfg, packed=packed,
+                                          fused=packed)
     return kernel, args, kwargs

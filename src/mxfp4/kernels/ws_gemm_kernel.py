@@ -42,6 +42,29 @@ from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared
                                                               warpgroup_mma, warpgroup_mma_wait)
 
 LOADER_WARPS = gl.constexpr(1)
+
+
+def _word_decode_ptx(fused: bool) -> str:
+    """PTX of the HopperWeight decode (kernels/unpack.py explains the bit trick) of one 32-bit
+    word of codes ($4: bytes 4w..4w+3, low nibbles elements 4w.., high nibbles 32 + 4w..)
+    into four bf16x2 registers: $0 / $2 the low codes of bytes 0-1 / 2-3, $1 / $3 the high
+    ones. Factors: fused, $5 / $6 = 2^(s-1) of the low / high block (one fma undoes the
+    subnormal placement and scales; every scale byte <= 128); else $5 / $6 = 2^(s-127) and a
+    first fma by 2^126. Each factor register holds the bf16 twice."""
+    lines = ["{", ".reg .b32 a, t, u, k, z;", "mov.b32 k, 0x7E807E80;", "mov.b32 z, 0x80008000;"]
+    for sel, lo, hi in (("0x1404", "$0", "$1"), ("0x3424", "$2", "$3")):
+        lines.append(f"prmt.b32 a, $4, 0, {sel};")
+        for out, right, left, f in ((lo, 2, 4, "$5"), (hi, 7, 3, "$6")):
+            lines += [f"shr.b32 t, a, {right};", f"shl.b32 u, a, {left};",
+                      "lop3.b32 t, t, u, 0x81C081C0, 0xA8;"]
+            if not fused:
+                lines.append("fma.rn.bf16x2 t, t, k, z;")
+            lines.append(f"fma.rn.bf16x2 {out}, t, {f}, z;")
+    return "\n".join(lines + ["}"])
+
+
+WORD_DECODE_ASM = gl.constexpr(_word_decode_ptx(False))
+WORD_DECODE_FUSED_ASM = gl.constexpr(_word_decode_ptx(True))
 SCALE_CHUNK = gl.constexpr(16)  # K steps whose scale bytes the decoder loads at once
 
 
@@ -78,6 +101,13 @@ def code_layout_2d(BN, BK, warps):
     """The same bytes as code_layout, read from shared memory as [BN, BK/2]."""
     blocks = BK // 32
     return gl.BlockedLayout([1, 16], [32 // blocks, blocks], [warps, 1], [1, 0])
+
+
+@gluon.constexpr_function
+def word_layout(BN, BK, warps):
+    """[BN, BK/8] 32-bit words of HopperWeight codes, two consecutive words of a row per
+    thread: they decode to 8 elements of each of the step's two scale blocks."""
+    return gl.BlockedLayout([1, 2], [32 // (BK // 16), BK // 16], [warps, 1], [1, 0])
 
 
 @gluon.constexpr_function
@@ -133,8 +163,9 @@ def _load_step(desc, bars, bufs, j, n_steps, c0, c1):
 
 @gluon.jit
 def _decoder(s_ptr, q_desc, q_ready, q_free, decoded, w_free, q_bufs, w_bufs, s_buf, off_n,
-             k_lo, n_steps, N, KS, BN: gl.constexpr, BK: gl.constexpr, DW: gl.constexpr,
-             LOADER: gl.constexpr, FIRST: gl.constexpr, STRIDE: gl.constexpr):
+             k_lo, n_steps, N, KS, NP, BN: gl.constexpr, BK: gl.constexpr, DW: gl.constexpr,
+             LOADER: gl.constexpr, FIRST: gl.constexpr, STRIDE: gl.constexpr,
+             PACKED: gl.constexpr, FUSED: gl.constexpr):
     """Decodes steps FIRST, FIRST + STRIDE, ...: with STRIDE decoder partitions, each one's
     chain of waits, loads, fences and stores overlaps the others' (STRIDE divides S and D,
     so every ring slot and its barriers belong to one partition)."""
@@ -156,21 +187,41 @@ def _decoder(s_ptr, q_desc, q_ready, q_free, decoded, w_free, q_bufs, w_bufs, s_
             # thread's loads in flight too, so a load issued every step, even steps ahead,
             # can cost a DRAM round trip every step
             gl.thread_barrier()  # every warp is done with the previous chunk
-            _scale_chunk(s_buf, FIRST * CH, s_ptr, off_n, k_lo // 32 + i * (BK // 32),
-                         STRIDE * (BK // 32), N, KS, DW)
+            if PACKED:
+                _scale_chunk_packed(s_buf, FIRST * CH, s_ptr, off_n, k_lo // 32 + i * (BK // 32),
+                                    STRIDE * (BK // 32), NP, KS, DW)
+            else:
+                _scale_chunk(s_buf, FIRST * CH, s_ptr, off_n, k_lo // 32 + i * (BK // 32),
+                             STRIDE * (BK // 32), N, KS, DW)
             gl.thread_barrier()
-        sc = s_buf.index(FIRST * CH + t % CH).load(SL)
+        if PACKED:  # rows 2j, 2j + 1 of the [2 CH, BN] view: the step's two blocks
+            rows = s_buf._reinterpret(gl.uint8, [s_buf.shape[0] * 2, BN, 1], s_buf.layout)
+            WL: gl.constexpr = word_layout(BN, BK, DW)
+            s_lo = rows.index(2 * (FIRST * CH + t % CH)).load(WL)
+            s_hi = rows.index(2 * (FIRST * CH + t % CH) + 1).load(WL)
+        else:
+            sc = s_buf.index(FIRST * CH + t % CH).load(SL)
         mbarrier.wait(q_ready.index(s), (i // S) & 1)
-        codes = q_bufs.index(s).load(code_layout_2d(BN, BK, DW))
+        if PACKED:
+            words = q_bufs.index(s)._reinterpret(gl.int32, [BN, BK // 8], word_smem(BK))
+            codes = words.load(word_layout(BN, BK, DW))
+        else:
+            codes = q_bufs.index(s).load(code_layout_2d(BN, BK, DW))
         fence_async_shared()  # order the shared reads before the next TMA into this slot
         if LOADER:
             mbarrier.arrive(q_free.index(s), count=1)
         else:
             gl.thread_barrier()  # every warp has its codes before one thread reloads the slot
             _load_step(q_desc, q_ready, q_bufs, i + S, n_steps, off_n, (k_lo + (i + S) * BK) // 2)
-        w = decode_tile(codes, sc, BN, BK, DW)
-        mbarrier.wait(w_free.index(d), ((i // D) & 1) ^ 1)
-        w_bufs.index(d).store(w)
+        if PACKED:
+            w = decode_packed_tile(codes, s_lo, s_hi, BN, BK, FUSED)
+            mbarrier.wait(w_free.index(d), ((i // D) & 1) ^ 1)
+            # bf16 pairs as 32-bit words: the same bytes under the same 128-byte swizzle
+            w_bufs.index(d)._reinterpret(gl.int32, [BN, BK // 2], pair_smem()).store(w)
+        else:
+            w = decode_tile(codes, sc, BN, BK, DW)
+            mbarrier.wait(w_free.index(d), ((i // D) & 1) ^ 1)
+            w_bufs.index(d).store(w)
         fence_async_shared()  # the wgmma (async proxy) reads what these stores wrote
         mbarrier.arrive(decoded.index(d), count=1)
 
@@ -194,6 +245,69 @@ def _scale_chunk(s_buf, first: gl.constexpr, s_ptr, off_n, kb0, kb_step, N, KS,
     # (memdesc reshape asserts in triton 3.6; _reinterpret gives the same bytes another shape)
     rows_2d = s_buf._reinterpret(gl.uint8, [s_buf.shape[0] * BN, NB], s_buf.layout)
     rows_2d.slice(first * BN, CH * BN).store(sc)
+
+
+@gluon.jit
+def _scale_chunk_packed(s_buf, first: gl.constexpr, s_ptr, off_n, kb0, kb_step, NP, KS,
+                        DW: gl.constexpr):
+    """Rows (first + j) * NB + b of the [NB CH, BN] view of s_buf = HopperWeight scale row
+    kb0 + j * kb_step + b (scales [KS = Kp/32, NP], transposed), columns off_n..: loads and
+    stores along N; 127 past the ends (those codes are zero)."""
+    CH: gl.constexpr = SCALE_CHUNK
+    BN: gl.constexpr = s_buf.shape[1]
+    NB: gl.constexpr = s_buf.shape[2]
+    L: gl.constexpr = gl.BlockedLayout([1, 16], [32 // (BN // 16), BN // 16], [DW, 1], [1, 0])
+    r = gl.arange(0, CH * NB, layout=gl.SliceLayout(1, L))  # row r: step r // NB, block r % NB
+    kb = kb0 + (r // NB) * kb_step + r % NB
+    cols = off_n + gl.arange(0, BN, layout=gl.SliceLayout(0, L))
+    sc = gl.load(s_ptr + kb.to(gl.int64)[:, None] * NP + cols[None, :],
+                 mask=(kb < KS)[:, None] & (cols < NP)[None, :], other=127)
+    rows = s_buf._reinterpret(gl.uint8, [s_buf.shape[0] * NB, BN], s_buf.layout)
+    rows.slice(first * NB, CH * NB).store(sc)
+
+
+@gluon.constexpr_function
+def word_smem(BK):
+    """HopperWeight's codes tile [BN, BK/2] bytes (TMA, NVMMA swizzle of BK/2-byte rows) seen
+    as 32-bit words: the same bytes, the same swizzle."""
+    return gl.NVMMASharedLayout(swizzle_byte_width=BK // 2, element_bitwidth=32, rank=2)
+
+
+@gluon.constexpr_function
+def pair_smem():
+    """The decoded W tile [BN, 64] bf16 (128-byte swizzle) seen as [BN, 32] bf16 pairs."""
+    return gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=32, rank=2)
+
+
+@gluon.jit
+def _factor_pair(s, FUSED: gl.constexpr):
+    """int32 holding the bf16 factor of E8M0 bytes s twice: 2^(s-1) (FUSED, s <= 128) or
+    2^(s-127) (exact; 0 the subnormal 2^-127, 255 NaN)."""
+    s = s.to(gl.int32) & 255
+    if FUSED:
+        bits = (s + 126) << 7
+    else:
+        bits = gl.where(s > 0, s << 7, 64)
+        bits = gl.where(s == 255, 0x7FC0, bits)
+    return bits | (bits << 16)
+
+
+@gluon.jit
+def decode_packed_tile(words, s_lo, s_hi, BN: gl.constexpr, BK: gl.constexpr,
+                       FUSED: gl.constexpr):
+    """[BN, BK/2] int32, each a bf16 pair of the [BN, BK] weights in K order (BK = 64: one
+    HopperWeight group), from code words [BN, BK/8] (word_layout; byte j: element j low,
+    element 32 + j high, rotated) and the two blocks' scale bytes [BN, 1]: 18 instructions
+    for 8 elements (9 with FUSED... plus 2 fmas a pair without)."""
+    f_lo = _factor_pair(s_lo, FUSED).broadcast_to([BN, BK // 8])
+    f_hi = _factor_pair(s_hi, FUSED).broadcast_to([BN, BK // 8])
+    lo0, hi0, lo1, hi1 = gl.inline_asm_elementwise(
+        WORD_DECODE_FUSED_ASM if FUSED else WORD_DECODE_ASM, "=r,=r,=r,=r,r,r,r",
+        [words, f_lo, f_hi], dtype=(gl.int32, gl.int32, gl.int32, gl.int32), is_pure=True,
+        pack=1)
+    lo = gl.join(lo0, lo1).reshape([BN, BK // 4])  # pairs 2w, 2w + 1: elements 4w..4w + 3
+    hi = gl.join(hi0, hi1).reshape([BN, BK // 4])  # elements 32 + 4w..
+    return gl.join(lo, hi).permute((0, 2, 1)).reshape([BN, BK // 2])
 
 
 @gluon.jit
@@ -229,6 +343,29 @@ def ws_decode_kernel(codes_ptr, s_ptr, out_ptr, N, K, BN: gl.constexpr, BK: gl.c
     ko = k0 + gl.arange(0, BK, layout=gl.SliceLayout(0, OL))
     gl.store(out_ptr + ro.to(gl.int64)[:, None] * K + ko[None, :], w,
              mask=(ro < N)[:, None] & (ko < K)[None, :])
+
+
+@gluon.jit
+def ws_decode_packed_kernel(codes_ptr, s_ptr, out_ptr, NP, KP, BN: gl.constexpr,
+                            BK: gl.constexpr, FUSED: gl.constexpr):
+    """out [NP, KP] bf16 = HopperWeight codes [NP, KP/2] and scales [KP/32, NP] through
+    decode_packed_tile (bit-exact twin: HopperWeight.to_mx, then the codec); num_warps = 4."""
+    off_n = gl.program_id(0) * BN
+    k0 = gl.program_id(1) * BK
+    WL: gl.constexpr = word_layout(BN, BK, 4)
+    rc = off_n + gl.arange(0, BN, layout=gl.SliceLayout(1, WL))
+    jc = k0 // 8 + gl.arange(0, BK // 8, layout=gl.SliceLayout(0, WL))
+    words = gl.load(codes_ptr.to(gl.pointer_type(gl.int32), bitcast=True)
+                    + rc.to(gl.int64)[:, None] * (KP // 8) + jc[None, :])
+    kb = k0 // 32
+    z = gl.zeros([1], gl.int32, gl.SliceLayout(0, WL))[None, :]
+    s_lo = gl.load(s_ptr + kb.to(gl.int64) * NP + rc[:, None] + z)
+    s_hi = gl.load(s_ptr + (kb + 1).to(gl.int64) * NP + rc[:, None] + z)
+    pairs = decode_packed_tile(words, s_lo, s_hi, BN, BK, FUSED)
+    ro = off_n + gl.arange(0, BN, layout=gl.SliceLayout(1, pairs.type.layout))
+    ko = k0 // 2 + gl.arange(0, BK // 2, layout=gl.SliceLayout(0, pairs.type.layout))
+    gl.store(out_ptr.to(gl.pointer_type(gl.int32), bitcast=True)
+             + ro.to(gl.int64)[:, None] * (KP // 2) + ko[None, :], pairs)
 
 
 @gluon.jit
@@ -299,14 +436,17 @@ def _epilogue(acc, bias_ptr, out_ptr, ws_ptr, lock_ptr, M, N, stride_om, off_m, 
 
 
 @gluon.jit
-def ws_gemm_kernel(x_desc, q_desc, s_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr, M, N, K, KS,
+def ws_gemm_kernel(x_desc, q_desc, s_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr, M, N, K, KS, NP,
                    stride_om, k_chunk, HAS_BIAS: gl.constexpr, SPLIT_K: gl.constexpr,
                    GROUP_M: gl.constexpr, STAGES: gl.constexpr, DECODED: gl.constexpr,
                    DECODERS: gl.constexpr, DECODE_WARPS: gl.constexpr, DECODE_REGS: gl.constexpr,
-                   LOADER: gl.constexpr, num_warps: gl.constexpr):
+                   LOADER: gl.constexpr, PACKED: gl.constexpr, FUSED: gl.constexpr,
+                   num_warps: gl.constexpr):
     """out = x @ dequantize(W)^T (+ bias) for one [BM tokens, BN weight rows] tile and one K
     split; x_desc: TMA descriptor of x [M, K] bf16, box [BM, BK]; q_desc: of the codes
-    [N, K/2], box [BN, BK/2]; s_ptr: scales [N, KS]. k_chunk: K per split, a multiple of BK."""
+    [N, K/2] (PACKED: HopperWeight's [NP, Kp/2]), box [BN, BK/2]; s_ptr: scales [N, KS]
+    (PACKED: [KS = Kp/32, NP], FUSED when every byte is <= 128). k_chunk: K per split, a
+    multiple of BK."""
     BM: gl.constexpr = x_desc.block_type.shape[0]
     BK: gl.constexpr = x_desc.block_type.shape[1]
     BN: gl.constexpr = q_desc.block_type.shape[0]
@@ -357,11 +497,11 @@ def ws_gemm_kernel(x_desc, q_desc, s_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr, M
             (_consumer, (x_desc, x_ready, x_free, decoded, w_free, x_bufs, w_bufs, off_m, k_lo,
                          n_steps, epilogue_args, BN, BM, BK, HAS_BIAS, SPLIT_K, LOADER, num_warps)),
             (_decoder, (s_ptr, q_desc, q_ready, q_free, decoded, w_free, q_bufs, w_bufs,
-                        s_bufs, off_n, k_lo, n_steps, N, KS, BN, BK, DECODE_WARPS,
-                        LOADER, 0, 2)),
+                        s_bufs, off_n, k_lo, n_steps, N, KS, NP, BN, BK, DECODE_WARPS,
+                        LOADER, 0, 2, PACKED, FUSED)),
             (_decoder, (s_ptr, q_desc, q_ready, q_free, decoded, w_free, q_bufs, w_bufs,
-                        s_bufs, off_n, k_lo, n_steps, N, KS, BN, BK, DECODE_WARPS,
-                        LOADER, 1, 2)),
+                        s_bufs, off_n, k_lo, n_steps, N, KS, NP, BN, BK, DECODE_WARPS,
+                        LOADER, 1, 2, PACKED, FUSED)),
             (_loader, (x_desc, q_desc, x_ready, x_free, q_ready, q_free, x_bufs, q_bufs, off_m,
                        off_n, k_lo, n_steps, BK)),
         ], [DECODE_WARPS, DECODE_WARPS, LOADER_WARPS], [DECODE_REGS, DECODE_REGS, 24])
@@ -370,8 +510,8 @@ def ws_gemm_kernel(x_desc, q_desc, s_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr, M
             (_consumer, (x_desc, x_ready, x_free, decoded, w_free, x_bufs, w_bufs, off_m, k_lo,
                          n_steps, epilogue_args, BN, BM, BK, HAS_BIAS, SPLIT_K, LOADER, num_warps)),
             (_decoder, (s_ptr, q_desc, q_ready, q_free, decoded, w_free, q_bufs, w_bufs,
-                        s_bufs, off_n, k_lo, n_steps, N, KS, BN, BK, DECODE_WARPS,
-                        LOADER, 0, 1)),
+                        s_bufs, off_n, k_lo, n_steps, N, KS, NP, BN, BK, DECODE_WARPS,
+                        LOADER, 0, 1, PACKED, FUSED)),
             (_loader, (x_desc, q_desc, x_ready, x_free, q_ready, q_free, x_bufs, q_bufs, off_m,
                        off_n, k_lo, n_steps, BK)),
         ], [DECODE_WARPS, LOADER_WARPS], [DECODE_REGS, 24])
@@ -380,6 +520,6 @@ def ws_gemm_kernel(x_desc, q_desc, s_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr, M
             (_consumer, (x_desc, x_ready, x_free, decoded, w_free, x_bufs, w_bufs, off_m, k_lo,
                          n_steps, epilogue_args, BN, BM, BK, HAS_BIAS, SPLIT_K, LOADER, num_warps)),
             (_decoder, (s_ptr, q_desc, q_ready, q_free, decoded, w_free, q_bufs, w_bufs,
-                        s_bufs, off_n, k_lo, n_steps, N, KS, BN, BK, DECODE_WARPS,
-                        LOADER, 0, 1)),
+                        s_bufs, off_n, k_lo, n_steps, N, KS, NP, BN, BK, DECODE_WARPS,
+                        LOADER, 0, 1, PACKED, FUSED)),
         ], [DECODE_WARPS], [DECODE_REGS])
