@@ -200,6 +200,7 @@ def variants(m: int, n: int, k: int, sms: int, sweep: bool) -> list:
     elif base["BM"] == 128:
         v("d2", DECODED=2)
         v("d4", DECODED=4)
+        v("d4x2", DECODED=4, DECODERS=2, maxnreg=128)
         v("2wg_256", BM=256, STAGES=4, DECODED=2, num_warps=8, LOADER=False)
         v("2wg_256_s3d3", BM=256, STAGES=3, DECODED=3, num_warps=8, LOADER=False)
     else:  # 128 x 256, two consumer warpgroups
