@@ -17,10 +17,13 @@ in registers, so decode and tensor cores take turns. Here two or three partition
   K steps so that one's waits and fences overlap the other's work): per K step reads the
   codes from shared memory (then frees the slot), decodes E2M1 x 2^(s-127) to bf16 (exact)
   and writes the [BN, BK] tile into a DECODED-deep ring of 128B-swizzled buffers: with two,
-  step i + 1 waits for wgmma i - 1 to retire; deeper rings let the decoders run ahead. The scale bytes are plain loads (too
-  narrow and unaligned for TMA), SCALE_CHUNK steps at a time through shared memory: the
-  proxy fences each step needs (MEMBAR) order a thread's loads in flight too, so one load a
-  step could pay a DRAM round trip a step; a chunk pays one per SCALE_CHUNK steps.
+  step i + 1 waits for wgmma i - 1 to retire; deeper rings let the decoders run ahead. The
+  scale bytes are plain loads (too narrow and unaligned for TMA), SCALE_CHUNK steps at a
+  time through shared memory: the proxy fences each step needs (MEMBAR) order a thread's
+  loads in flight too, so one load a step could pay a DRAM round trip a step; a chunk pays
+  one per SCALE_CHUNK steps. PACKED (a HopperWeight, layouts.py): codes are read as 32-bit
+  words and decoded with the v1 kernels' bit trick (decode_packed_tile), cheaper than
+  fp4_to_fp on the plain layout.
 - consumer (the default partition, num_warps = 4 or 8: one or two warpgroups, each owning
   BN / warpgroups weight rows): acc[BN, BM] += W tile @ x tile^T with async wgmma (W is
   wgmma's A from shared memory, x the B operand through a transposed view), one wgmma kept in
@@ -298,7 +301,7 @@ def decode_packed_tile(words, s_lo, s_hi, BN: gl.constexpr, BK: gl.constexpr,
     """[BN, BK/2] int32, each a bf16 pair of the [BN, BK] weights in K order (BK = 64: one
     HopperWeight group), from code words [BN, BK/8] (word_layout; byte j: element j low,
     element 32 + j high, rotated) and the two blocks' scale bytes [BN, 1]: 18 instructions
-    for 8 elements (9 with FUSED... plus 2 fmas a pair without)."""
+    for a word's 8 elements (FUSED; 22 without), against ~28 for decode_tile's fp4_to_fp."""
     f_lo = _factor_pair(s_lo, FUSED).broadcast_to([BN, BK // 8])
     f_hi = _factor_pair(s_hi, FUSED).broadcast_to([BN, BK // 8])
     lo0, hi0, lo1, hi1 = gl.inline_asm_elementwise(
