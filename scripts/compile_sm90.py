@@ -108,10 +108,16 @@ def _ws_gemm(m: int, n: int = 14336, k: int = 4096, **overrides):
     return ws_gemm.compile_args(m, n, k, **overrides)
 
 
-def _ws_decode():
+def _ws_decode(packed: bool = False):
     from mxfp4.kernels import ws_gemm
-    n, k = 2880, 2880
+    n, k = 2944, 2944  # packed: HopperWeight's padded rows and K
     out = torch.empty(n, k, dtype=torch.bfloat16)
+    if packed:
+        from mxfp4.kernels.ws_decode import ws_decode_packed_kernel
+        args = (torch.empty(n, k // 2, dtype=torch.uint8),
+                torch.empty(k // 32, n, dtype=torch.uint8), out, n, k)
+        return ws_decode_packed_kernel, args, dict(BN=ws_gemm.BN, BK=ws_gemm.BK, FUSED=True,
+                                                   num_warps=4)
     kernel, args, _ = ws_gemm.decode_args(torch.empty(n, k // 2, dtype=torch.uint8),
                                           torch.empty(n, k // 32, dtype=torch.uint8), out)
     return kernel, args, dict(BN=ws_gemm.BN, BK=ws_gemm.BK, num_warps=4)
@@ -122,6 +128,7 @@ REGISTRY = {
     "linear_v1_m256": lambda: _linear_v1(256, hopper=True),
     "linear_v1_plain_m256": lambda: _linear_v1(256, hopper=False),
     "ws_decode": _ws_decode,
+    "ws_decode_packed": lambda: _ws_decode(packed=True),
     # ws_gemm entries take config overrides: ws_gemm_m16:maxnreg=80,STAGES=6
     "ws_gemm_m16": lambda **o: _ws_gemm(16, **o),
     "ws_gemm_m64": lambda **o: _ws_gemm(64, **o),

@@ -121,9 +121,11 @@ def test_small_batches_split_k_when_tiles_are_few():
 
 def test_module_loads_without_gluon():
     """The host module imports no Gluon (CI's triton has another Gluon API)."""
-    sys.modules.pop("mxfp4.kernels.ws_gemm_kernel", None)
+    for gluon_module in ("mxfp4.kernels.ws_gemm_kernel", "mxfp4.kernels.ws_decode"):
+        sys.modules.pop(gluon_module, None)
     importlib.reload(ws_gemm)
     assert "mxfp4.kernels.ws_gemm_kernel" not in sys.modules
+    assert "mxfp4.kernels.ws_decode" not in sys.modules
 
 
 def test_tma_operands_are_contiguous_and_16_byte_aligned():

@@ -246,7 +246,7 @@ def _dequantize_packed(w: HopperWeight) -> torch.Tensor:
                              w.block_size, w.shape[1])
     if why:
         raise RuntimeError(f"the warp-specialized decoder cannot run here: {why}")
-    from .ws_gemm_kernel import ws_decode_packed_kernel
+    from .ws_decode import ws_decode_packed_kernel
     np_, kp = w.codes.shape[0], w.codes.shape[1] * 2
     out = torch.empty(np_, kp, dtype=torch.bfloat16, device=w.device)
     ws_decode_packed_kernel[(np_ // BN, kp // BK)](w.codes, w.scales, out, np_, kp, BN=BN, BK=BK,
@@ -256,7 +256,7 @@ def _dequantize_packed(w: HopperWeight) -> torch.Tensor:
 
 
 def decode_args(codes, scales, out):
-    from .ws_gemm_kernel import ws_decode_kernel
+    from .ws_decode import ws_decode_kernel
     n, k = out.shape
     return ws_decode_kernel, (codes, scales, out, n, k), (triton.cdiv(n, BN), triton.cdiv(k, BK))
 
