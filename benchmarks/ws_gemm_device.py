@@ -57,6 +57,7 @@ RAGGED = (2912, 2920)
 CHECK_MS = [1, 16, 17, 64, 100, 256, 300, 4096]
 TIME_MS = [16, 64, 256, 4096]
 ROTATE = 600e6
+ONLY: set = set()  # --only: the sweep labels to time (beside the default)
 STALL_S = 150  # no progress line for this long: a kernel hangs (say, a barrier deadlock)
 LOG: list[str] = []
 _LAST = [time.time()]
@@ -204,7 +205,7 @@ def variants(m: int, n: int, k: int, sms: int, sweep: bool) -> list:
         # same MACs (L2 traffic was the limit of 128 x 256), twice the decode a step
         v("256x128", BN=256, BM=128, STAGES=4)
         v("256x128_dec8", BN=256, BM=128, STAGES=4, DECODE_WARPS=8, maxnreg=128)
-    return out[:6]
+    return [(label, c) for label, c in out if not ONLY or label in ONLY or label == "default"]
 
 
 def family(cfg: dict) -> str:
@@ -381,6 +382,10 @@ def main() -> int:
     ap.add_argument("--shapes", default="", help="indices into SHAPES, e.g. 0,2")
     ap.add_argument("--ms", default="", help="the M values to time, e.g. 256,4096 "
                     f"(default {','.join(map(str, TIME_MS))})")
+    ap.add_argument("--only", default="", help="sweep labels to time beside the default, "
+                    "e.g. d4,d4x2")
+    ap.add_argument("--fast", action="store_true", help="no smoke products and GEMM checks: "
+                    "the decode check, then each timed config checked once before timing")
     ap.add_argument("--smoke-child", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if not torch.cuda.is_available():
@@ -397,6 +402,7 @@ def main() -> int:
     sweep = not (a.quick or a.no_sweep)
     check_shapes = (shapes[:1] if a.quick else shapes) + [RAGGED]
     check_ms = [1, 16, 100, 256, 4096] if a.quick else CHECK_MS
+    ONLY.update(x for x in a.only.split(",") if x)
     g = torch.Generator(device="cuda").manual_seed(24)
     watchdog(out_dir)
     t0 = time.time()
@@ -406,6 +412,10 @@ def main() -> int:
         sms = torch.cuda.get_device_properties(0).multi_processor_count
         configs = [ws_gemm.ws_config(m, n, k, sms) for k, n in check_shapes for m in check_ms]
         configs += [c for k, n in shapes for m in time_ms for _, c in variants(m, n, k, sms, sweep)]
+        if a.fast:  # the timing's own pre-check still compares each config with float64
+            result["rows"] = time_all(set(map(family, configs)), shapes, time_ms, sweep, g)
+            table(result["rows"])
+            return 0 if result["decode_ok"] else 1
         good = smoke(configs)
         result["smoke_ok"] = sorted(good)
         for f in dict.fromkeys(family(c) for c in configs):
