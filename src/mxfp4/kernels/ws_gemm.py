@@ -78,7 +78,9 @@ def ws_config(m: int, n: int, k: int, sm_count: int = 132) -> dict:
     compiles every partition under the kernel's cap (setmaxnreg only moves registers at run
     time): 8 + 4 warps at 168 registers fit the 64K-register file, 8 + 4 + 1 would be padded
     to 16 warps at 128. Split K while the tiles are fewer than half the SMs and each split
-    keeps at least 8 steps of BK.
+    keeps at least 8 steps of BK. DECODED (decoded W tiles in flight) and DECODERS (decoder
+    partitions on alternate K steps) stay 2 and 1 until a device run says otherwise (the
+    sweep in benchmarks/ws_gemm_device.py times 4 and 2).
     """
     bm = 16
     while bm < min(m, 128):
