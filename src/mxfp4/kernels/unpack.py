@@ -198,19 +198,22 @@ def unpack_hopper_bf16(packed, s_lo, s_hi):
 # 2^(s-1) is a normal bf16, so $3/$4 carry 2^(s-1) (bits (s + 126) << 7) and one fma per pair
 # both undoes the subnormal placement and applies the scale.
 def fused_decode_ptx(src: str, selector: str, out_lo: str, out_hi: str, f_lo: str,
-                     f_hi: str) -> str:
+                     f_hi: str, prescale: str | None = None) -> str:
     """PTX lines of the fused decode of two HopperWeight bytes of register `src` (picked by the
     prmt selector: 0x1404 for bytes 0, 1 and 0x3424 for bytes 2, 3) into the bf16x2 registers
-    out_lo (low codes times f_lo) and out_hi (high codes times f_hi); uses a, t, u, z."""
+    out_lo (low codes times f_lo) and out_hi (high codes times f_hi); uses a, t, u, z.
+    prescale: a register of 2^126 pairs to multiply by first (then f is 2^(s-127): any scale
+    byte), None for the one-fma form (f = 2^(s-1), bytes <= 128)."""
+    pre = f"fma.rn.bf16x2 t, t, {prescale}, z;\n" if prescale else ""
     return f"""prmt.b32 a, {src}, 0, {selector};
 shr.b32 t, a, 2;
 shl.b32 u, a, 4;
 lop3.b32 t, t, u, 0x81C081C0, 0xA8;
-fma.rn.bf16x2 {out_lo}, t, {f_lo}, z;
+{pre}fma.rn.bf16x2 {out_lo}, t, {f_lo}, z;
 shr.b32 t, a, 7;
 shl.b32 u, a, 3;
 lop3.b32 t, t, u, 0x81C081C0, 0xA8;
-fma.rn.bf16x2 {out_hi}, t, {f_hi}, z;
+{pre}fma.rn.bf16x2 {out_hi}, t, {f_hi}, z;
 """
 
 
@@ -221,6 +224,20 @@ def fused_decode_asm(*snippets: str) -> tl.constexpr:
 
 
 _HOPPER_FUSED_ASM = fused_decode_asm(fused_decode_ptx("$2", "0x1404", "$0", "$1", "$3", "$4"))
+
+
+def word_decode_asm(fused: bool) -> str:
+    """PTX of the decode of one 32-bit word of HopperWeight codes ($4: bytes 4w..4w+3 of a
+    group, whose low nibbles are elements 4w.. and high nibbles 32 + 4w..) into four bf16x2
+    registers: $0 / $2 the low codes of bytes 0-1 / 2-3, $1 / $3 the high ones, times the
+    factors $5 (low block) / $6 (high block), each a bf16 pair: 2^(s-1) when fused (bytes
+    <= 128), else 2^(s-127) after a first multiply by 2^126. The warp-specialized GEMM's
+    decoder (kernels/ws_decode.py) runs it; tests/test_ws_decode_asm.py executes it on the CPU."""
+    pre = None if fused else "k"
+    body = "".join(fused_decode_ptx("$4", sel, lo, hi, "$5", "$6", pre)
+                   for sel, lo, hi in (("0x1404", "$0", "$1"), ("0x3424", "$2", "$3")))
+    return ("\n{\n.reg .b32 a, t, u, k, z;\nmov.b32 z, 0x80008000;\nmov.b32 k, 0x7E807E80;\n"
+            + body + "}\n")
 
 
 @triton.jit

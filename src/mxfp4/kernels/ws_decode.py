@@ -14,28 +14,13 @@ from __future__ import annotations
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 
+from .unpack import word_decode_asm
 
-def _word_decode_ptx(fused: bool) -> str:
-    """PTX of the HopperWeight decode (kernels/unpack.py explains the bit trick) of one 32-bit
-    word of codes ($4: bytes 4w..4w+3, low nibbles elements 4w.., high nibbles 32 + 4w..)
-    into four bf16x2 registers: $0 / $2 the low codes of bytes 0-1 / 2-3, $1 / $3 the high
-    ones. Factors: fused, $5 / $6 = 2^(s-1) of the low / high block (one fma undoes the
-    subnormal placement and scales; every scale byte <= 128); else $5 / $6 = 2^(s-127) and a
-    first fma by 2^126. Each factor register holds the bf16 twice."""
-    lines = ["{", ".reg .b32 a, t, u, k, z;", "mov.b32 k, 0x7E807E80;", "mov.b32 z, 0x80008000;"]
-    for sel, lo, hi in (("0x1404", "$0", "$1"), ("0x3424", "$2", "$3")):
-        lines.append(f"prmt.b32 a, $4, 0, {sel};")
-        for out, right, left, f in ((lo, 2, 4, "$5"), (hi, 7, 3, "$6")):
-            lines += [f"shr.b32 t, a, {right};", f"shl.b32 u, a, {left};",
-                      "lop3.b32 t, t, u, 0x81C081C0, 0xA8;"]
-            if not fused:
-                lines.append("fma.rn.bf16x2 t, t, k, z;")
-            lines.append(f"fma.rn.bf16x2 {out}, t, {f}, z;")
-    return "\n".join(lines + ["}"])
+# one 32-bit word of HopperWeight codes -> four bf16 pairs (kernels/unpack.py)
+WORD_DECODE_ASM = gl.constexpr(word_decode_asm(fused=False))
+WORD_DECODE_FUSED_ASM = gl.constexpr(word_decode_asm(fused=True))
 
 
-WORD_DECODE_ASM = gl.constexpr(_word_decode_ptx(False))
-WORD_DECODE_FUSED_ASM = gl.constexpr(_word_decode_ptx(True))
 @gluon.constexpr_function
 def block_layout(BN, BK, warps, per_thread):
     """[BN, BK/32, per_thread]: each thread holds one 32-element scale block, as its 16 code
