@@ -70,7 +70,7 @@ def out_layout(BN, BM, num_warps):
 
 
 @gluon.jit
-def _loader(x_desc, q_desc, x_ready, x_free, q_ready, q_free, x_bufs, q_bufs, off_m, off_n, k_lo,
+def _loader(x_desc, q_desc, x_ready, x_free, q_ready, q_free, x_bufs, q_bufs, off_m, q_row, k_lo,
             n_steps, BK: gl.constexpr):
     S: gl.constexpr = x_bufs.shape[0]
     for i in range(n_steps):
@@ -80,7 +80,7 @@ def _loader(x_desc, q_desc, x_ready, x_free, q_ready, q_free, x_bufs, q_bufs, of
         # start with phase 1 complete, so the first pass does not wait
         mbarrier.wait(q_free.index(s), ((i // S) & 1) ^ 1)
         mbarrier.expect(q_ready.index(s), q_desc.block_type.nbytes)
-        tma.async_copy_global_to_shared(q_desc, [off_n, k // 2], q_ready.index(s), q_bufs.index(s))
+        tma.async_copy_global_to_shared(q_desc, [q_row, k // 2], q_ready.index(s), q_bufs.index(s))
         mbarrier.wait(x_free.index(s), ((i // S) & 1) ^ 1)
         mbarrier.expect(x_ready.index(s), x_desc.block_type.nbytes)
         tma.async_copy_global_to_shared(x_desc, [off_m, k], x_ready.index(s), x_bufs.index(s))
@@ -96,13 +96,14 @@ def _load_step(desc, bars, bufs, j, n_steps, c0, c1):
 
 
 @gluon.jit
-def _decoder(s_ptr, q_desc, q_ready, q_free, decoded, w_free, q_bufs, w_bufs, s_buf, off_n,
-             k_lo, n_steps, N, KS, NP, BN: gl.constexpr, BK: gl.constexpr, DW: gl.constexpr,
+def _decoder(s_ptr, q_desc, q_ready, q_free, decoded, w_free, q_bufs, w_bufs, s_buf, q_row,
+             off_n, k_lo, n_steps, N, KS, NP, BN: gl.constexpr, BK: gl.constexpr, DW: gl.constexpr,
              LOADER: gl.constexpr, FIRST: gl.constexpr, STRIDE: gl.constexpr,
              PACKED: gl.constexpr, FUSED: gl.constexpr):
     """Decodes steps FIRST, FIRST + STRIDE, ...: with STRIDE decoder partitions, each one's
     chain of waits, loads, fences and stores overlaps the others' (STRIDE divides S and D,
-    so every ring slot and its barriers belong to one partition)."""
+    so every ring slot and its barriers belong to one partition). q_row: the tile's first row
+    in the codes (q_desc), off_n: its first weight row (scale columns, PACKED)."""
     S: gl.constexpr = q_bufs.shape[0]
     D: gl.constexpr = w_bufs.shape[0]
     CH: gl.constexpr = SCALE_CHUNK  # this partition's steps per chunk of scale bytes, kept
@@ -110,7 +111,7 @@ def _decoder(s_ptr, q_desc, q_ready, q_free, decoded, w_free, q_bufs, w_bufs, s_
     SL: gl.constexpr = gl.SliceLayout(2, value_layout(BN, BK, DW))  # [BN, BK/32] scales
     if not LOADER:  # this partition loads its own codes: its first steps up front
         for j in gl.static_range(FIRST, S, STRIDE):
-            _load_step(q_desc, q_ready, q_bufs, j, n_steps, off_n, (k_lo + j * BK) // 2)
+            _load_step(q_desc, q_ready, q_bufs, j, n_steps, q_row, (k_lo + j * BK) // 2)
     for i in range(FIRST, n_steps, STRIDE):
         s = i % S
         d = i % D
@@ -146,7 +147,7 @@ def _decoder(s_ptr, q_desc, q_ready, q_free, decoded, w_free, q_bufs, w_bufs, s_
             mbarrier.arrive(q_free.index(s), count=1)
         else:
             gl.thread_barrier()  # every warp has its codes before one thread reloads the slot
-            _load_step(q_desc, q_ready, q_bufs, i + S, n_steps, off_n, (k_lo + (i + S) * BK) // 2)
+            _load_step(q_desc, q_ready, q_bufs, i + S, n_steps, q_row, (k_lo + (i + S) * BK) // 2)
         if PACKED:
             w = decode_packed_tile(codes, s_lo, s_hi, BN, BK, FUSED)
             mbarrier.wait(w_free.index(d), ((i // D) & 1) ^ 1)
@@ -202,7 +203,8 @@ def _scale_chunk_packed(s_buf, first: gl.constexpr, s_ptr, off_n, kb0, kb_step, 
 
 @gluon.jit
 def _consumer(x_desc, x_ready, x_free, decoded, w_free, x_bufs, w_bufs, off_m, k_lo, n_steps,
-              epilogue_args, BN: gl.constexpr, BM: gl.constexpr, BK: gl.constexpr,
+              EPILOGUE: gl.constexpr, epilogue_args, BN: gl.constexpr, BM: gl.constexpr,
+              BK: gl.constexpr,
               HAS_BIAS: gl.constexpr, SPLIT_K: gl.constexpr, LOADER: gl.constexpr,
               num_warps: gl.constexpr):
     S: gl.constexpr = x_bufs.shape[0]
@@ -230,7 +232,7 @@ def _consumer(x_desc, x_ready, x_free, decoded, w_free, x_bufs, w_bufs, off_m, k
     acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
     # the epilogue runs here, under this partition's raised register cap (the kernel body's
     # cap is what the whole CTA's warps can share)
-    _epilogue(acc, *epilogue_args, BN, BM, HAS_BIAS, SPLIT_K, num_warps)
+    EPILOGUE(acc, *epilogue_args, BN, BM, HAS_BIAS, SPLIT_K, num_warps)
 
 
 @gluon.jit
@@ -282,8 +284,6 @@ def ws_gemm_kernel(x_desc, q_desc, s_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr, M
     BM: gl.constexpr = x_desc.block_type.shape[0]
     BK: gl.constexpr = x_desc.block_type.shape[1]
     BN: gl.constexpr = q_desc.block_type.shape[0]
-    S: gl.constexpr = STAGES  # x + codes slots in flight
-    D: gl.constexpr = DECODED  # decoded W tiles: how far the decoders may run ahead of the wgmma
     # tile order: groups of GROUP_M token tiles sweep the weight tiles, so that both a group's
     # x rows and the current weight tiles stay in L2
     pid = gl.program_id(0)
@@ -300,6 +300,27 @@ def ws_gemm_kernel(x_desc, q_desc, s_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr, M
     k_lo = pid_k * k_chunk
     n_steps = gl.cdiv(gl.minimum(k_chunk, K - k_lo), BK)
 
+    ws_tile(x_desc, q_desc, s_ptr, off_m, off_n, off_n, k_lo, n_steps, N, KS, NP, _epilogue,
+            (bias_ptr, out_ptr, ws_ptr, lock_ptr, M, N, stride_om, off_m, off_n, pid_m, pid_n,
+             pid_k, tiles_n), HAS_BIAS, SPLIT_K, STAGES, DECODED, DECODERS, DECODE_WARPS,
+            DECODE_REGS, LOADER, PACKED, FUSED, num_warps)
+
+
+@gluon.jit
+def ws_tile(x_desc, q_desc, s_ptr, off_m, q_row, off_n, k_lo, n_steps, N, KS, NP,
+            EPILOGUE: gl.constexpr, epilogue_args, HAS_BIAS: gl.constexpr, SPLIT_K: gl.constexpr,
+            STAGES: gl.constexpr, DECODED: gl.constexpr, DECODERS: gl.constexpr,
+            DECODE_WARPS: gl.constexpr, DECODE_REGS: gl.constexpr, LOADER: gl.constexpr,
+            PACKED: gl.constexpr, FUSED: gl.constexpr, num_warps: gl.constexpr):
+    """One [BM tokens, BN weight rows] tile over n_steps K steps from k_lo: x rows from off_m
+    (x_desc), codes rows from q_row (q_desc), scales of weight rows off_n..; the consumer ends
+    with EPILOGUE(acc [BN, BM] fp32, *epilogue_args, BN, BM, HAS_BIAS, SPLIT_K, num_warps).
+    Shared by ws_gemm_kernel and the MoE's grouped kernels (kernels/ws_moe_kernel.py)."""
+    BM: gl.constexpr = x_desc.block_type.shape[0]
+    BK: gl.constexpr = x_desc.block_type.shape[1]
+    BN: gl.constexpr = q_desc.block_type.shape[0]
+    S: gl.constexpr = STAGES  # x + codes slots in flight
+    D: gl.constexpr = DECODED  # decoded W tiles: how far the decoders may run ahead of the wgmma
     x_bufs = gl.allocate_shared_memory(gl.bfloat16, [S, BM, BK], x_desc.layout)
     q_bufs = gl.allocate_shared_memory(gl.uint8, [S, BN, BK // 2], q_desc.layout)
     w_bufs = gl.allocate_shared_memory(gl.bfloat16, [D, BN, BK],
@@ -321,37 +342,35 @@ def ws_gemm_kernel(x_desc, q_desc, s_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr, M
         mbarrier.init(decoded.index(i), count=1)
         mbarrier.init(w_free.index(i), count=1)
 
-    epilogue_args = (bias_ptr, out_ptr, ws_ptr, lock_ptr, M, N, stride_om, off_m, off_n, pid_m,
-                     pid_n, pid_k, tiles_n)
     # (argument tuples written inline: a tuple held in a variable loses its constexprs)
     if DECODERS == 2:  # two decoder partitions take alternate steps (with the loader warp)
         gl.warp_specialize([
             (_consumer, (x_desc, x_ready, x_free, decoded, w_free, x_bufs, w_bufs, off_m, k_lo,
-                         n_steps, epilogue_args, BN, BM, BK, HAS_BIAS, SPLIT_K, LOADER, num_warps)),
+                         n_steps, EPILOGUE, epilogue_args, BN, BM, BK, HAS_BIAS, SPLIT_K, LOADER, num_warps)),
             (_decoder, (s_ptr, q_desc, q_ready, q_free, decoded, w_free, q_bufs, w_bufs,
-                        s_bufs, off_n, k_lo, n_steps, N, KS, NP, BN, BK, DECODE_WARPS,
+                        s_bufs, q_row, off_n, k_lo, n_steps, N, KS, NP, BN, BK, DECODE_WARPS,
                         LOADER, 0, 2, PACKED, FUSED)),
             (_decoder, (s_ptr, q_desc, q_ready, q_free, decoded, w_free, q_bufs, w_bufs,
-                        s_bufs, off_n, k_lo, n_steps, N, KS, NP, BN, BK, DECODE_WARPS,
+                        s_bufs, q_row, off_n, k_lo, n_steps, N, KS, NP, BN, BK, DECODE_WARPS,
                         LOADER, 1, 2, PACKED, FUSED)),
             (_loader, (x_desc, q_desc, x_ready, x_free, q_ready, q_free, x_bufs, q_bufs, off_m,
-                       off_n, k_lo, n_steps, BK)),
+                       q_row, k_lo, n_steps, BK)),
         ], [DECODE_WARPS, DECODE_WARPS, LOADER_WARPS], [DECODE_REGS, DECODE_REGS, 24])
     elif LOADER:
         gl.warp_specialize([
             (_consumer, (x_desc, x_ready, x_free, decoded, w_free, x_bufs, w_bufs, off_m, k_lo,
-                         n_steps, epilogue_args, BN, BM, BK, HAS_BIAS, SPLIT_K, LOADER, num_warps)),
+                         n_steps, EPILOGUE, epilogue_args, BN, BM, BK, HAS_BIAS, SPLIT_K, LOADER, num_warps)),
             (_decoder, (s_ptr, q_desc, q_ready, q_free, decoded, w_free, q_bufs, w_bufs,
-                        s_bufs, off_n, k_lo, n_steps, N, KS, NP, BN, BK, DECODE_WARPS,
+                        s_bufs, q_row, off_n, k_lo, n_steps, N, KS, NP, BN, BK, DECODE_WARPS,
                         LOADER, 0, 1, PACKED, FUSED)),
             (_loader, (x_desc, q_desc, x_ready, x_free, q_ready, q_free, x_bufs, q_bufs, off_m,
-                       off_n, k_lo, n_steps, BK)),
+                       q_row, k_lo, n_steps, BK)),
         ], [DECODE_WARPS, LOADER_WARPS], [DECODE_REGS, 24])
     else:  # the consumer loads x and the decoder its codes: no loader warp to pad to a group
         gl.warp_specialize([
             (_consumer, (x_desc, x_ready, x_free, decoded, w_free, x_bufs, w_bufs, off_m, k_lo,
-                         n_steps, epilogue_args, BN, BM, BK, HAS_BIAS, SPLIT_K, LOADER, num_warps)),
+                         n_steps, EPILOGUE, epilogue_args, BN, BM, BK, HAS_BIAS, SPLIT_K, LOADER, num_warps)),
             (_decoder, (s_ptr, q_desc, q_ready, q_free, decoded, w_free, q_bufs, w_bufs,
-                        s_bufs, off_n, k_lo, n_steps, N, KS, NP, BN, BK, DECODE_WARPS,
+                        s_bufs, q_row, off_n, k_lo, n_steps, N, KS, NP, BN, BK, DECODE_WARPS,
                         LOADER, 0, 1, PACKED, FUSED)),
         ], [DECODE_WARPS], [DECODE_REGS])
