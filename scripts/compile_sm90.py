@@ -123,7 +123,36 @@ def _ws_decode(packed: bool = False):
     return kernel, args, dict(BN=ws_gemm.BN, BK=ws_gemm.BK, num_warps=4)
 
 
+def _ws_moe_w2(bm: int = 64, **overrides):
+    """W2 of gpt-oss-120b (E = 128, H = I = 2880) for row blocks of bm pairs at T = 1024."""
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+    from mxfp4.kernels import ws_gemm, ws_moe
+    from mxfp4.kernels.ws_moe_kernel import ws_moe_w2_kernel
+    e, h, i, pairs, nb = 128, 2880, 2880, 4096, 192
+    a = torch.empty(pairs, i, dtype=torch.bfloat16)
+    codes = torch.empty(e * h, i // 2, dtype=torch.uint8)
+    scales = torch.empty(e, i // 32, h, dtype=torch.uint8)
+    tables = [torch.empty(n, dtype=torch.int32) for n in (pairs, nb, nb, nb)]
+    cfg = dict(ws_moe.w2_config(bm), **overrides)
+    bk = ws_gemm.BK
+    a_desc = TensorDescriptor.from_tensor(
+        a, [bm, bk], gl.NVMMASharedLayout.get_default_for([bm, bk], gl.bfloat16))
+    q_desc = TensorDescriptor.from_tensor(
+        codes, [ws_moe.BN, bk // 2], gl.NVMMASharedLayout.get_default_for([ws_moe.BN, bk // 2],
+                                                                          gl.uint8))
+    for key in ("BN", "BM", "SPLIT_K", "LOADER"):
+        cfg.pop(key)
+    b2, wts, y = torch.empty(e, h), torch.empty(pairs), torch.empty(pairs, h, dtype=torch.bfloat16)
+    args = (a_desc, q_desc, scales, b2, wts, y, *tables, h, i, h, i // 32, nb)
+    return ws_moe_w2_kernel, args, dict(FUSED=True, **cfg)
+
+
 REGISTRY = {
+    "ws_moe_w2_m64": lambda **o: _ws_moe_w2(64, **o),
+    "ws_moe_w2_m16": lambda **o: _ws_moe_w2(16, **o),
+    "ws_moe_w2_m128": lambda **o: _ws_moe_w2(128, **o),
     "dense_gemv": _dense_gemv,
     "linear_v1_m256": lambda: _linear_v1(256, hopper=True),
     "linear_v1_plain_m256": lambda: _linear_v1(256, hopper=False),

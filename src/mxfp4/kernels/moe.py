@@ -70,6 +70,9 @@ class MoEConfig:
     # batch only: tiles for each expert's last 1..tail.bm rows past a multiple of w1.bm, run
     # as a second pair of GEMMs instead of a w1.bm-row block that is mostly padding
     tail: GemmConfig | None = None
+    # batch only: W2 on the warp-specialized Gluon tile (kernels/ws_moe.py; sm_90 + triton 3.6,
+    # every scale byte <= 128), an explicit choice: elsewhere it raises, it never falls back
+    ws: bool = False
 
     def __post_init__(self):
         if self.one_launch and len(self.gemv) == 2 and self.gemv[0] != self.gemv[1]:
@@ -235,7 +238,8 @@ def moe_forward(x: torch.Tensor, router_w, router_b, w1_codes, w1_scales, b1, w2
         if cfg.tail and not cfg.decode:
             parts.append((cfg.tail, cfg.tail, tails, e_pad))
         _tiled_gemms(x, w1_codes, w1_scales, b1, a, parts, ids, wts, w2_codes,
-                     w2_scales, b2, y, H, I, k, alpha, limit, cfg.decode, fused, interp, pdl)
+                     w2_scales, b2, y, H, I, k, alpha, limit, cfg.decode, fused, interp, pdl,
+                     ws=cfg.ws and not cfg.decode)
     bh = 1024
     one_launch = cfg.decode and cfg.one_launch
     _combine_kernel[(T, triton.cdiv(H, bh))](y, out, done if one_launch else y, H, out.stride(0),
@@ -245,9 +249,10 @@ def moe_forward(x: torch.Tensor, router_w, router_b, w1_codes, w1_scales, b1, w2
 
 
 def _tiled_gemms(x, w1_codes, w1_scales, b1, a, parts, ids, wts, w2_codes, w2_scales,
-                 b2, y, H, I, k, alpha, limit, decode, fused, interp, pdl):
+                 b2, y, H, I, k, alpha, limit, decode, fused, interp, pdl, ws=False):
     """W1 and W2 on the tiled tensor-core kernels (kernels/moe_gemm.py), either path; parts:
-    (W1 tiles, W2 tiles, block tables, blocks) for the main blocks and any tail blocks."""
+    (W1 tiles, W2 tiles, block tables, blocks) for the main blocks and any tail blocks.
+    ws: W2 on the warp-specialized kernel instead (batch path)."""
     np1, np2 = w1_codes.shape[1], w2_codes.shape[1]
     kp1, kp2 = w1_codes.shape[2] * 2, w2_codes.shape[2] * 2
     for g1, _, tables, nb in parts:
@@ -258,6 +263,10 @@ def _tiled_gemms(x, w1_codes, w1_scales, b1, a, parts, ids, wts, w2_codes, w2_sc
             BN=bn1, BK=g1.bk, GROUP_M=g1.group_m, FUSED=fused, X_SPLIT=x.dtype != torch.bfloat16,
             RAGGED_K=H % 64 != 0, INTERPRET=interp, **g1.launch(), **pdl)
     for _, g2, tables, nb in parts:
+        if ws:
+            from .ws_moe import ws_w2
+            ws_w2(a, w2_codes, w2_scales, b2, wts, y, tables, nb, g2.bm, fused)
+            continue
         bn2 = _fit(g2.bn, np2)
         _w2_kernel[(nb * (np2 // bn2),)](
             a, w2_codes, w2_scales, b2, ids, wts, y, *tables, I, kp2, H, np2, nb, DECODE=decode,

@@ -1,0 +1,68 @@
+"""The MoE's grouped W2 GEMM on the warp-specialized tile (kernels/ws_gemm_kernel.ws_tile),
+Gluon for triton 3.6 on sm_90a (issue 24). Host side and reference twin: kernels/ws_moe.py
+(the Triton kernel kernels/moe_gemm._w2_kernel computes the same product).
+
+One program = one row block of the expert-sorted pairs (the align kernel's block table) x one
+tile of BN output columns. W2's input rows are already sorted and contiguous (`a`, written by
+W1 at the block's rows), so TMA reads them from the block's first row; rows past the block's
+count belong to the next expert: computed, never stored. The codes descriptor spans the stacked
+experts [E * NP, KP/2] (expert e's row n is row e * NP + n), the scales are each expert's
+HopperWeight scales [KS = KP/32, NP]. The epilogue adds b2[e], multiplies by the pair's routing
+weight and writes the pair's row of y (token order), as _w2_kernel does.
+"""
+
+from __future__ import annotations
+
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+
+from .ws_gemm_kernel import out_layout, ws_tile
+
+
+@gluon.jit
+def _w2_epilogue(acc, b2_ptr, wts_ptr, y_ptr, pair_ptr, e, start, rows, off_n, H,
+                 BN: gl.constexpr, BM: gl.constexpr, HAS_BIAS: gl.constexpr,
+                 SPLIT_K: gl.constexpr, num_warps: gl.constexpr):
+    """y[pair, n] = (acc[n, r] + b2[e, n]) * wts[pair] in bf16 for the block's rows r < rows."""
+    OL: gl.constexpr = out_layout(BN, BM, num_warps)
+    acc = gl.convert_layout(acc, OL)
+    rn = off_n + gl.arange(0, BN, layout=gl.SliceLayout(1, OL))
+    rm = gl.arange(0, BM, layout=gl.SliceLayout(0, OL))
+    ok_m = rm < rows
+    pair = gl.load(pair_ptr + start + rm, mask=ok_m, other=0)
+    wt = gl.load(wts_ptr + pair, mask=ok_m, other=0.0)
+    bias = gl.load(b2_ptr + e.to(gl.int64) * H + rn, mask=rn < H, other=0.0).to(gl.float32)
+    y = (acc + bias[:, None]) * wt[None, :]
+    gl.store(y_ptr + pair.to(gl.int64)[None, :] * H + rn[:, None], y.to(gl.bfloat16),
+             mask=ok_m[None, :] & (rn < H)[:, None])
+
+
+@gluon.jit
+def ws_moe_w2_kernel(a_desc, q_desc, s_ptr, b2_ptr, wts_ptr, y_ptr, sorted_pair_ptr,
+                     block_expert_ptr, block_start_ptr, block_rows_ptr, H, I, NP, KS, NB,
+                     GROUP_M: gl.constexpr, STAGES: gl.constexpr, DECODED: gl.constexpr,
+                     DECODERS: gl.constexpr, DECODE_WARPS: gl.constexpr,
+                     DECODE_REGS: gl.constexpr, FUSED: gl.constexpr, num_warps: gl.constexpr):
+    """a_desc: TMA descriptor of a [P, I] bf16 (pairs in expert-sorted order), box [BM, BK];
+    q_desc: of W2's codes [E * NP, KP/2], box [BN, BK/2]; s_ptr: scales [E, KS, NP]."""
+    BM: gl.constexpr = a_desc.block_type.shape[0]
+    BK: gl.constexpr = a_desc.block_type.shape[1]
+    BN: gl.constexpr = q_desc.block_type.shape[0]
+    # groups of GROUP_M row blocks sweep the column tiles (one expert's blocks are adjacent,
+    # so its weight tiles are read from DRAM about once)
+    pid = gl.program_id(0)
+    tiles_n = NP // BN
+    per_group = GROUP_M * tiles_n
+    first = (pid // per_group) * GROUP_M
+    group = gl.minimum(NB - first, GROUP_M)
+    b = first + (pid % per_group) % group
+    off_n = ((pid % per_group) // group) * BN
+    e = gl.load(block_expert_ptr + b)
+    if e < 0:  # an unused block of the worst-case grid
+        return
+    start = gl.load(block_start_ptr + b)
+    rows = gl.load(block_rows_ptr + b)
+    ws_tile(a_desc, q_desc, s_ptr + e.to(gl.int64) * KS * NP, start, e * NP + off_n, off_n, 0,
+            gl.cdiv(I, BK), H, KS, NP, _w2_epilogue,
+            (b2_ptr, wts_ptr, y_ptr, sorted_pair_ptr, e, start, rows, off_n, H), False, 1,
+            STAGES, DECODED, DECODERS, DECODE_WARPS, DECODE_REGS, True, True, FUSED, num_warps)
