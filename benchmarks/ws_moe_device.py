@@ -1,0 +1,60 @@
+"""On an H100: the MoE layer (gpt-oss-120b shape: E = 128, H = I = 2880, k = 4) with W2 on the
+warp-specialized Gluon tile (`MoEConfig(ws=True)`, kernels/ws_moe.py) against the same config
+on the Triton kernels; each checked against the reference path first, then timed interleaved
+(CUDA graphs; `mxfp4.bench.moe.compare_configs`).
+
+Run: PYTHONPATH=src python3 benchmarks/ws_moe_device.py [--ts 16,64,256,1024,4096,16384]
+Prints one line per T (or why it failed) and a table; writes $OUT/ws_moe.json when OUT is set.
+
+Prediction, written before any run: W2 is about a third of the layer's time at T >= 64 and the
+warp-specialized tile overlaps its decode with the wgmmas, so the layer should gain 10-25 % where
+W2 is decode-bound (T = 256-4096) and little at T = 16, where streaming the weights dominates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+
+import torch
+
+from mxfp4.bench.moe import compare_configs, make_layer
+from mxfp4.kernels.moe import default_config
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ts", default="16,64,256,1024,4096,16384")
+    a = ap.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("ws_moe_device.py needs a CUDA GPU")
+    import triton
+    print(f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}, triton {triton.__version__}")
+    layer = make_layer()
+    rows, failed = [], False
+    for t in [int(x) for x in a.ts.split(",") if x]:
+        base = default_config(t, layer.experts_per_token, layer.num_experts)
+        ws = dataclasses.replace(base, ws=True)
+        try:
+            v1_us, ws_us = compare_configs(layer, t, [base, ws])
+        except Exception as e:  # report and go on: one failure should not hide the others
+            failed = True
+            print(f"T={t}: FAILED {type(e).__name__}: {str(e)[:300]}", flush=True)
+            continue
+        rows.append(dict(T=t, v1_us=round(v1_us, 1), ws_w2_us=round(ws_us, 1),
+                         ratio=round(ws_us / v1_us, 3)))
+        print(f"T={t}: v1 {v1_us:.1f} us, ws W2 {ws_us:.1f} us ({ws_us / v1_us:.2f}x)", flush=True)
+    print(f"\n{'T':>6} {'v1 us':>9} {'ws W2 us':>9} {'ratio':>6}")
+    for r in rows:
+        print(f"{r['T']:>6} {r['v1_us']:>9} {r['ws_w2_us']:>9} {r['ratio']:>6}")
+    if os.environ.get("OUT"):
+        with open(os.path.join(os.environ["OUT"], "ws_moe.json"), "w") as f:
+            json.dump(rows, f, indent=1)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
