@@ -1,14 +1,15 @@
-"""On an H100: the MoE layer (gpt-oss-120b shape: E = 128, H = I = 2880, k = 4) with W2 on the
-warp-specialized Gluon tile (`MoEConfig(ws=True)`, kernels/ws_moe.py) against the same config
+"""On an H100: the MoE layer (gpt-oss-120b shape: E = 128, H = I = 2880, k = 4) with W1 and W2 on
+the warp-specialized Gluon tile (`MoEConfig(ws=True)`, kernels/ws_moe.py) against the same config
 on the Triton kernels; each checked against the reference path first, then timed interleaved
 (CUDA graphs; `mxfp4.bench.moe.compare_configs`).
 
 Run: PYTHONPATH=src python3 benchmarks/ws_moe_device.py [--ts 16,64,256,1024,4096,16384]
 Prints one line per T (or why it failed) and a table; writes $OUT/ws_moe.json when OUT is set.
 
-Prediction, written before any run: W2 is about a third of the layer's time at T >= 64 and the
-warp-specialized tile overlaps its decode with the wgmmas, so the layer should gain 10-25 % where
-W2 is decode-bound (T = 256-4096) and little at T = 16, where streaming the weights dominates.
+Prediction, written before any run: the grouped GEMMs are most of the layer's time at T >= 64
+and the warp-specialized tile overlaps their decode with the wgmmas, so the layer should gain
+20-35 % where they are decode-bound (T = 256-4096), less at T = 16 (weight streaming
+dominates) and at T = 16384 (W1's gather pass, 2 x 377 MB, costs ~0.25 ms).
 """
 
 from __future__ import annotations
@@ -44,12 +45,12 @@ def main() -> int:
             failed = True
             print(f"T={t}: FAILED {type(e).__name__}: {str(e)[:300]}", flush=True)
             continue
-        rows.append(dict(T=t, v1_us=round(v1_us, 1), ws_w2_us=round(ws_us, 1),
+        rows.append(dict(T=t, v1_us=round(v1_us, 1), ws_us=round(ws_us, 1),
                          ratio=round(ws_us / v1_us, 3)))
-        print(f"T={t}: v1 {v1_us:.1f} us, ws W2 {ws_us:.1f} us ({ws_us / v1_us:.2f}x)", flush=True)
-    print(f"\n{'T':>6} {'v1 us':>9} {'ws W2 us':>9} {'ratio':>6}")
+        print(f"T={t}: v1 {v1_us:.1f} us, ws {ws_us:.1f} us ({ws_us / v1_us:.2f}x)", flush=True)
+    print(f"\n{'T':>6} {'v1 us':>9} {'ws us':>9} {'ratio':>6}")
     for r in rows:
-        print(f"{r['T']:>6} {r['v1_us']:>9} {r['ws_w2_us']:>9} {r['ratio']:>6}")
+        print(f"{r['T']:>6} {r['v1_us']:>9} {r['ws_us']:>9} {r['ratio']:>6}")
     if os.environ.get("OUT"):
         with open(os.path.join(os.environ["OUT"], "ws_moe.json"), "w") as f:
             json.dump(rows, f, indent=1)

@@ -135,7 +135,7 @@ def _ws_moe_w2(bm: int = 64, **overrides):
     codes = torch.empty(e * h, i // 2, dtype=torch.uint8)
     scales = torch.empty(e, i // 32, h, dtype=torch.uint8)
     tables = [torch.empty(n, dtype=torch.int32) for n in (pairs, nb, nb, nb)]
-    cfg = dict(ws_moe.w2_config(bm), **overrides)
+    cfg = dict(ws_moe.tile_config(bm), **overrides)
     bk = ws_gemm.BK
     a_desc = TensorDescriptor.from_tensor(
         a, [bm, bk], gl.NVMMASharedLayout.get_default_for([bm, bk], gl.bfloat16))
@@ -149,7 +149,27 @@ def _ws_moe_w2(bm: int = 64, **overrides):
     return ws_moe_w2_kernel, args, dict(FUSED=True, **cfg)
 
 
+def _ws_moe_w1(bm: int = 64, **overrides):
+    """W1 of gpt-oss-120b (E = 128, H = 2880, 2I = 5760) for row blocks of bm pairs, T = 1024."""
+    from mxfp4.kernels import ws_moe
+    from mxfp4.kernels.ws_moe_kernel import ws_moe_w1_kernel
+    e, h, n2, pairs, nb = 128, 2880, 5760, 4096, 192
+    xs = torch.empty(pairs, h, dtype=torch.bfloat16)
+    codes = torch.empty(e, n2, h // 2, dtype=torch.uint8)
+    x_desc, q_desc = ws_moe._descriptors(xs, codes, bm)
+    tables = [torch.empty(nb, dtype=torch.int32) for _ in range(3)]
+    cfg = dict(ws_moe.tile_config(bm), **overrides)
+    for key in ("BN", "BM", "SPLIT_K", "LOADER"):
+        cfg.pop(key)
+    args = (x_desc, q_desc, torch.empty(e, h // 32, n2, dtype=torch.uint8), torch.empty(e, n2),
+            torch.empty(pairs, n2 // 2, dtype=torch.bfloat16), *tables, n2, h, n2, h // 32, nb,
+            1.702, 7.0)
+    return ws_moe_w1_kernel, args, dict(FUSED=True, **cfg)
+
+
 REGISTRY = {
+    "ws_moe_w1_m64": lambda **o: _ws_moe_w1(64, **o),
+    "ws_moe_w1_m16": lambda **o: _ws_moe_w1(16, **o),
     "ws_moe_w2_m64": lambda **o: _ws_moe_w2(64, **o),
     "ws_moe_w2_m16": lambda **o: _ws_moe_w2(16, **o),
     "ws_moe_w2_m128": lambda **o: _ws_moe_w2(128, **o),

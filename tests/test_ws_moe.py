@@ -1,6 +1,6 @@
-"""The MoE's W2 on the warp-specialized tile (MoEConfig(ws=True), kernels/ws_moe.py): its
-configs, and on an sm_90 GPU with triton 3.6 the whole MoE against float64; anywhere else the
-explicit choice raises with the reason (it never falls back)."""
+"""The MoE's W1 and W2 on the warp-specialized tile (MoEConfig(ws=True), kernels/ws_moe.py):
+their configs, and on an sm_90 GPU with triton 3.6 the whole MoE against float64; anywhere
+else the explicit choice raises with the reason (it never falls back)."""
 
 import os
 import re
@@ -20,21 +20,21 @@ DEV = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @pytest.mark.parametrize("bm", [16, 32, 64, 128])
-def test_w2_configs_fit_an_h100(bm):
-    cfg = ws_moe.w2_config(bm)
+def test_tile_configs_fit_an_h100(bm):
+    cfg = ws_moe.tile_config(bm)
     assert ws_gemm.config_problem(cfg) is None
     assert cfg["BN"] == 64 and cfg["LOADER"]  # 64 divides the experts' padded rows
 
 
 @pytest.mark.parametrize("T, bm", [(1, 16), (40, 16), (64, 64), (300, 32)])
-def test_ws_w2_matches_float64_or_says_why_not(T, bm):
+def test_ws_gemms_match_float64_or_say_why_not(T, bm):
     m = random_moe(E=8, H=128, I=96, k=4, seed=T)  # I = 96: a ragged second K step
     x = torch.randn(T, 128, generator=torch.Generator().manual_seed(T)).bfloat16().to(DEV)
     g = GemmConfig(bm, 64, 64)
     cfg = MoEConfig(False, g, g, ws=True)
     why = ws_moe.unsupported_reason(x, fused=True)
     if why:  # the CPU, another GPU or another triton: the reason, no fallback
-        with pytest.raises(ValueError, match="warp-specialized W2 cannot run here: " + re.escape(why)):
+        with pytest.raises(ValueError, match="warp-specialized grouped GEMMs cannot run here: " + re.escape(why)):
             m.to(DEV)(x, backend="triton", config=cfg)
         return
     out = m.to(DEV)(x, backend="triton", config=cfg)

@@ -70,8 +70,9 @@ class MoEConfig:
     # batch only: tiles for each expert's last 1..tail.bm rows past a multiple of w1.bm, run
     # as a second pair of GEMMs instead of a w1.bm-row block that is mostly padding
     tail: GemmConfig | None = None
-    # batch only: W2 on the warp-specialized Gluon tile (kernels/ws_moe.py; sm_90 + triton 3.6,
-    # every scale byte <= 128), an explicit choice: elsewhere it raises, it never falls back
+    # batch only: W1 and W2 on the warp-specialized Gluon tile (kernels/ws_moe.py; sm_90 +
+    # triton 3.6, bf16 x, every scale byte <= 128), an explicit choice: elsewhere it raises,
+    # it never falls back
     ws: bool = False
 
     def __post_init__(self):
@@ -252,10 +253,14 @@ def _tiled_gemms(x, w1_codes, w1_scales, b1, a, parts, ids, wts, w2_codes, w2_sc
                  b2, y, H, I, k, alpha, limit, decode, fused, interp, pdl, ws=False):
     """W1 and W2 on the tiled tensor-core kernels (kernels/moe_gemm.py), either path; parts:
     (W1 tiles, W2 tiles, block tables, blocks) for the main blocks and any tail blocks.
-    ws: W2 on the warp-specialized kernel instead (batch path)."""
+    ws: both on the warp-specialized kernels instead (batch path)."""
     np1, np2 = w1_codes.shape[1], w2_codes.shape[1]
     kp1, kp2 = w1_codes.shape[2] * 2, w2_codes.shape[2] * 2
     for g1, _, tables, nb in parts:
+        if ws:
+            from .ws_moe import ws_w1
+            ws_w1(x, w1_codes, w1_scales, b1, a, tables, nb, g1.bm, k, alpha, limit, fused)
+            continue
         bn1 = _fit(g1.bn, np1)
         _w1_kernel[(nb * (np1 // bn1),)](
             x, w1_codes, w1_scales, b1, a, *tables, ids,
