@@ -42,6 +42,23 @@ def _w2_epilogue(acc, b2_ptr, wts_ptr, y_ptr, pair_ptr, e, start, rows, off_n, H
 
 
 @gluon.jit
+def _block_tile(block_expert_ptr, block_start_ptr, block_rows_ptr, NB, NP, BN: gl.constexpr,
+                GROUP_M: gl.constexpr):
+    """(expert, first row, rows, first output column) of this program's row block and column
+    tile; expert < 0 for an unused block. Groups of GROUP_M row blocks sweep the column tiles
+    (an expert's blocks are adjacent, so its weight tiles come from DRAM about once)."""
+    pid = gl.program_id(0)
+    per_group = GROUP_M * (NP // BN)
+    first = (pid // per_group) * GROUP_M
+    group = gl.minimum(NB - first, GROUP_M)
+    b = first + (pid % per_group) % group
+    e = gl.load(block_expert_ptr + b)
+    start = gl.load(block_start_ptr + b)
+    rows = gl.load(block_rows_ptr + b)
+    return e, start, rows, ((pid % per_group) // group) * BN
+
+
+@gluon.jit
 def _swiglu(gate, lin, alpha, limit):
     """GPT-OSS SwiGLU (kernels/moe_routing.swiglu): gate clamped above at limit, lin to
     +-limit, gate * sigmoid(alpha * gate) * (lin + 1)."""
@@ -84,18 +101,10 @@ def ws_moe_w1_kernel(x_desc, q_desc, s_ptr, b1_ptr, a_ptr, block_expert_ptr, blo
     a [P, N2 / 2] bf16 out, N2 = 2 I the interleaved gate / linear rows."""
     BK: gl.constexpr = x_desc.block_type.shape[1]
     BN: gl.constexpr = q_desc.block_type.shape[0]
-    pid = gl.program_id(0)
-    tiles_n = NP // BN
-    per_group = GROUP_M * tiles_n
-    first = (pid // per_group) * GROUP_M
-    group = gl.minimum(NB - first, GROUP_M)
-    b = first + (pid % per_group) % group
-    off_n = ((pid % per_group) // group) * BN
-    e = gl.load(block_expert_ptr + b)
+    e, start, rows, off_n = _block_tile(block_expert_ptr, block_start_ptr, block_rows_ptr, NB,
+                                        NP, BN, GROUP_M)
     if e < 0:  # an unused block of the worst-case grid
         return
-    start = gl.load(block_start_ptr + b)
-    rows = gl.load(block_rows_ptr + b)
     ws_tile(x_desc, q_desc, s_ptr + e.to(gl.int64) * KS * NP, start, e * NP + off_n, off_n, 0,
             gl.cdiv(H, BK), N2, KS, NP, _w1_epilogue,
             (b1_ptr, a_ptr, e, start, rows, off_n, N2, alpha, limit), False, 1,
@@ -110,23 +119,12 @@ def ws_moe_w2_kernel(a_desc, q_desc, s_ptr, b2_ptr, wts_ptr, y_ptr, sorted_pair_
                      DECODE_REGS: gl.constexpr, FUSED: gl.constexpr, num_warps: gl.constexpr):
     """a_desc: TMA descriptor of a [P, I] bf16 (pairs in expert-sorted order), box [BM, BK];
     q_desc: of W2's codes [E * NP, KP/2], box [BN, BK/2]; s_ptr: scales [E, KS, NP]."""
-    BM: gl.constexpr = a_desc.block_type.shape[0]
     BK: gl.constexpr = a_desc.block_type.shape[1]
     BN: gl.constexpr = q_desc.block_type.shape[0]
-    # groups of GROUP_M row blocks sweep the column tiles (one expert's blocks are adjacent,
-    # so its weight tiles are read from DRAM about once)
-    pid = gl.program_id(0)
-    tiles_n = NP // BN
-    per_group = GROUP_M * tiles_n
-    first = (pid // per_group) * GROUP_M
-    group = gl.minimum(NB - first, GROUP_M)
-    b = first + (pid % per_group) % group
-    off_n = ((pid % per_group) // group) * BN
-    e = gl.load(block_expert_ptr + b)
+    e, start, rows, off_n = _block_tile(block_expert_ptr, block_start_ptr, block_rows_ptr, NB,
+                                        NP, BN, GROUP_M)
     if e < 0:  # an unused block of the worst-case grid
         return
-    start = gl.load(block_start_ptr + b)
-    rows = gl.load(block_rows_ptr + b)
     ws_tile(a_desc, q_desc, s_ptr + e.to(gl.int64) * KS * NP, start, e * NP + off_n, off_n, 0,
             gl.cdiv(I, BK), H, KS, NP, _w2_epilogue,
             (b2_ptr, wts_ptr, y_ptr, sorted_pair_ptr, e, start, rows, off_n, H), False, 1,
