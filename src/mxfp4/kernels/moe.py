@@ -256,10 +256,12 @@ def _tiled_gemms(x, w1_codes, w1_scales, b1, a, parts, ids, wts, w2_codes, w2_sc
     ws: both on the warp-specialized kernels instead (batch path)."""
     np1, np2 = w1_codes.shape[1], w2_codes.shape[1]
     kp1, kp2 = w1_codes.shape[2] * 2, w2_codes.shape[2] * 2
+    if ws:
+        from .ws_moe import gather_rows, ws_w1, ws_w2
+        xs = gather_rows(x, parts[0][2][0], k)
     for g1, _, tables, nb in parts:
         if ws:
-            from .ws_moe import ws_w1
-            ws_w1(x, w1_codes, w1_scales, b1, a, tables, nb, g1.bm, k, alpha, limit, fused)
+            ws_w1(xs, w1_codes, w1_scales, b1, a, tables, nb, g1.bm, alpha, limit, fused)
             continue
         bn1 = _fit(g1.bn, np1)
         _w1_kernel[(nb * (np1 // bn1),)](
@@ -269,7 +271,6 @@ def _tiled_gemms(x, w1_codes, w1_scales, b1, a, parts, ids, wts, w2_codes, w2_sc
             RAGGED_K=H % 64 != 0, INTERPRET=interp, **g1.launch(), **pdl)
     for _, g2, tables, nb in parts:
         if ws:
-            from .ws_moe import ws_w2
             ws_w2(a, w2_codes, w2_scales, b2, wts, y, tables, nb, g2.bm, fused)
             continue
         bn2 = _fit(g2.bn, np2)

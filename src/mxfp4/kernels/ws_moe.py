@@ -68,17 +68,22 @@ def _launch_config(rows, fused: bool, bm: int, config: dict | None) -> dict:
     return dict(FUSED=True, **cfg)
 
 
-def ws_w1(x, w1_codes, w1_scales, b1, a, tables, nb: int, bm: int, k: int, alpha: float,
+def gather_rows(x: torch.Tensor, sorted_pairs: torch.Tensor, k: int) -> torch.Tensor:
+    """x's token rows in sorted-pair order (W1's input rows; the block tables of the main and
+    the tail blocks share the sorted pairs, so one gather serves both)."""
+    return x.index_select(0, sorted_pairs.long() // k)
+
+
+def ws_w1(xs, w1_codes, w1_scales, b1, a, tables, nb: int, bm: int, alpha: float,
           limit: float, fused: bool, config: dict | None = None) -> None:
-    """a[row] = SwiGLU(x[token of the row's pair] @ dequantize(W1[e]).T + b1[e]) for every row
-    of the block table (as ws_w2); x [T, H] bf16, a [P, I] bf16 in sorted-pair order."""
-    kwargs = _launch_config(x, fused, bm, config)
-    xs = x.index_select(0, tables[0].long() // k)  # the rows' tokens, in sorted-pair order
+    """a[row] = SwiGLU(xs[row] @ dequantize(W1[e]).T + b1[e]) for every row of the block table
+    (as ws_w2); xs = gather_rows(x, ...) [P, H] bf16, a [P, I] bf16 in sorted-pair order."""
+    kwargs = _launch_config(xs, fused, bm, config)
     from .ws_moe_kernel import ws_moe_w1_kernel
     x_desc, q_desc = _descriptors(xs, w1_codes, bm)
     np_, kp = w1_codes.shape[1], w1_codes.shape[2] * 2
     ws_moe_w1_kernel[(nb * (np_ // BN),)](
-        x_desc, q_desc, w1_scales, b1, a, *tables[1:], b1.shape[-1], x.shape[1], np_,
+        x_desc, q_desc, w1_scales, b1, a, *tables[1:], b1.shape[-1], xs.shape[1], np_,
         kp // ws_gemm.BLOCK, nb, alpha, limit, **kwargs)
 
 
