@@ -167,7 +167,17 @@ def _ws_moe_w1(bm: int = 64, **overrides):
     return ws_moe_w1_kernel, args, dict(FUSED=True, **cfg)
 
 
+def _rs_gemm(m: int, n: int = 14336, k: int = 4096, **overrides):
+    from mxfp4.kernels import rs_gemm
+    return rs_gemm.compile_args(m, n, k, **overrides)
+
+
 REGISTRY = {
+    # the register-operand GEMM (kernels/rs_gemm.py), config overrides as for ws_gemm
+    "rs_gemm_m16": lambda **o: _rs_gemm(16, **o),
+    "rs_gemm_m64": lambda **o: _rs_gemm(64, **o),
+    "rs_gemm_m256": lambda **o: _rs_gemm(256, **o),
+    "rs_gemm_m4096": lambda **o: _rs_gemm(4096, **o),
     "ws_moe_w1_m64": lambda **o: _ws_moe_w1(64, **o),
     "ws_moe_w1_m16": lambda **o: _ws_moe_w1(16, **o),
     "ws_moe_w2_m64": lambda **o: _ws_moe_w2(64, **o),

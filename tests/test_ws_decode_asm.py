@@ -1,8 +1,10 @@
-"""The warp-specialized GEMM's HopperWeight decode, run on the CPU: the PTX of
-`kernels.unpack.word_decode_asm` is executed by a small interpreter of the few instructions it
-uses, its four outputs are put in K order as `kernels/ws_decode.decode_packed_tile` does
-(join, permute, reshape), and the result must equal the codec's dequantization bit for bit.
-(Gluon has no interpreter; benchmarks/ws_gemm_device.py checks the compiled kernel on a GPU.)"""
+"""The Gluon GEMMs' HopperWeight decodes, run on the CPU: the PTX of
+`kernels.unpack.word_decode_asm` (warp-specialized GEMM) and of
+`kernels.rs_gemm_kernel.halfword_decode_asm` (register-operand GEMM) is executed by a small
+interpreter of the few instructions it uses, the outputs are put in K order as
+`ws_decode.decode_packed_tile` and `rs_gemm_kernel.decode_fragment` do (split, join, permute,
+reshape), and the result must equal the codec's dequantization bit for bit. (Gluon has no
+interpreter; benchmarks/ws_gemm_device.py checks the compiled kernels on a GPU.)"""
 
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ import torch
 
 from mxfp4 import codec
 from mxfp4.kernels.unpack import word_decode_asm
+from mxfp4.kernels.rs_gemm_kernel import halfword_decode_asm
 from mxfp4.layouts import prepack
 from mxfp4.tensor import MXTensor
 
@@ -126,8 +129,29 @@ def decode_like_the_kernel(w, fused: bool) -> torch.Tensor:
     return pairs.view(torch.int16).view(torch.bfloat16)  # little-endian: low half first
 
 
+def decode_like_the_fragment(w, fused: bool) -> torch.Tensor:
+    """bf16 [Np, Kp] of a HopperWeight as rs_gemm_kernel.decode_fragment assembles it: a row's
+    16 halfwords a group as [q, b, t] (column 8q + 4b + t), split on b, decoded in pairs of
+    halfwords, joined and permuted into pair order 16 hi + 8 q + 4 b + t."""
+    half = w.codes.contiguous().view(torch.int16).to(torch.int64)  # sign-extended, as in .to()
+    scales = w.scales.numpy()
+    rows, groups = half.shape[0], half.shape[1] // 16
+    out = []
+    for g in range(groups):
+        h = half[:, 16 * g:16 * g + 16].reshape(rows, 2, 2, 4).permute(0, 1, 3, 2)
+        h_a, h_b = (x.numpy().astype(np.uint64) & MASK for x in h.unbind(-1))  # gl.split
+        f_lo = np.broadcast_to(_factor_pairs(scales[2 * g], fused)[:, None, None], h_a.shape)
+        f_hi = np.broadcast_to(_factor_pairs(scales[2 * g + 1], fused)[:, None, None], h_a.shape)
+        r = run_ptx(halfword_decode_asm(fused), {"$4": h_a, "$5": h_b, "$6": f_lo, "$7": f_hi})
+        lo_a, hi_a, lo_b, hi_b = (torch.from_numpy(r[f"${i}"].astype(np.int64)) for i in range(4))
+        pairs = torch.stack((torch.stack((lo_a, lo_b), -1), torch.stack((hi_a, hi_b), -1)), -1)
+        out.append(pairs.permute(0, 4, 1, 3, 2).reshape(rows, 32).to(torch.int32))
+    return torch.cat(out, 1).contiguous().view(torch.int16).view(torch.bfloat16)
+
+
 @pytest.mark.parametrize("fused", [True, False])
-def test_the_word_decode_equals_the_codec(fused):
+@pytest.mark.parametrize("decode", [decode_like_the_kernel, decode_like_the_fragment])
+def test_the_word_decode_equals_the_codec(fused, decode):
     g = torch.Generator().manual_seed(5)
     n, k = 24, 160  # K not a multiple of 64: the layout's zero-padded group decodes too
     codes = torch.randint(0, 256, (n, k // 2), dtype=torch.uint8, generator=g)
@@ -136,7 +160,7 @@ def test_the_word_decode_equals_the_codec(fused):
     scales.view(-1)[:min(top, scales.numel())] = torch.arange(min(top, scales.numel()),
                                                               dtype=torch.uint8)
     w = MXTensor(codes, scales, (n, k), 1)
-    got = decode_like_the_kernel(prepack(w), fused)[:n, :k]
+    got = decode(prepack(w), fused)[:n, :k]
     ref = codec.dequantize_blocks(codes, scales, (n, k), 1, 32, torch.bfloat16)
     nan = torch.isnan(ref)
     assert torch.equal(torch.isnan(got), nan)
