@@ -48,7 +48,7 @@ import torch.nn.functional as F
 import mxfp4
 from mxfp4 import codec
 from mxfp4.bench.kernels import BF16_TFLOPS, COPY_TBS, floor_us, graph_times_us
-from mxfp4.kernels import ws_gemm
+from mxfp4.kernels import rs_gemm, ws_gemm
 from mxfp4.layouts import prepack
 from mxfp4.tensor import MXTensor
 
@@ -58,6 +58,7 @@ CHECK_MS = [1, 16, 17, 64, 100, 256, 300, 4096]
 TIME_MS = [16, 64, 256, 4096]
 ROTATE = 600e6
 ONLY: set = set()  # --only: the sweep labels to time (beside the default)
+KERNELS: set = {"ws", "rs"}  # --kernels: which Gluon GEMMs to check and time
 STALL_S = 150  # no progress line for this long: a kernel hangs (say, a barrier deadlock)
 LOG: list[str] = []
 _LAST = [time.time()]
@@ -175,6 +176,61 @@ def check_gemm(g, shapes, ms, failures: list, good: set) -> set:
                         bad.add(family(cfg))
         say(f"gemm {k}->{n}: {'passed' if len(failures) == fails else 'FAILED'}")
     return bad
+
+
+def check_rs(g, shapes, ms, failures: list) -> bool:
+    """The register-operand GEMM (kernels/rs_gemm.py, HopperWeight only) against float64 math
+    on the dequantized weight: every M, with and without bias, split K as rs_config picks it,
+    and both decode forms (scale bytes <= 128: one fma a pair; larger: exact 2^(s-127))."""
+    ok = True
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    for k, n in shapes:
+        w = weight(n, k, g)
+        big = w._with(w.codes, w.scales.clone())
+        big.scales.view(-1)[::7] = 140  # forces the unfused decode (bytes > 128)
+        for form, wt in (("fused", w), ("exact", big)):
+            packed = prepack(wt)
+            wd = wt.dequantize(torch.float32, backend="reference").double()
+            for m in ms:
+                cfg = rs_gemm.rs_config(m, n, k, sms)
+                with_bias = m % 2 == 1
+                case = (f"rs {form} {k}->{n} M={m} bias={with_bias} split={cfg['SPLIT_K']} "
+                        f"BM={cfg['BM']} BN={cfg['BN']} stages={cfg['STAGES']}")
+                x = torch.randn(m, k, generator=g, device="cuda").to(torch.bfloat16)
+                bias = torch.randn(n, generator=g, device="cuda").to(torch.bfloat16) \
+                    if with_bias else None
+                try:
+                    poison_next(m * n * 2)
+                    y = rs_gemm.rs_linear(x, packed, bias)
+                    torch.cuda.synchronize()
+                    ref = x.double() @ wd.T + (bias.double() if with_bias else 0)
+                    err = rel_err(y, ref)
+                    good = err <= 1e-2 and not torch.isnan(y).any().item()
+                    line = f"{case}: rel err {err:.2e}" + ("" if good else "  FAIL")
+                except Exception as e:
+                    good, line = False, f"{case}: FAILED {type(e).__name__}: {str(e)[:300]}"
+                say(line)
+                if not good:
+                    failures.append(line)
+                ok &= good
+    return ok
+
+
+def rs_variants(m: int, n: int, k: int, sms: int, sweep: bool) -> list:
+    """(label, config) pairs of the register-operand GEMM to time: rs_config's pick, then one
+    or two warpgroups (64 or 128 weight rows a CTA), 64 x 256 tiles and a deeper ring."""
+    base = rs_gemm.rs_config(m, n, k, sms)
+    out = [("rs", base)]
+    if sweep:
+        for label, change in (("rs_1wg", dict(num_warps=4, BN=64, maxnreg=232)),
+                              ("rs_2wg", dict(num_warps=8, BN=128, maxnreg=168)),
+                              ("rs_64x256", dict(num_warps=4, BN=64, BM=256, STAGES=3,
+                                                 maxnreg=232)),
+                              ("rs_deep", dict(STAGES=min(12, base["STAGES"] * 2)))):
+            c = dict(base, **change)
+            if rs_gemm.config_problem(c) is None and all(c != o for _, o in out):
+                out.append((label, c))
+    return [(label, c) for label, c in out if not ONLY or label in ONLY or label == "rs"]
 
 
 def variants(m: int, n: int, k: int, sms: int, sweep: bool) -> list:
@@ -302,7 +358,20 @@ def time_cell(k, n, m, w, plains, packs, dense, sms, sweep, ok, g) -> list:
                                for i in range(len(packs))])]
     configs = []
     ref = xs[0].double() @ w.dequantize(torch.float32).double().T
-    for j, (label, cfg) in enumerate(variants(m, n, k, sms, sweep)):
+    for label, cfg in (rs_variants(m, n, k, sms, sweep) if "rs" in KERNELS else []):
+        try:
+            err = rel_err(rs_gemm.rs_linear(xs[0], packs[0], None, cfg), ref)
+            if not err <= 1e-2:
+                say(f"  {label} {cfg}: rel err {err:.2e}, not timed")
+                continue
+        except Exception as e:
+            say(f"  {label} {cfg}: failed {type(e).__name__}: {str(e)[:200]}")
+            continue
+        configs.append((label, cfg))
+        lists.append((label, [lambda i=i, c=cfg: rs_gemm.rs_linear(xs[i % len(xs)], packs[i],
+                                                                     None, c)
+                              for i in range(len(packs))]))
+    for j, (label, cfg) in enumerate(variants(m, n, k, sms, sweep) if "ws" in KERNELS else []):
         if family(cfg) not in ok:
             say(f"  {label} {cfg}: not timed (failed the smoke test or a check)")
             continue
@@ -325,7 +394,7 @@ def time_cell(k, n, m, w, plains, packs, dense, sms, sweep, ok, g) -> list:
     rows = []
     cub = times[0]
     for (name, _), us in zip(lists, times):
-        cfg = dict(configs)[name[3:]] if name.startswith("ws_") else None
+        cfg = dict(configs)[name[3:]] if name.startswith("ws_") else dict(configs).get(name)
         rows.append(dict(shape=f"{k}->{n}", M=m, variant=name, us=round(us, 2),
                          cublas_us=round(cub, 2), vs_cublas=round(us / cub, 3),
                          floor_us=round(fl, 2), config=cfg))
@@ -355,7 +424,7 @@ def time_all(ok: set, shapes, ms, sweep: bool, g) -> list:
 def table(rows: list) -> None:
     say("")
     say(f"{'shape':>12} {'M':>5} {'cuBLAS':>8} {'v1 plain':>9} {'v1 pack':>8} {'ws def':>8} "
-        f"{'ws best':>8} {'best/cuBLAS':>11}  best config")
+        f"{'ws best':>8} {'best/cuBLAS':>11}  best config  |  rs variants")
     cells = {}
     for r in rows:
         cells.setdefault((r["shape"], r["M"]), {})[r["variant"]] = r
@@ -370,7 +439,9 @@ def table(rows: list) -> None:
             f"{k}={v}" for k, v in best["config"].items() if base.get(k) != v)) if best else ""
         say(f"{shape:>12} {m:>5} {us.get('cublas', '-'):>8} {us.get('v1_plain', '-'):>9} "
             f"{us.get('v1_prepacked', '-'):>8} {us.get('ws_default', '-'):>8} {best_us:>8} "
-            f"{ratio:>11}  {what}")
+            f"{ratio:>11}  {what}  |  " + ", ".join(
+                f"{v} {r['us']:.1f} ({r['vs_cublas']:.2f}x)" for v, r in c.items()
+                if v.startswith("rs")))
         say(f"{'':>18} ws: " + ", ".join(f"{v[3:]} {r['us']:.1f}" for v, r in c.items()
                                          if v.startswith("ws_")))
 
@@ -386,6 +457,8 @@ def main() -> int:
                     "e.g. d4,d4x2")
     ap.add_argument("--fast", action="store_true", help="no smoke products and GEMM checks: "
                     "the decode check, then each timed config checked once before timing")
+    ap.add_argument("--kernels", default="ws,rs", help="the Gluon GEMMs to check and time: "
+                    "ws (warp-specialized decoder), rs (register operand)")
     ap.add_argument("--smoke-child", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if not torch.cuda.is_available():
@@ -403,12 +476,16 @@ def main() -> int:
     check_shapes = (shapes[:1] if a.quick else shapes) + [RAGGED]
     check_ms = [1, 16, 100, 256, 4096] if a.quick else CHECK_MS
     ONLY.update(x for x in a.only.split(",") if x)
+    KERNELS.intersection_update(a.kernels.split(","))
     g = torch.Generator(device="cuda").manual_seed(24)
     watchdog(out_dir)
     t0 = time.time()
     result = dict(decode_ok=None, smoke_ok=[], gemm_bad=[], failures=[], rows=[], log=LOG)
     try:
-        result["decode_ok"] = check_decode(g)
+        result["decode_ok"] = check_decode(g) if "ws" in KERNELS else True
+        if "rs" in KERNELS:
+            result["rs_ok"] = check_rs(g, check_shapes, check_ms, result["failures"])
+            say(f"rs checks done in {time.time() - t0:.0f} s")
         sms = torch.cuda.get_device_properties(0).multi_processor_count
         configs = [ws_gemm.ws_config(m, n, k, sms) for k, n in check_shapes for m in check_ms]
         configs += [c for k, n in shapes for m in time_ms for _, c in variants(m, n, k, sms, sweep)]
