@@ -82,3 +82,26 @@ def test_module_loads_without_gluon(monkeypatch):
 
 def test_rs_shares_the_hardware_rule():
     assert rs_gemm.ws_gemm.unsupported_reason is ws_gemm.unsupported_reason
+
+
+@pytest.mark.parametrize("m, k, n, bias", [(1, 96, 64, False), (16, 2880, 200, True),
+                                           (100, 2912, 2920, False), (300, 640, 130, True)])
+def test_rs_linear_matches_float64_or_says_why_not(m, k, n, bias):
+    """On an sm_90 GPU with triton 3.6: ragged M, N, K, bias and split K against float64
+    math on the dequantized weight; anywhere else the reason, and no fallback."""
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    g = torch.Generator().manual_seed(m)
+    w = quantize(torch.randn(n, k, generator=g) * 0.02)
+    x = torch.randn(m, k, generator=g).bfloat16()
+    b = torch.randn(n, generator=g).bfloat16() if bias else None
+    ref = x.double() @ w.dequantize(torch.float32).double().T + (b.double() if bias else 0)
+    packed = prepack(w).to(dev)
+    xd, bd = x.to(dev), (b.to(dev) if bias else None)
+    cap = ws_gemm._capability(xd.device)
+    why = ws_gemm.unsupported_reason(cap, ws_gemm.triton.__version__, x.dtype, 32, k, m)
+    if why:
+        with pytest.raises(RuntimeError, match="cannot run here"):
+            rs_gemm.rs_linear(xd, packed, bd)
+        return
+    y = rs_gemm.rs_linear(xd, packed, bd).double().cpu()
+    assert ((y - ref).norm() / ref.norm()).item() <= 1e-2
