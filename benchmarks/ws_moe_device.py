@@ -1,9 +1,11 @@
 """On an H100: the MoE layer (gpt-oss-120b shape: E = 128, H = I = 2880, k = 4) with W1 and W2 on
-the warp-specialized Gluon tile (`MoEConfig(ws=True)`, kernels/ws_moe.py) against the same config
-on the Triton kernels; each checked against the reference path first, then timed interleaved
-(CUDA graphs; `mxfp4.bench.moe.compare_configs`).
+a Gluon tile (`MoEConfig(ws="ws")`: the warp-specialized decoder tile, `ws="rs"`: the
+register-operand tile; kernels/ws_moe.py) against the same config on the Triton kernels; each
+checked against the reference path first, then timed interleaved (CUDA graphs;
+`mxfp4.bench.moe.compare_configs`).
 
 Run: PYTHONPATH=src python3 benchmarks/ws_moe_device.py [--ts 16,64,256,1024,4096,16384]
+        [--tiles ws,rs]
 Prints one line per T (or why it failed) and a table; writes $OUT/ws_moe.json when OUT is set.
 
 Prediction, written before any run: the grouped GEMMs are most of the layer's time at T >= 64
@@ -29,6 +31,7 @@ from mxfp4.kernels.moe import default_config
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ts", default="16,64,256,1024,4096,16384")
+    ap.add_argument("--tiles", default="ws,rs", help="Gluon tiles to time (MoEConfig.ws)")
     a = ap.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("ws_moe_device.py needs a CUDA GPU")
@@ -38,19 +41,22 @@ def main() -> int:
     rows, failed = [], False
     for t in [int(x) for x in a.ts.split(",") if x]:
         base = default_config(t, layer.experts_per_token, layer.num_experts)
-        ws = dataclasses.replace(base, ws=True)
-        try:
-            v1_us, ws_us = compare_configs(layer, t, [base, ws])
-        except Exception as e:  # report and go on: one failure should not hide the others
-            failed = True
-            print(f"T={t}: FAILED {type(e).__name__}: {str(e)[:300]}", flush=True)
-            continue
-        rows.append(dict(T=t, v1_us=round(v1_us, 1), ws_us=round(ws_us, 1),
-                         ratio=round(ws_us / v1_us, 3)))
-        print(f"T={t}: v1 {v1_us:.1f} us, ws {ws_us:.1f} us ({ws_us / v1_us:.2f}x)", flush=True)
-    print(f"\n{'T':>6} {'v1 us':>9} {'ws us':>9} {'ratio':>6}")
+        row = dict(T=t)
+        for tile in a.tiles.split(","):
+            try:
+                v1_us, us = compare_configs(layer, t, [base, dataclasses.replace(base, ws=tile)])
+            except Exception as e:  # report and go on: one failure should not hide the others
+                failed = True
+                print(f"T={t} {tile}: FAILED {type(e).__name__}: {str(e)[:300]}", flush=True)
+                continue
+            row.update({"v1_us": round(v1_us, 1), f"{tile}_us": round(us, 1)})
+            print(f"T={t}: v1 {v1_us:.1f} us, {tile} {us:.1f} us ({us / v1_us:.2f}x)", flush=True)
+        rows.append(row)
+    print(f"\n{'T':>6} " + " ".join(f"{c:>9}" for c in ["v1_us"] + [f"{t}_us" for t in
+                                                                    a.tiles.split(",")]))
     for r in rows:
-        print(f"{r['T']:>6} {r['v1_us']:>9} {r['ws_us']:>9} {r['ratio']:>6}")
+        print(f"{r['T']:>6} " + " ".join(f"{r.get(c, '-'):>9}" for c in
+                                         ["v1_us"] + [f"{t}_us" for t in a.tiles.split(",")]))
     if os.environ.get("OUT"):
         with open(os.path.join(os.environ["OUT"], "ws_moe.json"), "w") as f:
             json.dump(rows, f, indent=1)

@@ -123,48 +123,31 @@ def _ws_decode(packed: bool = False):
     return kernel, args, dict(BN=ws_gemm.BN, BK=ws_gemm.BK, num_warps=4)
 
 
-def _ws_moe_w2(bm: int = 64, **overrides):
-    """W2 of gpt-oss-120b (E = 128, H = I = 2880) for row blocks of bm pairs at T = 1024."""
-    from triton.experimental.gluon import language as gl
-    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
-
-    from mxfp4.kernels import ws_gemm, ws_moe
-    from mxfp4.kernels.ws_moe_kernel import ws_moe_w2_kernel
-    e, h, i, pairs, nb = 128, 2880, 2880, 4096, 192
-    a = torch.empty(pairs, i, dtype=torch.bfloat16)
-    codes = torch.empty(e * h, i // 2, dtype=torch.uint8)
-    scales = torch.empty(e, i // 32, h, dtype=torch.uint8)
-    tables = [torch.empty(n, dtype=torch.int32) for n in (pairs, nb, nb, nb)]
-    cfg = dict(ws_moe.tile_config(bm), **overrides)
-    bk = ws_gemm.BK
-    a_desc = TensorDescriptor.from_tensor(
-        a, [bm, bk], gl.NVMMASharedLayout.get_default_for([bm, bk], gl.bfloat16))
-    q_desc = TensorDescriptor.from_tensor(
-        codes, [ws_moe.BN, bk // 2], gl.NVMMASharedLayout.get_default_for([ws_moe.BN, bk // 2],
-                                                                          gl.uint8))
-    for key in ("BN", "BM", "SPLIT_K", "LOADER"):
-        cfg.pop(key)
-    b2, wts, y = torch.empty(e, h), torch.empty(pairs), torch.empty(pairs, h, dtype=torch.bfloat16)
-    args = (a_desc, q_desc, scales, b2, wts, y, *tables, h, i, h, i // 32, nb)
-    return ws_moe_w2_kernel, args, dict(FUSED=True, **cfg)
-
-
-def _ws_moe_w1(bm: int = 64, **overrides):
-    """W1 of gpt-oss-120b (E = 128, H = 2880, 2I = 5760) for row blocks of bm pairs, T = 1024."""
+def _ws_moe(which: str, bm: int, tile: str = "ws", **overrides):
+    """W1 or W2 of gpt-oss-120b (E = 128, H = I = 2880) for row blocks of bm pairs at
+    T = 1024, on the warp-specialized (tile "ws") or the register-operand ("rs") tile."""
     from mxfp4.kernels import ws_moe
-    from mxfp4.kernels.ws_moe_kernel import ws_moe_w1_kernel
-    e, h, n2, pairs, nb = 128, 2880, 5760, 4096, 192
-    xs = torch.empty(pairs, h, dtype=torch.bfloat16)
-    codes = torch.empty(e, n2, h // 2, dtype=torch.uint8)
-    x_desc, q_desc = ws_moe._descriptors(xs, codes, bm)
-    tables = [torch.empty(nb, dtype=torch.int32) for _ in range(3)]
-    cfg = dict(ws_moe.tile_config(bm), **overrides)
+    from mxfp4.kernels.ws_moe_kernel import ws_moe_w1_kernel, ws_moe_w2_kernel
+    e, h, i, pairs, nb = 128, 2880, 2880, 4096, 192
+    n, k = (2 * i, h) if which == "w1" else (h, i)
+    rows = torch.empty(pairs, k, dtype=torch.bfloat16)
+    codes = torch.empty(e, n, k // 2, dtype=torch.uint8)
+    scales = torch.empty(e, k // 32, n, dtype=torch.uint8)
+    descs = ws_moe._descriptors(rows, codes, bm, scales if tile == "rs" else None)
+    cfg = dict(ws_moe.rs_tile_config(bm) if tile == "rs" else ws_moe.tile_config(bm),
+               **overrides)
     for key in ("BN", "BM", "SPLIT_K", "LOADER"):
-        cfg.pop(key)
-    args = (x_desc, q_desc, torch.empty(e, h // 32, n2, dtype=torch.uint8), torch.empty(e, n2),
-            torch.empty(pairs, n2 // 2, dtype=torch.bfloat16), *tables, n2, h, n2, h // 32, nb,
-            1.702, 7.0)
-    return ws_moe_w1_kernel, args, dict(FUSED=True, **cfg)
+        cfg.pop(key, None)
+    kwargs = ws_moe._rs_keys(dict(FUSED=True, RS=tile == "rs", **cfg))
+    if which == "w1":
+        tables = [torch.empty(nb, dtype=torch.int32) for _ in range(3)]
+        args = (*descs, scales, torch.empty(e, n), torch.empty(pairs, n // 2, dtype=torch.bfloat16),
+                *tables, n, k, n, k // 32, nb, 1.702, 7.0)
+        return ws_moe_w1_kernel, args, kwargs
+    tables = [torch.empty(m, dtype=torch.int32) for m in (pairs, nb, nb, nb)]
+    b2, wts, y = torch.empty(e, n), torch.empty(pairs), torch.empty(pairs, n, dtype=torch.bfloat16)
+    args = (*descs, scales, b2, wts, y, *tables, n, k, n, k // 32, nb)
+    return ws_moe_w2_kernel, args, kwargs
 
 
 def _rs_gemm(m: int, n: int = 14336, k: int = 4096, **overrides):
@@ -178,11 +161,15 @@ REGISTRY = {
     "rs_gemm_m64": lambda **o: _rs_gemm(64, **o),
     "rs_gemm_m256": lambda **o: _rs_gemm(256, **o),
     "rs_gemm_m4096": lambda **o: _rs_gemm(4096, **o),
-    "ws_moe_w1_m64": lambda **o: _ws_moe_w1(64, **o),
-    "ws_moe_w1_m16": lambda **o: _ws_moe_w1(16, **o),
-    "ws_moe_w2_m64": lambda **o: _ws_moe_w2(64, **o),
-    "ws_moe_w2_m16": lambda **o: _ws_moe_w2(16, **o),
-    "ws_moe_w2_m128": lambda **o: _ws_moe_w2(128, **o),
+    "ws_moe_w1_m64": lambda **o: _ws_moe("w1", 64, **o),
+    "ws_moe_w1_m16": lambda **o: _ws_moe("w1", 16, **o),
+    "ws_moe_w2_m64": lambda **o: _ws_moe("w2", 64, **o),
+    "ws_moe_w2_m16": lambda **o: _ws_moe("w2", 16, **o),
+    "ws_moe_w2_m128": lambda **o: _ws_moe("w2", 128, **o),
+    "rs_moe_w1_m16": lambda **o: _ws_moe("w1", 16, "rs", **o),
+    "rs_moe_w1_m64": lambda **o: _ws_moe("w1", 64, "rs", **o),
+    "rs_moe_w2_m64": lambda **o: _ws_moe("w2", 64, "rs", **o),
+    "rs_moe_w2_m128": lambda **o: _ws_moe("w2", 128, "rs", **o),
     "dense_gemv": _dense_gemv,
     "linear_v1_m256": lambda: _linear_v1(256, hopper=True),
     "linear_v1_plain_m256": lambda: _linear_v1(256, hopper=False),

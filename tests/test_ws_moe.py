@@ -1,4 +1,5 @@
-"""The MoE's W1 and W2 on the warp-specialized tile (MoEConfig(ws=True), kernels/ws_moe.py):
+"""The MoE's W1 and W2 on the Gluon tiles (MoEConfig(ws=True): the warp-specialized one,
+ws="rs": the register-operand one; kernels/ws_moe.py):
 their configs, and on an sm_90 GPU with triton 3.6 the whole MoE against float64; anywhere
 else the explicit choice raises with the reason (it never falls back)."""
 
@@ -26,12 +27,28 @@ def test_tile_configs_fit_an_h100(bm):
     assert cfg["BN"] == 64 and cfg["LOADER"]  # 64 divides the experts' padded rows
 
 
+@pytest.mark.parametrize("bm", [16, 32, 64, 128])
+def test_rs_tile_configs_fit_an_h100(bm):
+    from mxfp4.kernels import rs_gemm
+    cfg = ws_moe.rs_tile_config(bm)
+    assert rs_gemm.config_problem(cfg) is None
+    assert cfg["BN"] == 64 and cfg["BM"] == bm and cfg["num_warps"] == 4
+
+
+def test_the_tile_choice_is_checked():
+    g = GemmConfig(16, 64, 64)
+    with pytest.raises(ValueError, match="'ws' or 'rs'"):
+        MoEConfig(False, g, g, ws="fast")
+    assert MoEConfig(False, g, g, ws="rs").ws == "rs"
+
+
+@pytest.mark.parametrize("tile", [True, "rs"])
 @pytest.mark.parametrize("T, bm", [(1, 16), (40, 16), (64, 64), (300, 32)])
-def test_ws_gemms_match_float64_or_say_why_not(T, bm):
+def test_ws_gemms_match_float64_or_say_why_not(T, bm, tile):
     m = random_moe(E=8, H=128, I=96, k=4, seed=T)  # I = 96: a ragged second K step
     x = torch.randn(T, 128, generator=torch.Generator().manual_seed(T)).bfloat16().to(DEV)
     g = GemmConfig(bm, 64, 64)
-    cfg = MoEConfig(False, g, g, ws=True)
+    cfg = MoEConfig(False, g, g, ws=tile)
     why = ws_moe.unsupported_reason(x, fused=True)
     if why:  # the CPU, another GPU or another triton: the reason, no fallback
         with pytest.raises(ValueError, match="warp-specialized grouped GEMMs cannot run here: " + re.escape(why)):

@@ -70,12 +70,15 @@ class MoEConfig:
     # batch only: tiles for each expert's last 1..tail.bm rows past a multiple of w1.bm, run
     # as a second pair of GEMMs instead of a w1.bm-row block that is mostly padding
     tail: GemmConfig | None = None
-    # batch only: W1 and W2 on the warp-specialized Gluon tile (kernels/ws_moe.py; sm_90 +
-    # triton 3.6, bf16 x, every scale byte <= 128), an explicit choice: elsewhere it raises,
-    # it never falls back
-    ws: bool = False
+    # batch only: W1 and W2 on a Gluon tile (kernels/ws_moe.py; sm_90 + triton 3.6, bf16 x,
+    # every scale byte <= 128): True or "ws" the warp-specialized decoder tile, "rs" the
+    # register-operand tile (kernels/rs_gemm_kernel.py); an explicit choice: elsewhere it
+    # raises, it never falls back
+    ws: bool | str = False
 
     def __post_init__(self):
+        if self.ws not in (False, True, "ws", "rs"):
+            raise ValueError(f"MoEConfig.ws must be False, True, 'ws' or 'rs', got {self.ws!r}")
         if self.one_launch and len(self.gemv) == 2 and self.gemv[0] != self.gemv[1]:
             raise ValueError(f"one launch for W1 and W2 needs equal warps, got {self.gemv}")
 
@@ -249,11 +252,16 @@ def moe_forward(x: torch.Tensor, router_w, router_b, w1_codes, w1_scales, b1, w2
     return out
 
 
+def _tile(ws: bool | str) -> str:
+    """MoEConfig.ws -> the Gluon tile's name ("ws" or "rs")."""
+    return "ws" if ws is True else ws
+
+
 def _tiled_gemms(x, w1_codes, w1_scales, b1, a, parts, ids, wts, w2_codes, w2_scales,
-                 b2, y, H, I, k, alpha, limit, decode, fused, interp, pdl, ws=False):
+                 b2, y, H, I, k, alpha, limit, decode, fused, interp, pdl, ws: bool | str = False):
     """W1 and W2 on the tiled tensor-core kernels (kernels/moe_gemm.py), either path; parts:
     (W1 tiles, W2 tiles, block tables, blocks) for the main blocks and any tail blocks.
-    ws: both on the warp-specialized kernels instead (batch path)."""
+    ws: both on a Gluon tile instead (batch path; MoEConfig.ws)."""
     np1, np2 = w1_codes.shape[1], w2_codes.shape[1]
     kp1, kp2 = w1_codes.shape[2] * 2, w2_codes.shape[2] * 2
     if ws:
@@ -261,7 +269,8 @@ def _tiled_gemms(x, w1_codes, w1_scales, b1, a, parts, ids, wts, w2_codes, w2_sc
         xs = gather_rows(x, parts[0][2][0], k)
     for g1, _, tables, nb in parts:
         if ws:
-            ws_w1(xs, w1_codes, w1_scales, b1, a, tables, nb, g1.bm, alpha, limit, fused)
+            ws_w1(xs, w1_codes, w1_scales, b1, a, tables, nb, g1.bm, alpha, limit, fused,
+                  tile=_tile(ws))
             continue
         bn1 = _fit(g1.bn, np1)
         _w1_kernel[(nb * (np1 // bn1),)](
@@ -271,7 +280,7 @@ def _tiled_gemms(x, w1_codes, w1_scales, b1, a, parts, ids, wts, w2_codes, w2_sc
             RAGGED_K=H % 64 != 0, INTERPRET=interp, **g1.launch(), **pdl)
     for _, g2, tables, nb in parts:
         if ws:
-            ws_w2(a, w2_codes, w2_scales, b2, wts, y, tables, nb, g2.bm, fused)
+            ws_w2(a, w2_codes, w2_scales, b2, wts, y, tables, nb, g2.bm, fused, tile=_tile(ws))
             continue
         bn2 = _fit(g2.bn, np2)
         _w2_kernel[(nb * (np2 // bn2),)](

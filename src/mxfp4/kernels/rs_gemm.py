@@ -19,29 +19,30 @@ from . import ws_gemm
 BK = 64  # K per step: one HopperWeight group, two scale blocks
 
 
-def rs_config(m: int, n: int, k: int, sm_count: int = 132) -> dict:
-    """Tile and launch parameters: BN = 64 weight rows a consumer warpgroup (num_warps 4: one
-    warpgroup, 8: two) x BM tokens (a power of two from 16, at most 128; 256 is allowed in a
-    config); enough ring slots to keep ~32 KB of x and codes in flight; split K while the
-    tiles are fewer than the SMs."""
-    bm = 16
-    while bm < min(m, 128):
-        bm *= 2
-    # past 64 tokens two warpgroups (128 weight rows) x 128 tokens: 20 KB of x and codes a
-    # K step for 1 M MACs, against 34 KB for 64 x 256 (L2 traffic limits the big tiles)
-    num_warps = 8 if m > 64 else 4
+def tile_config(bm: int, num_warps: int) -> dict:
+    """BN = 16 weight rows a warp x bm tokens; enough ring slots to keep ~32 KB of x and codes
+    in flight; a register cap for the accumulator (bm / 2 a thread), two A sets (32) and the
+    decode's scratch: fewer registers let more CTAs share an SM (8 warps at 80: three)."""
     bn = 16 * num_warps
     step_bytes = bm * BK * 2 + bn * BK // 2 + 2 * bn
     stages = max(3, min(8, (32 * 1024) // step_bytes + 1))
-    # registers: the accumulator (BM / 2 a thread), two A sets (32), the decode's scratch;
-    # fewer registers let more CTAs share an SM (8 warps at 80: three), which hides latency
-    need = bm // 2 + 72
-    maxnreg = next(r for r in (80, 104, 128, 168, 232) if r >= need)
+    maxnreg = next(r for r in (80, 104, 128, 168, 232) if r >= bm // 2 + 72)
     if num_warps == 8:
-        maxnreg = min(maxnreg, 168)
-    cfg = dict(BN=bn, BM=bm, SPLIT_K=1, GROUP_M=8, STAGES=stages, num_warps=num_warps,
-               maxnreg=maxnreg)
-    tiles = triton.cdiv(n, bn) * triton.cdiv(m, bm)
+        maxnreg = min(maxnreg, 168)  # 12 warps (the loader's padded in) share the file
+    return dict(BN=bn, BM=bm, SPLIT_K=1, GROUP_M=8, STAGES=stages, num_warps=num_warps,
+                maxnreg=maxnreg)
+
+
+def rs_config(m: int, n: int, k: int, sm_count: int = 132) -> dict:
+    """Tile and launch parameters: one warpgroup (64 weight rows) x BM tokens, BM the batch
+    rounded up to a power of two from 16; past 64 tokens two warpgroups (128 weight rows) x
+    128 tokens: 20 KB of x and codes a K step for 1 M MACs, against 34 KB for 64 x 256 (L2
+    traffic limits the big tiles). Split K while the tiles are fewer than the SMs."""
+    bm = 16
+    while bm < min(m, 128):
+        bm *= 2
+    cfg = tile_config(bm, 8 if m > 64 else 4)
+    tiles = triton.cdiv(n, cfg["BN"]) * triton.cdiv(m, bm)
     steps = triton.cdiv(k, BK)
     split = 1
     while tiles * split * 2 <= sm_count * 2 and steps // (split * 2) >= 8:

@@ -26,6 +26,13 @@ def tile_config(bm: int) -> dict:
                 DECODE_REGS=96, LOADER=True)
 
 
+def rs_tile_config(bm: int) -> dict:
+    """rs_gemm's config keys for row blocks of bm pairs on the register-operand tile: one
+    warpgroup, 64 weight rows."""
+    from . import rs_gemm
+    return rs_gemm.tile_config(bm, 4)
+
+
 def unsupported_reason(a: torch.Tensor, fused: bool) -> str | None:
     """Why the kernels cannot run for these activations (x for W1, a for W2), or None."""
     cap = ws_gemm._capability(a.device)
@@ -36,9 +43,10 @@ def unsupported_reason(a: torch.Tensor, fused: bool) -> str | None:
     return why
 
 
-def _descriptors(rows, codes, bm: int):
+def _descriptors(rows, codes, bm: int, scales=None):
     """TMA descriptors of the activation rows [P, K] (box bm x BK) and the stacked experts'
-    codes [E * NP, KP/2] (box BN x BK/2)."""
+    codes [E * NP, KP/2] (box BN x BK/2); with scales [E, KS, NP] (the rs tile) also theirs,
+    [E * KS, NP] (box 2 x BN); else the codes' descriptor stands in (unused)."""
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
     bk = ws_gemm.BK
@@ -49,15 +57,32 @@ def _descriptors(rows, codes, bm: int):
     q_desc = TensorDescriptor.from_tensor(
         codes.reshape(experts * np_, half_kp), [BN, bk // 2],
         gl.NVMMASharedLayout.get_default_for([BN, bk // 2], gl.uint8))
-    return x_desc, q_desc
+    if scales is None:
+        return x_desc, q_desc, q_desc
+    from .rs_gemm_kernel import scale_smem
+    s_desc = TensorDescriptor.from_tensor(scales.reshape(-1, scales.shape[-1]), [2, BN],
+                                          scale_smem())
+    return x_desc, q_desc, s_desc
 
 
-def _launch_config(rows, fused: bool, bm: int, config: dict | None) -> dict:
+def _launch_config(rows, fused: bool, bm: int, config: dict | None, tile: str) -> dict:
     """The kernel's keyword arguments, after checking that it can run and the config fits."""
     why = unsupported_reason(rows, fused)
     if why:
         raise ValueError(f"MoEConfig(ws=True): the warp-specialized grouped GEMMs cannot run "
                          f"here: {why}")
+    if tile not in ("ws", "rs"):
+        raise ValueError(f"the Gluon MoE tile must be 'ws' or 'rs', got {tile!r}")
+    if tile == "rs":
+        from . import rs_gemm
+        cfg = dict(config or rs_tile_config(bm))
+        problem = rs_gemm.config_problem(cfg)
+        if problem or cfg["BM"] != bm or cfg["BN"] != BN:
+            raise ValueError(f"rs MoE config {cfg}: "
+                             f"{problem or 'BM must be the blocks rows, BN 64'}")
+        for key in ("BN", "BM", "SPLIT_K"):
+            cfg.pop(key)
+        return dict(FUSED=True, RS=True, **cfg)
     cfg = dict(config or tile_config(bm))
     problem = ws_gemm.config_problem(cfg)
     if problem or cfg["BM"] != bm or cfg["BN"] != BN or not cfg["LOADER"]:
@@ -65,7 +90,15 @@ def _launch_config(rows, fused: bool, bm: int, config: dict | None) -> dict:
                          f"{problem or 'BM must be the blocks rows, BN 64, the loader warp on'}")
     for key in ("BN", "BM", "SPLIT_K", "LOADER"):
         cfg.pop(key)
-    return dict(FUSED=True, **cfg)
+    return dict(FUSED=True, RS=False, **cfg)
+
+
+def _rs_keys(kwargs: dict) -> dict:
+    """The ws tile's constexprs that the rs tile does not have, filled for the kernel's
+    signature (unused under RS)."""
+    if kwargs["RS"]:
+        return dict(DECODED=2, DECODERS=1, DECODE_WARPS=4, DECODE_REGS=96, **kwargs)
+    return kwargs
 
 
 def gather_rows(x: torch.Tensor, sorted_pairs: torch.Tensor, k: int) -> torch.Tensor:
@@ -75,28 +108,28 @@ def gather_rows(x: torch.Tensor, sorted_pairs: torch.Tensor, k: int) -> torch.Te
 
 
 def ws_w1(xs, w1_codes, w1_scales, b1, a, tables, nb: int, bm: int, alpha: float,
-          limit: float, fused: bool, config: dict | None = None) -> None:
+          limit: float, fused: bool, config: dict | None = None, tile: str = "ws") -> None:
     """a[row] = SwiGLU(xs[row] @ dequantize(W1[e]).T + b1[e]) for every row of the block table
     (as ws_w2); xs = gather_rows(x, ...) [P, H] bf16, a [P, I] bf16 in sorted-pair order."""
-    kwargs = _launch_config(xs, fused, bm, config)
+    kwargs = _launch_config(xs, fused, bm, config, tile)
     from .ws_moe_kernel import ws_moe_w1_kernel
-    x_desc, q_desc = _descriptors(xs, w1_codes, bm)
+    x_desc, q_desc, s_desc = _descriptors(xs, w1_codes, bm, w1_scales if tile == "rs" else None)
     np_, kp = w1_codes.shape[1], w1_codes.shape[2] * 2
     ws_moe_w1_kernel[(nb * (np_ // BN),)](
-        x_desc, q_desc, w1_scales, b1, a, *tables[1:], b1.shape[-1], xs.shape[1], np_,
-        kp // ws_gemm.BLOCK, nb, alpha, limit, **kwargs)
+        x_desc, q_desc, s_desc, w1_scales, b1, a, *tables[1:], b1.shape[-1], xs.shape[1], np_,
+        kp // ws_gemm.BLOCK, nb, alpha, limit, **_rs_keys(kwargs))
 
 
 def ws_w2(a, w2_codes, w2_scales, b2, wts, y, tables, nb: int, bm: int, fused: bool,
-          config: dict | None = None) -> None:
+          config: dict | None = None, tile: str = "ws") -> None:
     """y[pair] = (a[row] @ dequantize(W2[e]).T + b2[e]) * wts[pair] for every row of the block
     table `tables` (sorted pairs, block expert, block start, block rows; nb blocks of bm rows):
     a [P, I] bf16 in expert-sorted order, W2 in the packed expert layout (codes [E, NP, KP/2],
     scales [E, KP/32, NP]), y [P, H] bf16 by pair."""
-    kwargs = _launch_config(a, fused, bm, config)
+    kwargs = _launch_config(a, fused, bm, config, tile)
     from .ws_moe_kernel import ws_moe_w2_kernel
-    a_desc, q_desc = _descriptors(a, w2_codes, bm)
+    a_desc, q_desc, s_desc = _descriptors(a, w2_codes, bm, w2_scales if tile == "rs" else None)
     np_, half_kp = w2_codes.shape[1], w2_codes.shape[2]
     ws_moe_w2_kernel[(nb * (np_ // BN),)](
-        a_desc, q_desc, w2_scales, b2, wts, y, *tables, y.shape[1], a.shape[1], np_,
-        half_kp * 2 // ws_gemm.BLOCK, nb, **kwargs)
+        a_desc, q_desc, s_desc, w2_scales, b2, wts, y, *tables, y.shape[1], a.shape[1], np_,
+        half_kp * 2 // ws_gemm.BLOCK, nb, **_rs_keys(kwargs))

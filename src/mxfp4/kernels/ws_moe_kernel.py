@@ -1,5 +1,6 @@
 """The MoE's grouped W1 and W2 GEMMs on the warp-specialized tile
-(kernels/ws_gemm_kernel.ws_tile), Gluon for triton 3.6 on sm_90a (issue 24). Host side and
+(kernels/ws_gemm_kernel.ws_tile) or, with RS, the register-operand tile
+(kernels/rs_gemm_kernel.rs_tile), Gluon for triton 3.6 on sm_90a (issue 24). Host side and
 reference twins: kernels/ws_moe.py (the Triton kernels kernels/moe_gemm._w1_kernel and
 _w2_kernel compute the same products).
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 
+from .rs_gemm_kernel import rs_tile
 from .ws_gemm_kernel import out_layout, ws_tile
 
 
@@ -91,13 +93,15 @@ def _w1_epilogue(acc, b1_ptr, a_ptr, e, start, rows, off_n, N2, alpha, limit,
 
 
 @gluon.jit
-def ws_moe_w1_kernel(x_desc, q_desc, s_ptr, b1_ptr, a_ptr, block_expert_ptr, block_start_ptr,
-                     block_rows_ptr, N2, H, NP, KS, NB, alpha, limit,
+def ws_moe_w1_kernel(x_desc, q_desc, s_desc, s_ptr, b1_ptr, a_ptr, block_expert_ptr,
+                     block_start_ptr, block_rows_ptr, N2, H, NP, KS, NB, alpha, limit,
                      GROUP_M: gl.constexpr, STAGES: gl.constexpr, DECODED: gl.constexpr,
                      DECODERS: gl.constexpr, DECODE_WARPS: gl.constexpr,
-                     DECODE_REGS: gl.constexpr, FUSED: gl.constexpr, num_warps: gl.constexpr):
+                     DECODE_REGS: gl.constexpr, FUSED: gl.constexpr, RS: gl.constexpr,
+                     num_warps: gl.constexpr):
     """x_desc: TMA descriptor of xs [P, H] bf16 (x's rows in sorted-pair order), box [BM, BK];
-    q_desc: of W1's codes [E * NP, KP/2], box [BN, BK/2]; s_ptr: scales [E, KS, NP];
+    q_desc: of W1's codes [E * NP, KP/2], box [BN, BK/2]; s_ptr: scales [E, KS, NP] (RS: the
+    register-operand tile, which reads them through s_desc, [E * KS, NP], box [2, BN]);
     a [P, N2 / 2] bf16 out, N2 = 2 I the interleaved gate / linear rows."""
     BK: gl.constexpr = x_desc.block_type.shape[1]
     BN: gl.constexpr = q_desc.block_type.shape[0]
@@ -105,27 +109,43 @@ def ws_moe_w1_kernel(x_desc, q_desc, s_ptr, b1_ptr, a_ptr, block_expert_ptr, blo
                                         NP, BN, GROUP_M)
     if e < 0:  # an unused block of the worst-case grid
         return
-    ws_tile(x_desc, q_desc, s_ptr + e.to(gl.int64) * KS * NP, start, e * NP + off_n, off_n, 0,
-            gl.cdiv(H, BK), N2, KS, NP, _w1_epilogue,
-            (b1_ptr, a_ptr, e, start, rows, off_n, N2, alpha, limit), False, 1,
-            STAGES, DECODED, DECODERS, DECODE_WARPS, DECODE_REGS, True, True, FUSED, num_warps)
+    if RS:
+        rs_tile(x_desc, q_desc, s_desc, start, e * NP + off_n, e * KS, off_n, 0,
+                gl.cdiv(H, BK), _w1_epilogue,
+                (b1_ptr, a_ptr, e, start, rows, off_n, N2, alpha, limit), False, 1, STAGES,
+                FUSED, num_warps)
+    else:
+        ws_tile(x_desc, q_desc, s_ptr + e.to(gl.int64) * KS * NP, start, e * NP + off_n,
+                off_n, 0, gl.cdiv(H, BK), N2, KS, NP, _w1_epilogue,
+                (b1_ptr, a_ptr, e, start, rows, off_n, N2, alpha, limit), False, 1,
+                STAGES, DECODED, DECODERS, DECODE_WARPS, DECODE_REGS, True, True, FUSED,
+                num_warps)
 
 
 @gluon.jit
-def ws_moe_w2_kernel(a_desc, q_desc, s_ptr, b2_ptr, wts_ptr, y_ptr, sorted_pair_ptr,
+def ws_moe_w2_kernel(a_desc, q_desc, s_desc, s_ptr, b2_ptr, wts_ptr, y_ptr, sorted_pair_ptr,
                      block_expert_ptr, block_start_ptr, block_rows_ptr, H, I, NP, KS, NB,
                      GROUP_M: gl.constexpr, STAGES: gl.constexpr, DECODED: gl.constexpr,
                      DECODERS: gl.constexpr, DECODE_WARPS: gl.constexpr,
-                     DECODE_REGS: gl.constexpr, FUSED: gl.constexpr, num_warps: gl.constexpr):
+                     DECODE_REGS: gl.constexpr, FUSED: gl.constexpr, RS: gl.constexpr,
+                     num_warps: gl.constexpr):
     """a_desc: TMA descriptor of a [P, I] bf16 (pairs in expert-sorted order), box [BM, BK];
-    q_desc: of W2's codes [E * NP, KP/2], box [BN, BK/2]; s_ptr: scales [E, KS, NP]."""
+    q_desc: of W2's codes [E * NP, KP/2], box [BN, BK/2]; s_ptr: scales [E, KS, NP] (RS:
+    through s_desc, as in ws_moe_w1_kernel)."""
     BK: gl.constexpr = a_desc.block_type.shape[1]
     BN: gl.constexpr = q_desc.block_type.shape[0]
     e, start, rows, off_n = _block_tile(block_expert_ptr, block_start_ptr, block_rows_ptr, NB,
                                         NP, BN, GROUP_M)
     if e < 0:  # an unused block of the worst-case grid
         return
-    ws_tile(a_desc, q_desc, s_ptr + e.to(gl.int64) * KS * NP, start, e * NP + off_n, off_n, 0,
-            gl.cdiv(I, BK), H, KS, NP, _w2_epilogue,
-            (b2_ptr, wts_ptr, y_ptr, sorted_pair_ptr, e, start, rows, off_n, H), False, 1,
-            STAGES, DECODED, DECODERS, DECODE_WARPS, DECODE_REGS, True, True, FUSED, num_warps)
+    if RS:
+        rs_tile(a_desc, q_desc, s_desc, start, e * NP + off_n, e * KS, off_n, 0,
+                gl.cdiv(I, BK), _w2_epilogue,
+                (b2_ptr, wts_ptr, y_ptr, sorted_pair_ptr, e, start, rows, off_n, H), False, 1,
+                STAGES, FUSED, num_warps)
+    else:
+        ws_tile(a_desc, q_desc, s_ptr + e.to(gl.int64) * KS * NP, start, e * NP + off_n,
+                off_n, 0, gl.cdiv(I, BK), H, KS, NP, _w2_epilogue,
+                (b2_ptr, wts_ptr, y_ptr, sorted_pair_ptr, e, start, rows, off_n, H), False, 1,
+                STAGES, DECODED, DECODERS, DECODE_WARPS, DECODE_REGS, True, True, FUSED,
+                num_warps)
