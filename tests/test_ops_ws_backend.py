@@ -1,5 +1,5 @@
-"""mxfp4.linear's backend="ws" (the warp-specialized GEMM, issue 24) and the auto rule for it, on
-the CPU: the GPU, the triton version and the kernels are stand-ins (the Gluon kernel runs only on
+"""mxfp4.linear's backend="ws" (the warp-specialized GEMM, issue 24), backend="rs" (the
+register-operand GEMM) and the auto rule, on the CPU: the GPU, the triton version and the kernels are stand-ins (the Gluon kernel runs only on
 an sm_90 GPU; benchmarks/ws_gemm_device.py checks it there)."""
 
 import warnings
@@ -10,7 +10,7 @@ import torch
 import mxfp4
 from mxfp4 import ops
 from mxfp4.kernels import linear as kl
-from mxfp4.kernels import ws_gemm
+from mxfp4.kernels import rs_gemm, ws_gemm
 from mxfp4.layouts import prepack
 
 K, N = 96, 64
@@ -51,6 +51,29 @@ def _w(n=N, k=K, **kw):
 
 def _x(m=16, dtype=torch.bfloat16):
     return torch.randn(m, K).to(dtype)
+
+
+def test_forced_rs_runs_the_kernel_on_a_hopper(monkeypatch, kernels):
+    rs = Spy("rs")
+    monkeypatch.setattr(rs_gemm, "rs_linear", rs)
+    fake_gpu(monkeypatch)
+    x, w, b = _x(32), _w(), torch.randn(N).to(torch.bfloat16)
+    packed = prepack(w)
+    y = mxfp4.linear(x, packed, b, backend="rs")
+    assert rs.calls[0][0] is x and rs.calls[0][1] is packed and rs.calls[0][2] is b
+    assert bool((y == 7).all())
+    mxfp4.linear(x, w, backend="rs")  # a plain MXTensor is prepacked for the call
+    assert torch.equal(rs.calls[1][1].codes, packed.codes)
+    assert not kernels[0].calls and not kernels[1].calls
+    with pytest.raises(ValueError, match="backend='rs' .*cannot run this call: .*float16"):
+        mxfp4.linear(_x(dtype=torch.float16), packed, backend="rs")
+    with pytest.raises(ValueError, match="'rs' is for mxfp4.linear only"):
+        mxfp4.quantize(torch.zeros(2, 32), backend="rs")
+
+
+def test_forced_rs_on_cpu_tensors_says_why(kernels):
+    with pytest.raises(ValueError, match="register-operand GEMM.*needs CUDA tensors on an sm_90"):
+        mxfp4.linear(_x(), prepack(_w()), backend="rs")
 
 
 def test_ws_is_a_linear_backend_only():

@@ -7,8 +7,9 @@ interpreter runs them on CPU tensors, as CI does). There is no silent fallback: 
 without a usable Triton, "auto" raises instead of running the slow reference.
 
 linear also takes backend="ws": the warp-specialized Gluon GEMM (mxfp4.kernels.ws_gemm, issue
-24; sm_90 + triton 3.6, bf16 only). Forced, it runs or raises saying why; "auto" does not pick
-it yet (WS_AUTO below).
+24; sm_90 + triton 3.6, bf16 only), and backend="rs": the Gluon GEMM that decodes into wgmma's
+register operand (mxfp4.kernels.rs_gemm; same rules, a HopperWeight). Forced, each runs or
+raises saying why; "auto" picks neither yet (WS_AUTO below).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from .layouts import HopperWeight
 from .tensor import MXTensor
 
 BACKENDS = ("auto", "triton", "reference")
-LINEAR_BACKENDS = BACKENDS + ("ws",)  # "ws": the warp-specialized GEMM, linear only
+LINEAR_BACKENDS = BACKENDS + ("ws", "rs")  # the Gluon GEMMs, linear only
 
 # "auto" never picks the warp-specialized GEMM yet: it has not run on a GPU. Turn this on only
 # once `PYTHONPATH=src python3 benchmarks/ws_gemm_device.py` passes its checks on an H100 (and
@@ -35,7 +36,7 @@ WS_AUTO = False
 
 def _check_backend(backend: str, allowed: tuple = BACKENDS) -> str:
     if backend not in allowed:
-        only = " ('ws' is for mxfp4.linear only)" if backend == "ws" else ""
+        only = f" ({backend!r} is for mxfp4.linear only)" if backend in ("ws", "rs") else ""
         raise ValueError(f"backend must be one of {allowed}, got {backend!r}{only}")
     return backend
 
@@ -141,23 +142,30 @@ def _check_one_device(x, w, bias) -> None:
                          f"{w.device} and {bias.device if bias is not None else x.device}")
 
 
-def _ws_linear(x, w, bias) -> torch.Tensor:
-    """backend="ws": the warp-specialized GEMM, or a ValueError saying why it cannot run here
-    (a forced backend never falls back). It reads a plain MXTensor or a HopperWeight (whose
-    decode is cheaper)."""
+def _gluon_linear(x, w, bias, backend: str) -> torch.Tensor:
+    """backend="ws" (the warp-specialized GEMM; a plain MXTensor or a HopperWeight, whose decode
+    is cheaper) or "rs" (the register-operand GEMM; a HopperWeight, a plain MXTensor is
+    prepacked for the call), or a ValueError saying why it cannot run here (a forced backend
+    never falls back)."""
+    name = {"ws": "the warp-specialized GEMM", "rs": "the register-operand GEMM"}[backend]
     if not _have_triton():
-        raise RuntimeError("backend='ws' needs the 'triton' package (pip install triton)")
+        raise RuntimeError(f"backend={backend!r} needs the 'triton' package (pip install triton)")
     ws = _kernel_module("ws_gemm")
-    # an empty batch is fine (ws_linear returns an empty result, as F.linear does)
+    # an empty batch is fine (both return an empty result, as F.linear does)
     why = ws.unsupported_reason(ws._capability(x.device), ws.triton.__version__, x.dtype,
                                 w.block_size, w.shape[1], max(1, _rows(x)))
     if why:
-        raise ValueError(f"backend='ws' (the warp-specialized GEMM) cannot run this call: {why}; "
+        raise ValueError(f"backend={backend!r} ({name}) cannot run this call: {why}; "
                          f"use backend='triton' or 'auto'")
     _check_one_device(x, w, bias)
     if bias is not None and bias.dtype != torch.bfloat16:
-        raise ValueError(f"backend='ws' takes a bfloat16 bias, got {bias.dtype}")
-    return ws.ws_linear(x, w, bias)
+        raise ValueError(f"backend={backend!r} takes a bfloat16 bias, got {bias.dtype}")
+    if backend == "ws":
+        return ws.ws_linear(x, w, bias)
+    if not isinstance(w, HopperWeight):
+        from .layouts import prepack
+        w = prepack(w)
+    return _kernel_module("rs_gemm").rs_linear(x, w, bias)
 
 
 _WS_WARNED: list = []  # [True] once the "ws not used on this GPU/triton" warning was shown
@@ -191,9 +199,9 @@ def linear(x: torch.Tensor, w: MXTensor | HopperWeight, bias: torch.Tensor | Non
     multiplies in float32; the kernel (CUDA) decodes W in registers and multiplies on the
     bf16 tensor cores (fp16/fp32 inputs as two bf16 terms). `w` may also be a
     `mxfp4.layouts.HopperWeight` (prepacked once with `mxfp4.layouts.prepack`), the layout
-    the kernel reads fastest. backend="ws" forces the warp-specialized GEMM (a plain
-    MXTensor with blocks of 32 along K, bf16 x and bias, an sm_90 GPU with triton 3.6) and
-    raises a ValueError saying why when it cannot run.
+    the kernel reads fastest. backend="ws" forces the warp-specialized GEMM and "rs" the
+    register-operand one (blocks of 32 along K, bf16 x and bias, an sm_90 GPU with triton
+    3.6); each raises a ValueError saying why when it cannot run.
     """
     _check_backend(backend, LINEAR_BACKENDS)
     if not isinstance(x, torch.Tensor):
@@ -208,8 +216,8 @@ def linear(x: torch.Tensor, w: MXTensor | HopperWeight, bias: torch.Tensor | Non
     if bias is not None and (not isinstance(bias, torch.Tensor) or bias.shape != (w.shape[0],)):
         raise ValueError(f"bias must be a tensor of shape ({w.shape[0]},), got "
                          f"{getattr(bias, 'shape', type(bias).__name__)}")
-    if backend == "ws":
-        return _ws_linear(x, w, bias)
+    if backend in ("ws", "rs"):
+        return _gluon_linear(x, w, bias, backend)
     if _use_triton(backend, x.device):
         _check_one_device(x, w, bias)
         if backend == "auto" and _auto_ws(x, w, bias):
