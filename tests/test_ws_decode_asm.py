@@ -1,6 +1,6 @@
 """The Gluon GEMMs' HopperWeight decodes, run on the CPU: the PTX of
 `kernels.unpack.word_decode_asm` (warp-specialized GEMM) and of
-`kernels.rs_gemm_kernel.halfword_decode_asm` (register-operand GEMM) is executed by a small
+`kernels.unpack.halfword_decode_asm` (register-operand GEMM) is executed by a small
 interpreter of the few instructions it uses, the outputs are put in K order as
 `ws_decode.decode_packed_tile` and `rs_gemm_kernel.decode_fragment` do (split, join, permute,
 reshape), and the result must equal the codec's dequantization bit for bit. (Gluon has no
@@ -11,8 +11,7 @@ import pytest
 import torch
 
 from mxfp4 import codec
-from mxfp4.kernels.unpack import word_decode_asm
-from mxfp4.kernels.rs_gemm_kernel import halfword_decode_asm
+from mxfp4.kernels.unpack import halfword_decode_asm, word_decode_asm
 from mxfp4.layouts import prepack
 from mxfp4.tensor import MXTensor
 

@@ -32,20 +32,9 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (mbarrier, tma, warpgroup_mma,
                                                               warpgroup_mma_wait)
 
-from .unpack import fused_decode_ptx
+from .unpack import halfword_decode_asm
 from .ws_decode import _factor_pair
 from .ws_gemm_kernel import _epilogue, acc_layout
-
-
-def halfword_decode_asm(fused: bool) -> str:
-    """PTX: two registers holding a HopperWeight halfword each ($4, $5: bytes 2j, 2j + 1 in
-    their low 16 bits) -> four bf16x2 registers: $0 / $1 the low / high codes of $4, $2 / $3
-    those of $5, times the factor pairs $6 (low codes' block) / $7 (high codes' block)."""
-    pre = None if fused else "k"
-    body = (fused_decode_ptx("$4", "0x1404", "$0", "$1", "$6", "$7", pre)
-            + fused_decode_ptx("$5", "0x1404", "$2", "$3", "$6", "$7", pre))
-    return ("\n{\n.reg .b32 a, t, u, k, z;\nmov.b32 z, 0x80008000;\nmov.b32 k, 0x7E807E80;\n"
-            + body + "}\n")
 
 
 HALFWORD_ASM = gl.constexpr(halfword_decode_asm(fused=False))

@@ -240,6 +240,19 @@ def word_decode_asm(fused: bool) -> str:
             + body + "}\n")
 
 
+def halfword_decode_asm(fused: bool) -> str:
+    """PTX: two registers holding a HopperWeight halfword each ($4, $5: bytes 2j, 2j + 1 in
+    their low 16 bits) -> four bf16x2 registers: $0 / $1 the low / high codes of $4, $2 / $3
+    those of $5, times the factor pairs $6 (low codes' block) / $7 (high codes' block), as
+    word_decode_asm. The register-operand GEMM's decode (kernels/rs_gemm_kernel.py);
+    tests/test_ws_decode_asm.py executes it on the CPU."""
+    pre = None if fused else "k"
+    body = (fused_decode_ptx("$4", "0x1404", "$0", "$1", "$6", "$7", pre)
+            + fused_decode_ptx("$5", "0x1404", "$2", "$3", "$6", "$7", pre))
+    return ("\n{\n.reg .b32 a, t, u, k, z;\nmov.b32 z, 0x80008000;\nmov.b32 k, 0x7E807E80;\n"
+            + body + "}\n")
+
+
 @triton.jit
 def e8m0_times_2p126_bf16(scales):
     """bf16 2^(s-1) = 2^126 * 2^(s-127) for E8M0 bytes s <= 128 (the fused decode's factor)."""
