@@ -218,15 +218,24 @@ def check_rs(g, shapes, ms, failures: list) -> bool:
 
 def rs_variants(m: int, n: int, k: int, sms: int, sweep: bool) -> list:
     """(label, config) pairs of the register-operand GEMM to time: rs_config's pick, then one
-    or two warpgroups (64 or 128 weight rows a CTA), 64 x 256 tiles and a deeper ring."""
+    or two warpgroups (64 or 128 weight rows a CTA; _nl: no loader warp), four (256 x 128, no
+    loader warp) for big batches, 64 x 256 tiles and a deeper ring."""
     base = rs_gemm.rs_config(m, n, k, sms)
     out = [("rs", base)]
     if sweep:
-        for label, change in (("rs_1wg", dict(num_warps=4, BN=64, maxnreg=232)),
-                              ("rs_2wg", dict(num_warps=8, BN=128, maxnreg=168)),
+        big = base["BM"] >= 128
+        for label, change in (("rs_1wg", dict(num_warps=4, BN=64, maxnreg=232, LOADER=True)),
+                              ("rs_2wg", dict(num_warps=8, BN=128, maxnreg=168, LOADER=True)),
+                              # no loader warp: 8 warps at 128 registers, two CTAs an SM
+                              ("rs_2wg_nl", dict(num_warps=8, BN=128, maxnreg=128,
+                                                 LOADER=False)),
+                              ("rs_4wg", dict(num_warps=16, BN=256, BM=128, maxnreg=128,
+                                              LOADER=False, STAGES=4) if big else None),
                               ("rs_64x256", dict(num_warps=4, BN=64, BM=256, STAGES=3,
-                                                 maxnreg=232)),
+                                                 maxnreg=232, LOADER=True)),
                               ("rs_deep", dict(STAGES=min(12, base["STAGES"] * 2)))):
+            if change is None:
+                continue
             c = dict(base, **change)
             if rs_gemm.config_problem(c) is None and all(c != o for _, o in out):
                 out.append((label, c))

@@ -49,15 +49,18 @@ def test_config_fits_the_hardware(k, n, m):
 
 def test_small_batches_take_one_warpgroup_and_few_registers():
     """M <= 64: 64 weight rows a CTA at <= 104 registers, so two or three CTAs share an SM;
-    from 65 on, two warpgroups x 128 tokens."""
-    for m, warps, regs in ((16, 4, 80), (64, 4, 104), (65, 8, 168), (4096, 8, 168)):
+    from 65 on, two warpgroups x 128 tokens; past 2048 four, without the loader warp (20
+    warps would leave 102 registers a thread)."""
+    for m, warps, regs, loader in ((16, 4, 80, True), (64, 4, 104, True), (65, 8, 168, True),
+                                   (2048, 8, 168, True), (4096, 16, 128, False)):
         cfg = rs_gemm.rs_config(m, 14336, 4096)
-        assert (cfg["num_warps"], cfg["maxnreg"]) == (warps, regs), (m, cfg)
+        assert (cfg["num_warps"], cfg["maxnreg"], cfg["LOADER"]) == (warps, regs, loader), cfg
     assert rs_gemm.rs_config(16, 2880, 2880)["SPLIT_K"] > 1  # 45 tiles: split K
 
 
 @pytest.mark.parametrize("change, words", [
     (dict(num_warps=8), "BN = 16 a warp"),
+    (dict(num_warps=16, BN=256, BM=128, maxnreg=128), "register file"),  # + the loader warp
     (dict(BM=48), "power of two"),
     (dict(BM=256, maxnreg=168), "registers a thread"),
     (dict(STAGES=12, BM=128, num_warps=8, BN=128, maxnreg=168), "shared memory"),

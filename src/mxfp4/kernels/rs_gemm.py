@@ -22,26 +22,32 @@ BK = 64  # K per step: one HopperWeight group, two scale blocks
 def tile_config(bm: int, num_warps: int) -> dict:
     """BN = 16 weight rows a warp x bm tokens; enough ring slots to keep ~32 KB of x and codes
     in flight; a register cap for the accumulator (bm / 2 a thread), two A sets (32) and the
-    decode's scratch: fewer registers let more CTAs share an SM (8 warps at 80: three)."""
+    decode's scratch: fewer registers let more CTAs share an SM (8 warps at 80: three). Four
+    warpgroups (256 weight rows) go without the loader warp: 16 warps keep 128 registers, 20
+    (the loader's padded in) would keep 102."""
     bn = 16 * num_warps
     step_bytes = bm * BK * 2 + bn * BK // 2 + 2 * bn
     stages = max(3, min(8, (32 * 1024) // step_bytes + 1))
-    maxnreg = next(r for r in (80, 104, 128, 168, 232) if r >= bm // 2 + 72)
-    if num_warps == 8:
-        maxnreg = min(maxnreg, 168)  # 12 warps (the loader's padded in) share the file
+    loader = num_warps < 16
+    warps = num_warps + (4 if loader else 0)
+    cap = min(232, ws_gemm.REGISTERS // (32 * warps) // 8 * 8)
+    maxnreg = min(cap, next(r for r in (80, 104, 128, 168, 232) if r >= bm // 2 + 72))
     return dict(BN=bn, BM=bm, SPLIT_K=1, GROUP_M=8, STAGES=stages, num_warps=num_warps,
-                maxnreg=maxnreg)
+                maxnreg=maxnreg, LOADER=loader)
 
 
 def rs_config(m: int, n: int, k: int, sm_count: int = 132) -> dict:
     """Tile and launch parameters: one warpgroup (64 weight rows) x BM tokens, BM the batch
     rounded up to a power of two from 16; past 64 tokens two warpgroups (128 weight rows) x
     128 tokens: 20 KB of x and codes a K step for 1 M MACs, against 34 KB for 64 x 256 (L2
-    traffic limits the big tiles). Split K while the tiles are fewer than the SMs."""
+    traffic limits the big tiles); past 2048 four (256 rows, no loader warp). Split K while
+    the tiles are fewer than the SMs."""
     bm = 16
     while bm < min(m, 128):
         bm *= 2
-    cfg = tile_config(bm, 8 if m > 64 else 4)
+    # prefill (m > 2048): four warpgroups, 256 weight rows x 128 tokens, 24 KB a K step for
+    # 2 M MACs (cuBLAS's bf16 256 x 128 tile reads 48 KB)
+    cfg = tile_config(bm, 16 if m > 2048 else 8 if m > 64 else 4)
     tiles = triton.cdiv(n, cfg["BN"]) * triton.cdiv(m, bm)
     steps = triton.cdiv(k, BK)
     split = 1
@@ -53,21 +59,22 @@ def rs_config(m: int, n: int, k: int, sm_count: int = 132) -> dict:
 
 def config_problem(cfg: dict) -> str | None:
     """Why this config cannot compile or run on an H100, or None when it fits."""
-    need = {"BN", "BM", "SPLIT_K", "GROUP_M", "STAGES", "num_warps", "maxnreg"}
+    need = {"BN", "BM", "SPLIT_K", "GROUP_M", "STAGES", "num_warps", "maxnreg", "LOADER"}
     if set(cfg) != need:
         return f"config keys must be {sorted(need)}, got {sorted(cfg)}"
     bn, bm, nw = cfg["BN"], cfg["BM"], cfg["num_warps"]
-    if nw not in (4, 8) or bn != 16 * nw:
-        return f"num_warps must be 4 or 8 with BN = 16 a warp, got {nw}, BN {bn}"
+    if nw not in (4, 8, 16) or bn != 16 * nw:
+        return f"num_warps must be 4, 8 or 16 with BN = 16 a warp, got {nw}, BN {bn}"
     if bm not in (16, 32, 64, 128, 256):
         return f"BM must be a power of two in 16..256, got {bm}"
-    warps = nw + 4  # the loader warp, padded to a warpgroup
+    warps = nw + (4 if cfg["LOADER"] else 0)  # the loader warp, padded to a warpgroup
     if cfg["maxnreg"] * warps * 32 > ws_gemm.REGISTERS:
         return f"{warps} warps x {cfg['maxnreg']} registers exceed the register file"
     # accumulator (BM / 2 a thread) + two sets of A registers (16 each) + the decode's
-    # scratch: ptxas compiles the consumer under the kernel's cap
-    if bm // 2 + 32 + 40 > cfg["maxnreg"]:
-        return f"BM = {bm} needs about {bm // 2 + 72} registers a thread, maxnreg is " \
+    # scratch (about 24: ptxas fit BM = 128 in 128 registers); the consumer is compiled
+    # under the kernel's cap
+    if bm // 2 + 32 + 24 > cfg["maxnreg"]:
+        return f"BM = {bm} needs about {bm // 2 + 56} registers a thread, maxnreg is " \
                f"{cfg['maxnreg']}"
     smem = cfg["STAGES"] * (bm * BK * 2 + bn * BK // 2 + 2 * bn) + max(bn * bm, 8192) + 1024
     if smem > ws_gemm.SMEM_BYTES:

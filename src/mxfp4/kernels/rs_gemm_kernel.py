@@ -29,7 +29,8 @@ from __future__ import annotations
 
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.hopper import (mbarrier, tma, warpgroup_mma,
+from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier,
+                                                              tma, warpgroup_mma,
                                                               warpgroup_mma_wait)
 
 from .unpack import halfword_decode_asm
@@ -108,25 +109,61 @@ def _rs_step(i, acc, x_bufs, q_bufs, s_bufs, ready, BN: gl.constexpr, BK: gl.con
 
 
 @gluon.jit
-def _rs_consumer(x_bufs, q_bufs, s_bufs, ready, free, n_steps, EPILOGUE: gl.constexpr,
+def _load_step(src, ready, x_bufs, q_bufs, s_bufs, j, n_steps, BK: gl.constexpr):
+    """TMA copies of step j's x box [BM, BK], codes box [BN, BK/2] and scales box [2, BN]
+    into slot j % S, one barrier for all three (nothing past the last step). src: (x_desc,
+    q_desc, s_desc, first x row, first codes row, first scale row, first weight row, k_lo)."""
+    x_desc, q_desc, s_desc, off_m, q_row, s_row, off_n, k_lo = src
+    nbytes: gl.constexpr = (x_desc.block_type.nbytes + q_desc.block_type.nbytes
+                            + s_desc.block_type.nbytes)
+    s = j % x_bufs.shape[0]
+    k = k_lo + j * BK
+    ok = j < n_steps
+    mbarrier.expect(ready.index(s), nbytes, pred=ok)
+    tma.async_copy_global_to_shared(q_desc, [q_row, k // 2], ready.index(s), q_bufs.index(s),
+                                    pred=ok)
+    tma.async_copy_global_to_shared(s_desc, [s_row + k // 32, off_n], ready.index(s),
+                                    s_bufs.index(s), pred=ok)
+    tma.async_copy_global_to_shared(x_desc, [off_m, k], ready.index(s), x_bufs.index(s),
+                                    pred=ok)
+
+
+@gluon.jit
+def _release(i, src, ready, free, x_bufs, q_bufs, s_bufs, n_steps, BK: gl.constexpr,
+             LOADER: gl.constexpr):
+    """After the wait that retired wgmma i - 1 (step i's in flight): its slot is free. With the
+    loader warp, tell it; without, every warpgroup passes a barrier and step i + S - 1 is
+    loaded into that slot (slot S - 1, still unused, at i = 0)."""
+    S: gl.constexpr = x_bufs.shape[0]
+    if LOADER:
+        mbarrier.arrive(free.index((i + S - 1) % S), count=1, pred=i > 0)
+    else:
+        gl.thread_barrier()
+        _load_step(src, ready, x_bufs, q_bufs, s_bufs, i + S - 1, n_steps, BK)
+
+
+@gluon.jit
+def _rs_consumer(src, x_bufs, q_bufs, s_bufs, ready, free, n_steps, EPILOGUE: gl.constexpr,
                  epilogue_args, BN: gl.constexpr, BM: gl.constexpr, BK: gl.constexpr,
                  HAS_BIAS: gl.constexpr, SPLIT_K: gl.constexpr, FUSED: gl.constexpr,
-                 num_warps: gl.constexpr):
+                 LOADER: gl.constexpr, num_warps: gl.constexpr):
     S: gl.constexpr = x_bufs.shape[0]
     ACC: gl.constexpr = acc_layout(BN, BM, num_warps)
+    if not LOADER:  # this partition loads its own steps: the first S - 1 up front
+        for j in gl.static_range(S - 1):
+            _load_step(src, ready, x_bufs, q_bufs, s_bufs, j, n_steps, BK)
     acc = gl.zeros([BN, BM], gl.float32, ACC)
     a_odd = gl.zeros([BN, BK], gl.bfloat16, gl.DotOperandLayout(0, ACC, 2))
     for j in range(0, n_steps // 2):
         i = 2 * j
         acc, a_even = _rs_step(i, acc, x_bufs, q_bufs, s_bufs, ready, BN, BK, FUSED, num_warps)
-        # retires wgmma i - 1 (odd): its slot is free again
-        acc, a_odd = warpgroup_mma_wait(num_outstanding=1, deps=(acc, a_odd))
-        mbarrier.arrive(free.index((i + S - 1) % S), count=1, pred=i > 0)
+        acc, a_odd = warpgroup_mma_wait(num_outstanding=1, deps=(acc, a_odd))  # retires i - 1
+        _release(i, src, ready, free, x_bufs, q_bufs, s_bufs, n_steps, BK, LOADER)
         acc, a_odd = _rs_step(i + 1, acc, x_bufs, q_bufs, s_bufs, ready, BN, BK, FUSED,
                               num_warps)
-        acc, a_even = warpgroup_mma_wait(num_outstanding=1, deps=(acc, a_even))
-        mbarrier.arrive(free.index(i % S), count=1)
-    if n_steps % 2:  # the last, even step
+        acc, a_even = warpgroup_mma_wait(num_outstanding=1, deps=(acc, a_even))  # retires i
+        _release(i + 1, src, ready, free, x_bufs, q_bufs, s_bufs, n_steps, BK, LOADER)
+    if n_steps % 2:  # the last, even step (nothing left to load)
         i = n_steps - 1
         acc, a_even = _rs_step(i, acc, x_bufs, q_bufs, s_bufs, ready, BN, BK, FUSED, num_warps)
         acc, a_odd = warpgroup_mma_wait(num_outstanding=1, deps=(acc, a_odd))
@@ -135,34 +172,26 @@ def _rs_consumer(x_bufs, q_bufs, s_bufs, ready, free, n_steps, EPILOGUE: gl.cons
 
 
 @gluon.jit
-def _rs_loader(x_desc, q_desc, s_desc, ready, free, x_bufs, q_bufs, s_bufs, off_m, q_row,
-               s_row, off_n, k_lo, n_steps, BK: gl.constexpr):
-    """TMA copies of step i's x box [BM, BK], codes box [BN, BK/2] and scales box [2, BN]
-    (rows s_row + k / 32) into slot i % S, one barrier for all three."""
+def _rs_loader(src, ready, free, x_bufs, q_bufs, s_bufs, n_steps, BK: gl.constexpr):
+    """The loader warp: step i into slot i % S once the consumer freed it."""
     S: gl.constexpr = x_bufs.shape[0]
-    nbytes: gl.constexpr = (x_desc.block_type.nbytes + q_desc.block_type.nbytes
-                            + s_desc.block_type.nbytes)
     for i in range(n_steps):
-        s = i % S
-        k = k_lo + i * BK
         # mbarriers start with phase 1 complete, so the first pass does not wait
-        mbarrier.wait(free.index(s), ((i // S) & 1) ^ 1)
-        mbarrier.expect(ready.index(s), nbytes)
-        tma.async_copy_global_to_shared(q_desc, [q_row, k // 2], ready.index(s), q_bufs.index(s))
-        tma.async_copy_global_to_shared(s_desc, [s_row + k // 32, off_n], ready.index(s),
-                                        s_bufs.index(s))
-        tma.async_copy_global_to_shared(x_desc, [off_m, k], ready.index(s), x_bufs.index(s))
+        mbarrier.wait(free.index(i % S), ((i // S) & 1) ^ 1)
+        _load_step(src, ready, x_bufs, q_bufs, s_bufs, i, n_steps, BK)
 
 
 @gluon.jit
 def rs_tile(x_desc, q_desc, s_desc, off_m, q_row, s_row, off_n, k_lo, n_steps,
             EPILOGUE: gl.constexpr, epilogue_args, HAS_BIAS: gl.constexpr,
             SPLIT_K: gl.constexpr, STAGES: gl.constexpr, FUSED: gl.constexpr,
-            num_warps: gl.constexpr):
+            LOADER: gl.constexpr, num_warps: gl.constexpr):
     """One [BM tokens, BN weight rows] tile over n_steps K steps from k_lo: x rows from off_m,
     codes rows from q_row, scale rows from s_row (+ k / 32), scale columns from off_n; the
     consumer ends with EPILOGUE(acc [BN, BM] fp32, *epilogue_args, BN, BM, HAS_BIAS, SPLIT_K,
-    num_warps)."""
+    num_warps). LOADER: a loader warp issues the copies (its partition is padded to a
+    warpgroup, so the CTA has num_warps + 4 warps); without, the consumer issues them itself
+    after a barrier a step (all warps at the register cap: 16 warps keep 128 registers)."""
     BM: gl.constexpr = x_desc.block_type.shape[0]
     BK: gl.constexpr = x_desc.block_type.shape[1]
     BN: gl.constexpr = q_desc.block_type.shape[0]
@@ -174,19 +203,25 @@ def rs_tile(x_desc, q_desc, s_desc, off_m, q_row, s_row, off_n, k_lo, n_steps,
     for i in gl.static_range(STAGES):
         mbarrier.init(ready.index(i), count=1)
         mbarrier.init(free.index(i), count=1)
-    gl.warp_specialize([
-        (_rs_consumer, (x_bufs, q_bufs, s_bufs, ready, free, n_steps, EPILOGUE, epilogue_args,
-                        BN, BM, BK, HAS_BIAS, SPLIT_K, FUSED, num_warps)),
-        (_rs_loader, (x_desc, q_desc, s_desc, ready, free, x_bufs, q_bufs, s_bufs, off_m, q_row,
-                      s_row, off_n, k_lo, n_steps, BK)),
-    ], [1], [24])
+    src = (x_desc, q_desc, s_desc, off_m, q_row, s_row, off_n, k_lo)
+    if LOADER:
+        gl.warp_specialize([
+            (_rs_consumer, (src, x_bufs, q_bufs, s_bufs, ready, free, n_steps, EPILOGUE,
+                            epilogue_args, BN, BM, BK, HAS_BIAS, SPLIT_K, FUSED, LOADER,
+                            num_warps)),
+            (_rs_loader, (src, ready, free, x_bufs, q_bufs, s_bufs, n_steps, BK)),
+        ], [1], [24])
+    else:
+        fence_async_shared()  # the barriers' initialization, before TMA signals them
+        _rs_consumer(src, x_bufs, q_bufs, s_bufs, ready, free, n_steps, EPILOGUE,
+                     epilogue_args, BN, BM, BK, HAS_BIAS, SPLIT_K, FUSED, LOADER, num_warps)
 
 
 @gluon.jit
 def rs_gemm_kernel(x_desc, q_desc, s_desc, bias_ptr, out_ptr, ws_ptr, lock_ptr, M, N, K,
                    stride_om, k_chunk, HAS_BIAS: gl.constexpr, SPLIT_K: gl.constexpr,
                    GROUP_M: gl.constexpr, STAGES: gl.constexpr, FUSED: gl.constexpr,
-                   num_warps: gl.constexpr):
+                   LOADER: gl.constexpr, num_warps: gl.constexpr):
     """out = x @ dequantize(W)^T (+ bias) for one [BM, BN] tile and one K split; x_desc: x
     [M, K] bf16, box [BM, BK]; q_desc: HopperWeight codes [NP, KP/2], box [BN, BK/2]; s_desc:
     its scales [KP/32, NP], box [2, BN]; k_chunk: K per split, a multiple of BK."""
@@ -208,4 +243,4 @@ def rs_gemm_kernel(x_desc, q_desc, s_desc, bias_ptr, out_ptr, ws_ptr, lock_ptr, 
     n_steps = gl.cdiv(gl.minimum(k_chunk, K - k_lo), BK)
     rs_tile(x_desc, q_desc, s_desc, off_m, off_n, 0, off_n, k_lo, n_steps, _epilogue,
             (bias_ptr, out_ptr, ws_ptr, lock_ptr, M, N, stride_om, off_m, off_n, pid_m, pid_n,
-             pid_k, tiles_n), HAS_BIAS, SPLIT_K, STAGES, FUSED, num_warps)
+             pid_k, tiles_n), HAS_BIAS, SPLIT_K, STAGES, FUSED, LOADER, num_warps)

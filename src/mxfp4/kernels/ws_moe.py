@@ -77,10 +77,10 @@ def _launch_config(rows, fused: bool, bm: int, config: dict | None, tile: str) -
         from . import rs_gemm
         cfg = dict(config or rs_tile_config(bm))
         problem = rs_gemm.config_problem(cfg)
-        if problem or cfg["BM"] != bm or cfg["BN"] != BN:
+        if problem or cfg["BM"] != bm or cfg["BN"] != BN or not cfg["LOADER"]:
             raise ValueError(f"rs MoE config {cfg}: "
-                             f"{problem or 'BM must be the blocks rows, BN 64'}")
-        for key in ("BN", "BM", "SPLIT_K"):
+                             f"{problem or 'BM must be the blocks rows, BN 64, the loader on'}")
+        for key in ("BN", "BM", "SPLIT_K", "LOADER"):
             cfg.pop(key)
         return dict(FUSED=True, RS=True, **cfg)
     cfg = dict(config or tile_config(bm))

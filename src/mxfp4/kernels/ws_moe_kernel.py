@@ -113,7 +113,7 @@ def ws_moe_w1_kernel(x_desc, q_desc, s_desc, s_ptr, b1_ptr, a_ptr, block_expert_
         rs_tile(x_desc, q_desc, s_desc, start, e * NP + off_n, e * KS, off_n, 0,
                 gl.cdiv(H, BK), _w1_epilogue,
                 (b1_ptr, a_ptr, e, start, rows, off_n, N2, alpha, limit), False, 1, STAGES,
-                FUSED, num_warps)
+                FUSED, True, num_warps)
     else:
         ws_tile(x_desc, q_desc, s_ptr + e.to(gl.int64) * KS * NP, start, e * NP + off_n,
                 off_n, 0, gl.cdiv(H, BK), N2, KS, NP, _w1_epilogue,
@@ -142,7 +142,7 @@ def ws_moe_w2_kernel(a_desc, q_desc, s_desc, s_ptr, b2_ptr, wts_ptr, y_ptr, sort
         rs_tile(a_desc, q_desc, s_desc, start, e * NP + off_n, e * KS, off_n, 0,
                 gl.cdiv(I, BK), _w2_epilogue,
                 (b2_ptr, wts_ptr, y_ptr, sorted_pair_ptr, e, start, rows, off_n, H), False, 1,
-                STAGES, FUSED, num_warps)
+                STAGES, FUSED, True, num_warps)
     else:
         ws_tile(a_desc, q_desc, s_ptr + e.to(gl.int64) * KS * NP, start, e * NP + off_n,
                 off_n, 0, gl.cdiv(I, BK), H, KS, NP, _w2_epilogue,
