@@ -17,6 +17,10 @@ tensors stand in for CUDA ones; their data pointers are 16-byte aligned) and com
 TTIR, TTGIR, LLVM IR and PTX to a cubin with the ptxas that triton bundles; nothing is
 launched. The resource numbers come from running that ptxas again with -v on the same PTX;
 NAME entries are REGISTRY below (each builds its kernel's arguments as its launcher does).
+Each PTX is also checked for writes to an in-flight wgmma's A registers (scripts/ptx_hazards.py;
+"A hazards"). Undefined in PTX; yet Triton 3.6's own v1 kernel (linear_v1_m256) shows 8, its
+SASS rewrites those registers with no wait, and it has always passed its GPU checks: the
+hardware may read A when the wgmma issues. The Gluon kernels keep zero anyway.
 
 Found with triton 3.6.0 (bundled ptxas 12.8) on x86_64 without a GPU: Triton and Gluon kernels
 compile to PTX and cubin for sm_90a, Gluon's warp_specialize, mbarriers, TMA descriptors (host
@@ -42,6 +46,7 @@ import tempfile
 
 import torch
 import triton
+from ptx_hazards import wgmma_a_hazards
 from triton.backends.compiler import GPUTarget
 from triton.runtime.driver import driver
 
@@ -277,6 +282,7 @@ def summarize(kernel, sass: bool = False) -> dict:
     row["tma_loads"] = ptx.count("cp.async.bulk.tensor")
     row["mbarrier_waits"] = len(re.findall(r"mbarrier\.try_wait", ptx))
     row["local_ld_st"] = len(re.findall(r"\b(?:ld|st)\.local", ptx))
+    row["a_hazards"] = wgmma_a_hazards(ptx)
     if sass:
         text = kernel.asm["sass"]
         row["sass_hgmma"] = len(re.findall(r"\bHGMMA\b", text))
@@ -333,10 +339,11 @@ def main(argv=None) -> int:
         print(f"{label}: warps {row['num_warps']} regs {row['regs']} "
               f"setmaxnreg {row['setmaxnreg'] or '-'} spills {row['spill_stores']}/"
               f"{row['spill_loads']} B stack {row['stack']} smem {row['shared']} B "
-              f"wgmma {row['wgmma']} tma {row['tma_loads']} mbar-waits {row['mbarrier_waits']}"
+              f"wgmma {row['wgmma']} tma {row['tma_loads']} mbar-waits {row['mbarrier_waits']} "
+              f"A hazards {len(row['a_hazards'])}"
               + (f" HGMMA {row['sass_hgmma']} HMMA {row['sass_hmma']} LDL/STL "
                  f"{row['sass_ldl_stl']}" if a.sass else "")
-              + "".join(f"\n    {w}" for w in row["warnings"]))
+              + "".join(f"\n    {w}" for w in row["warnings"] + row["a_hazards"][:4]))
     if a.json:
         with open(a.json, "w") as f:
             json.dump(dict(triton=triton.__version__, torch=torch.__version__,
