@@ -8,7 +8,7 @@ export PYTHONPATH=src PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,clocks.max.sm --format=csv,noheader
 git log -1 --format='tree %H' 2>/dev/null  # the device copy's HEAD may be stale: the note says
 timeout -k 10 280 python3 benchmarks/ws_gemm_device.py --fast --shapes "${SHAPES:-0,2}" \
-    --ms "${MS:-16,64,256,4096}" --only "${ONLY:-d4,d4x2,256x128,rs_1wg,rs_2wg,rs_2wg_nl,rs_4wg}" \
+    --ms "${MS:-16,64,256,4096}" --only "${ONLY:-d4,d4x2,256x128,rs_nl,rs_2wg,rs_2wg_nl,rs_4wg}" \
     > "$OUT/gemm.log" 2>&1
 echo "gemm rc $?"
 timeout -k 10 100 python3 -m pytest -q -p no:cacheprovider tests/test_ws_gemm.py \

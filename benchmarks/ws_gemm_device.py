@@ -217,14 +217,16 @@ def check_rs(g, shapes, ms, failures: list) -> bool:
 
 
 def rs_variants(m: int, n: int, k: int, sms: int, sweep: bool) -> list:
-    """(label, config) pairs of the register-operand GEMM to time: rs_config's pick, then one
-    or two warpgroups (64 or 128 weight rows a CTA; _nl: no loader warp), four (256 x 128, no
-    loader warp) for big batches, 64 x 256 tiles and a deeper ring."""
+    """(label, config) pairs of the register-operand GEMM to time: rs_config's pick, then
+    without the loader warp (rs_nl: 4 warps, up to 6 CTAs an SM at small M), one or two
+    warpgroups (64 or 128 weight rows a CTA; _nl: no loader warp), four (256 x 128, no loader
+    warp) for big batches, 64 x 256 tiles and a deeper ring."""
     base = rs_gemm.rs_config(m, n, k, sms)
     out = [("rs", base)]
     if sweep:
         big = base["BM"] >= 128
-        for label, change in (("rs_1wg", dict(num_warps=4, BN=64, maxnreg=232, LOADER=True)),
+        for label, change in (("rs_nl", dict(LOADER=False) if base["num_warps"] == 4 else None),
+                              ("rs_1wg", dict(num_warps=4, BN=64, maxnreg=232, LOADER=True)),
                               ("rs_2wg", dict(num_warps=8, BN=128, maxnreg=168, LOADER=True)),
                               # no loader warp: 8 warps at 128 registers, two CTAs an SM
                               ("rs_2wg_nl", dict(num_warps=8, BN=128, maxnreg=128,
