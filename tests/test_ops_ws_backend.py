@@ -149,7 +149,7 @@ def test_forced_ws_needs_one_device(monkeypatch, kernels):
 
 def test_auto_never_runs_ws_while_it_is_off(monkeypatch, kernels):
     ws, v1 = kernels
-    assert ops.WS_AUTO is False  # flips only after benchmarks/ws_gemm_device.py passes on an H100
+    assert ops.GLUON_AUTO == ()  # filled only after benchmarks/kernels_v2_device.sh on an H100
     fake_gpu(monkeypatch)  # everything the kernel wants: sm_90, triton 3.6, bf16, M >= 16
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -160,7 +160,7 @@ def test_auto_never_runs_ws_while_it_is_off(monkeypatch, kernels):
 
 def test_auto_would_run_ws_on_a_hopper_once_on(monkeypatch, kernels):
     ws, v1 = kernels
-    monkeypatch.setattr(ops, "WS_AUTO", True)
+    monkeypatch.setattr(ops, "GLUON_AUTO", ((1, 1 << 30, "ws"),))
     fake_gpu(monkeypatch)
     w = _w()
     with warnings.catch_warnings():
@@ -178,6 +178,25 @@ def test_auto_would_run_ws_on_a_hopper_once_on(monkeypatch, kernels):
     assert len(ws.calls) == 3 and len(v1.calls) == 4
 
 
+def test_auto_follows_the_table_by_rows(monkeypatch, kernels):
+    """GLUON_AUTO rows pick by the number of rows of x; "rs" only for a HopperWeight."""
+    ws, v1 = kernels
+    rs = Spy("rs")
+    monkeypatch.setattr(rs_gemm, "rs_linear", rs)
+    monkeypatch.setattr(ops, "GLUON_AUTO", ((16, 64, "rs"), (65, 2048, "ws")))
+    fake_gpu(monkeypatch)
+    w = _w()
+    packed = prepack(w)
+    mxfp4.linear(_x(16), packed)
+    mxfp4.linear(_x(64), packed)
+    assert len(rs.calls) == 2 and not ws.calls and not v1.calls
+    mxfp4.linear(_x(64), w)  # a plain MXTensor: not prepacked every call, v1
+    mxfp4.linear(_x(65), w)
+    mxfp4.linear(_x(2049), packed)  # no row: v1
+    mxfp4.linear(_x(8), packed)
+    assert len(rs.calls) == 2 and len(ws.calls) == 1 and len(v1.calls) == 3
+
+
 def test_forced_ws_reads_the_hopper_layout_too(monkeypatch, kernels):
     fake_gpu(monkeypatch)
     packed = prepack(_w())
@@ -191,9 +210,9 @@ def test_forced_ws_reads_the_hopper_layout_too(monkeypatch, kernels):
 ])
 def test_auto_warns_once_elsewhere_and_keeps_v1(monkeypatch, kernels, capability, version, words):
     ws, v1 = kernels
-    monkeypatch.setattr(ops, "WS_AUTO", True)
+    monkeypatch.setattr(ops, "GLUON_AUTO", ((1, 1 << 30, "ws"),))
     fake_gpu(monkeypatch, capability, version)
-    with pytest.warns(UserWarning, match=f"warp-specialized GEMM is not used because .*{words}"):
+    with pytest.warns(UserWarning, match=f"Gluon GEMMs are not used because .*{words}"):
         mxfp4.linear(_x(64), _w())
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # shown once only
@@ -203,7 +222,7 @@ def test_auto_warns_once_elsewhere_and_keeps_v1(monkeypatch, kernels, capability
 
 
 def test_auto_on_cpu_tensors_keeps_the_reference(monkeypatch, kernels):
-    monkeypatch.setattr(ops, "WS_AUTO", True)
+    monkeypatch.setattr(ops, "GLUON_AUTO", ((1, 1 << 30, "ws"),))
     x, w = _x(), _w()
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -9,7 +9,7 @@ without a usable Triton, "auto" raises instead of running the slow reference.
 linear also takes backend="ws": the warp-specialized Gluon GEMM (mxfp4.kernels.ws_gemm, issue
 24; sm_90 + triton 3.6, bf16 only), and backend="rs": the Gluon GEMM that decodes into wgmma's
 register operand (mxfp4.kernels.rs_gemm; same rules, a HopperWeight). Forced, each runs or
-raises saying why; "auto" picks neither yet (WS_AUTO below).
+raises saying why; "auto" picks neither until GLUON_AUTO (below) names them.
 """
 
 from __future__ import annotations
@@ -28,10 +28,12 @@ from .tensor import MXTensor
 BACKENDS = ("auto", "triton", "reference")
 LINEAR_BACKENDS = BACKENDS + ("ws", "rs")  # the Gluon GEMMs, linear only
 
-# "auto" never picks the warp-specialized GEMM yet: it has not run on a GPU. Turn this on only
-# once `PYTHONPATH=src python3 benchmarks/ws_gemm_device.py` passes its checks on an H100 (and
-# its timings say where it is faster); until then backend="ws" is the only way to run it.
-WS_AUTO = False
+# Where backend="auto" takes a Gluon GEMM on sm_90 + triton 3.6: rows (fewest rows of x, most
+# rows, backend), e.g. ((16, 64, "rs"), (65, 2048, "ws")); empty: never (v1 everywhere). Filled
+# from measurements only: `bash benchmarks/kernels_v2_device.sh` must pass its checks on an H100
+# and its timings say where each kernel is faster than v1. Neither kernel has run since its
+# last change, so it is empty.
+GLUON_AUTO: tuple = ()
 
 
 def _check_backend(backend: str, allowed: tuple = BACKENDS) -> str:
@@ -168,27 +170,34 @@ def _gluon_linear(x, w, bias, backend: str) -> torch.Tensor:
     return _kernel_module("rs_gemm").rs_linear(x, w, bias)
 
 
-_WS_WARNED: list = []  # [True] once the "ws not used on this GPU/triton" warning was shown
+_WS_WARNED: list = []  # [True] once the "Gluon GEMMs not used on this GPU/triton" warning was shown
 
 
-def _auto_ws(x, w, bias) -> bool:
-    """For backend="auto" on CUDA: True to run the warp-specialized GEMM, False for the Triton
-    v1 kernels. Off while WS_AUTO is False. On a GPU or triton version the kernel was not
-    written for, it warns once and keeps v1 (never the torch reference)."""
-    if not WS_AUTO:
-        return False
+def _auto_gluon(x, w, bias) -> str | None:
+    """For backend="auto" on CUDA: the Gluon GEMM GLUON_AUTO names for this many rows ("ws" or
+    "rs"), or None for the Triton v1 kernels. "rs" reads a HopperWeight only (a plain MXTensor
+    stays on v1 rather than be prepacked every call). On a GPU or triton version the kernels
+    were not written for, it warns once and keeps v1 (never the torch reference)."""
+    if not GLUON_AUTO:
+        return None
     ws = _kernel_module("ws_gemm")
-    # the GPU and triton version only: the other arguments are values the kernel takes
+    # the GPU and triton version only: the other arguments are values the kernels take
     why = ws.unsupported_reason(ws._capability(x.device), ws.triton.__version__, torch.bfloat16,
                                 ws.BLOCK, ws.BLOCK)
     if why:
         if not _WS_WARNED:
             _WS_WARNED.append(True)
-            warnings.warn(f"mxfp4.linear: the warp-specialized GEMM is not used because {why}; "
+            warnings.warn(f"mxfp4.linear: the Gluon GEMMs are not used because {why}; "
                           f"running the Triton v1 kernels (this warning is shown once)",
                           stacklevel=3)
-        return False
-    return (bias is None or bias.dtype == torch.bfloat16) and ws.use_ws_gemm(x, w)
+        return None
+    if bias is not None and bias.dtype != torch.bfloat16:
+        return None
+    m = _rows(x)
+    pick = next((b for lo, hi, b in GLUON_AUTO if lo <= m <= hi), None)
+    if pick == "rs":
+        return "rs" if isinstance(w, HopperWeight) and ws.use_ws_gemm(x, w) else None
+    return pick if pick == "ws" and ws.use_ws_gemm(x, w) else None
 
 
 def linear(x: torch.Tensor, w: MXTensor | HopperWeight, bias: torch.Tensor | None = None, *,
@@ -220,8 +229,11 @@ def linear(x: torch.Tensor, w: MXTensor | HopperWeight, bias: torch.Tensor | Non
         return _gluon_linear(x, w, bias, backend)
     if _use_triton(backend, x.device):
         _check_one_device(x, w, bias)
-        if backend == "auto" and _auto_ws(x, w, bias):
+        pick = _auto_gluon(x, w, bias) if backend == "auto" else None
+        if pick == "ws":
             return _kernel_module("ws_gemm").ws_linear(x, w, bias)
+        if pick == "rs":
+            return _kernel_module("rs_gemm").rs_linear(x, w, bias)
         return _kernel_module("linear").linear(x, w, bias)
     if isinstance(w, HopperWeight):
         w = w.to_mx()
