@@ -56,3 +56,21 @@ def test_ws_gemms_match_float64_or_say_why_not(T, bm, tile):
         return
     out = m.to(DEV)(x, backend="triton", config=cfg)
     assert rel_err(out.cpu(), moe_float64(m.cpu(), x.cpu())) <= 1e-2
+
+
+def test_the_default_config_takes_a_gluon_tile_only_where_the_table_says(monkeypatch):
+    """moe.GLUON_MOE rows (fewest tokens, most tokens, tile) apply to the default config on an
+    sm_90 GPU with triton 3.6; elsewhere the Triton kernels stay (a CUDA device warns once)."""
+    from mxfp4.kernels import moe
+    assert moe.GLUON_MOE == ()  # filled only from measurements on an H100
+    g = GemmConfig(16, 64, 64)
+    base = MoEConfig(False, g, g)
+    x = torch.zeros(40, 128, dtype=torch.bfloat16)
+    monkeypatch.setattr(moe, "GLUON_MOE", ((16, 64, "rs"), (65, 1 << 20, "ws")))
+    monkeypatch.setattr(ws_moe, "unsupported_reason", lambda a, fused: None)
+    assert moe._with_gluon_tile(base, x, 40, True).ws == "rs"
+    assert moe._with_gluon_tile(base, x, 300, True).ws == "ws"
+    assert moe._with_gluon_tile(base, x, 8, True).ws is False
+    assert moe._with_gluon_tile(MoEConfig(True, g, g), x, 40, True).ws is False  # decode path
+    monkeypatch.setattr(ws_moe, "unsupported_reason", lambda a, fused: "not here")
+    assert moe._with_gluon_tile(base, x, 40, True).ws is False

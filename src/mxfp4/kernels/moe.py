@@ -16,7 +16,8 @@ batch, 6 launches + one memset (8 with tail GEMMs, MoEConfig.tail):
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, replace
 
 import torch
 import triton
@@ -81,6 +82,30 @@ class MoEConfig:
             raise ValueError(f"MoEConfig.ws must be False, True, 'ws' or 'rs', got {self.ws!r}")
         if self.one_launch and len(self.gemv) == 2 and self.gemv[0] != self.gemv[1]:
             raise ValueError(f"one launch for W1 and W2 needs equal warps, got {self.gemv}")
+
+
+# Where the default config runs W1 and W2 on a Gluon tile (sm_90 + triton 3.6, batch path):
+# rows (fewest tokens, most tokens, "ws" or "rs"); empty: never. Filled from measurements only
+# (benchmarks/ws_moe_device.py: faster than the Triton kernels at that T on an H100).
+GLUON_MOE: tuple = ()
+_GLUON_WARNED: list = []  # [True] once the "Gluon tiles not used here" warning was shown
+
+
+def _with_gluon_tile(cfg: MoEConfig, x: torch.Tensor, tokens: int, fused: bool) -> MoEConfig:
+    """The default config with GLUON_MOE's tile for this many tokens where it can run; on a GPU
+    or triton version the tiles were not written for, one warning and the Triton kernels."""
+    tile = next((t for lo, hi, t in GLUON_MOE if lo <= tokens <= hi), None)
+    if tile is None or cfg.decode:
+        return cfg
+    from .ws_moe import unsupported_reason
+    why = unsupported_reason(x, fused)
+    if why:
+        if not _GLUON_WARNED and x.device.type == "cuda":
+            _GLUON_WARNED.append(True)
+            warnings.warn(f"MoE: the Gluon grouped GEMMs are not used because {why}; running "
+                          f"the Triton kernels (this warning is shown once)", stacklevel=3)
+        return cfg
+    return replace(cfg, ws=tile)
 
 
 def default_config(tokens: int, k: int, experts: int) -> MoEConfig:
@@ -175,7 +200,7 @@ def moe_forward(x: torch.Tensor, router_w, router_b, w1_codes, w1_scales, b1, w2
         return out
     if x.stride(-1) != 1:
         x = x.contiguous()
-    cfg = config or default_config(T, k, E)
+    cfg = config or _with_gluon_tile(default_config(T, k, E), x, T, fused)
     P = T * k
     k_pad, e_pad = pad_pow2(k), pad_pow2(E, 16)
     interp = _interpreting()
