@@ -133,18 +133,7 @@ def launch_args(x2, codes, scales, bias, out, cfg: dict, fused: bool):
     n = out.shape[1]
     x_desc, q_desc, s_desc = descriptors(x2, ws_gemm._tma_ready(codes), scales.contiguous(),
                                          bm, bn)
-    steps = triton.cdiv(k, BK)
-    k_chunk = triton.cdiv(steps, split) * BK
-    split = triton.cdiv(steps * BK, k_chunk)  # no empty splits
-    tiles = triton.cdiv(m, bm) * triton.cdiv(n, bn)
-    if split > 1:
-        from .linear import _LOCK_SIZE, arrival_counters
-        if tiles > _LOCK_SIZE:
-            raise ValueError(f"split-K needs {tiles} tile counters, more than {_LOCK_SIZE}")
-        ws = torch.empty(split, m, n, dtype=torch.float32, device=out.device)
-        locks = arrival_counters(out.device)
-    else:
-        ws = locks = out
+    k_chunk, split, tiles, ws, locks = ws_gemm.split_k(m, n, k, bm, bn, split, out)
     args = (x_desc, q_desc, s_desc, bias if bias is not None else out, out, ws, locks, m, n, k,
             out.stride(0), k_chunk)
     kwargs = dict(HAS_BIAS=bias is not None, SPLIT_K=split, FUSED=fused, **cfg)

@@ -35,7 +35,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared
 
 from .unpack import halfword_decode_asm
 from .ws_decode import _factor_pair
-from .ws_gemm_kernel import _epilogue, acc_layout
+from .ws_gemm_kernel import _epilogue, acc_layout, tile_coords
 
 
 HALFWORD_ASM = gl.constexpr(halfword_decode_asm(fused=False))
@@ -228,19 +228,10 @@ def rs_gemm_kernel(x_desc, q_desc, s_desc, bias_ptr, out_ptr, ws_ptr, lock_ptr, 
     BM: gl.constexpr = x_desc.block_type.shape[0]
     BK: gl.constexpr = x_desc.block_type.shape[1]
     BN: gl.constexpr = q_desc.block_type.shape[0]
-    pid = gl.program_id(0)
-    pid_k = gl.program_id(1)
-    tiles_m = gl.cdiv(M, BM)
-    tiles_n = gl.cdiv(N, BN)
-    per_group = GROUP_M * tiles_n
-    first_m = (pid // per_group) * GROUP_M
-    group = gl.minimum(tiles_m - first_m, GROUP_M)
-    pid_m = first_m + (pid % per_group) % group
-    pid_n = (pid % per_group) // group
+    pid_m, pid_n, pid_k, tiles_n, k_lo, n_steps = tile_coords(M, N, K, k_chunk, BM, BN, BK,
+                                                              GROUP_M)
     off_m = pid_m * BM
     off_n = pid_n * BN
-    k_lo = pid_k * k_chunk
-    n_steps = gl.cdiv(gl.minimum(k_chunk, K - k_lo), BK)
     rs_tile(x_desc, q_desc, s_desc, off_m, off_n, 0, off_n, k_lo, n_steps, _epilogue,
             (bias_ptr, out_ptr, ws_ptr, lock_ptr, M, N, stride_om, off_m, off_n, pid_m, pid_n,
              pid_k, tiles_n), HAS_BIAS, SPLIT_K, STAGES, FUSED, LOADER, num_warps)

@@ -280,22 +280,27 @@ def launch_args(x2, codes, scales, bias, out, cfg: dict, packed: bool = False,
         x2, [bm, BK], gl.NVMMASharedLayout.get_default_for([bm, BK], gl.bfloat16))
     q_desc = TensorDescriptor.from_tensor(
         codes, [bn, BK // 2], gl.NVMMASharedLayout.get_default_for([bn, BK // 2], gl.uint8))
-    steps = triton.cdiv(k, BK)
-    k_chunk = triton.cdiv(steps, split) * BK
-    split = triton.cdiv(steps * BK, k_chunk)  # no empty splits
-    tiles = triton.cdiv(m, bm) * triton.cdiv(n, bn)
-    if split > 1:
-        from .linear import _LOCK_SIZE, arrival_counters
-        if tiles > _LOCK_SIZE:
-            raise ValueError(f"split-K needs {tiles} tile counters, more than {_LOCK_SIZE}")
-        ws = torch.empty(split, m, n, dtype=torch.float32, device=out.device)
-        locks = arrival_counters(out.device)
-    else:
-        ws = locks = out
+    k_chunk, split, tiles, ws, locks = split_k(m, n, k, bm, bn, split, out)
     args = (x_desc, q_desc, scales, bias if bias is not None else out, out, ws, locks,
             m, n, k, scales.shape[0 if packed else 1], codes.shape[0], out.stride(0), k_chunk)
     kwargs = dict(HAS_BIAS=bias is not None, SPLIT_K=split, PACKED=packed, FUSED=fused, **cfg)
     return ws_gemm_kernel, args, kwargs, (tiles, split)
+
+
+def split_k(m: int, n: int, k: int, bm: int, bn: int, split: int, out: torch.Tensor):
+    """(K per split, splits, tiles, fp32 workspace, arrival counters) of a launch split in
+    `split` along K (no empty splits; out stands in for the buffers without a split)."""
+    steps = triton.cdiv(k, BK)
+    k_chunk = triton.cdiv(steps, split) * BK
+    split = triton.cdiv(steps * BK, k_chunk)
+    tiles = triton.cdiv(m, bm) * triton.cdiv(n, bn)
+    if split == 1:
+        return k_chunk, split, tiles, out, out
+    from .linear import _LOCK_SIZE, arrival_counters
+    if tiles > _LOCK_SIZE:
+        raise ValueError(f"split-K needs {tiles} tile counters, more than {_LOCK_SIZE}")
+    ws = torch.empty(split, m, n, dtype=torch.float32, device=out.device)
+    return k_chunk, split, tiles, ws, arrival_counters(out.device)
 
 
 def compile_args(m: int, n: int, k: int, sm_count: int = 132, packed: bool = False,

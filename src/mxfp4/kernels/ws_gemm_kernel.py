@@ -270,6 +270,25 @@ def _epilogue(acc, bias_ptr, out_ptr, ws_ptr, lock_ptr, M, N, stride_om, off_m, 
 
 
 @gluon.jit
+def tile_coords(M, N, K, k_chunk, BM: gl.constexpr, BN: gl.constexpr, BK: gl.constexpr,
+                GROUP_M: gl.constexpr):
+    """(token tile, weight tile, K split, weight tiles, first K, K steps) of this program:
+    groups of GROUP_M token tiles sweep the weight tiles, so that both a group's x rows and
+    the current weight tiles stay in L2; axis 1 is the K split (k_chunk each)."""
+    pid = gl.program_id(0)
+    pid_k = gl.program_id(1)
+    tiles_m = gl.cdiv(M, BM)
+    tiles_n = gl.cdiv(N, BN)
+    per_group = GROUP_M * tiles_n
+    first_m = (pid // per_group) * GROUP_M
+    group = gl.minimum(tiles_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % per_group) % group
+    pid_n = (pid % per_group) // group
+    k_lo = pid_k * k_chunk
+    return pid_m, pid_n, pid_k, tiles_n, k_lo, gl.cdiv(gl.minimum(k_chunk, K - k_lo), BK)
+
+
+@gluon.jit
 def ws_gemm_kernel(x_desc, q_desc, s_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr, M, N, K, KS, NP,
                    stride_om, k_chunk, HAS_BIAS: gl.constexpr, SPLIT_K: gl.constexpr,
                    GROUP_M: gl.constexpr, STAGES: gl.constexpr, DECODED: gl.constexpr,
@@ -284,22 +303,10 @@ def ws_gemm_kernel(x_desc, q_desc, s_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr, M
     BM: gl.constexpr = x_desc.block_type.shape[0]
     BK: gl.constexpr = x_desc.block_type.shape[1]
     BN: gl.constexpr = q_desc.block_type.shape[0]
-    # tile order: groups of GROUP_M token tiles sweep the weight tiles, so that both a group's
-    # x rows and the current weight tiles stay in L2
-    pid = gl.program_id(0)
-    pid_k = gl.program_id(1)
-    tiles_m = gl.cdiv(M, BM)
-    tiles_n = gl.cdiv(N, BN)
-    per_group = GROUP_M * tiles_n
-    first_m = (pid // per_group) * GROUP_M
-    group = gl.minimum(tiles_m - first_m, GROUP_M)
-    pid_m = first_m + (pid % per_group) % group
-    pid_n = (pid % per_group) // group
+    pid_m, pid_n, pid_k, tiles_n, k_lo, n_steps = tile_coords(M, N, K, k_chunk, BM, BN, BK,
+                                                              GROUP_M)
     off_m = pid_m * BM
     off_n = pid_n * BN
-    k_lo = pid_k * k_chunk
-    n_steps = gl.cdiv(gl.minimum(k_chunk, K - k_lo), BK)
-
     ws_tile(x_desc, q_desc, s_ptr, off_m, off_n, off_n, k_lo, n_steps, N, KS, NP, _epilogue,
             (bias_ptr, out_ptr, ws_ptr, lock_ptr, M, N, stride_om, off_m, off_n, pid_m, pid_n,
              pid_k, tiles_n), HAS_BIAS, SPLIT_K, STAGES, DECODED, DECODERS, DECODE_WARPS,

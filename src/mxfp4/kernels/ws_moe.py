@@ -73,24 +73,16 @@ def _launch_config(rows, fused: bool, bm: int, config: dict | None, tile: str) -
                          f"here: {why}")
     if tile not in ("ws", "rs"):
         raise ValueError(f"the Gluon MoE tile must be 'ws' or 'rs', got {tile!r}")
-    if tile == "rs":
-        from . import rs_gemm
-        cfg = dict(config or rs_tile_config(bm))
-        problem = rs_gemm.config_problem(cfg)
-        if problem or cfg["BM"] != bm or cfg["BN"] != BN or not cfg["LOADER"]:
-            raise ValueError(f"rs MoE config {cfg}: "
-                             f"{problem or 'BM must be the blocks rows, BN 64, the loader on'}")
-        for key in ("BN", "BM", "SPLIT_K", "LOADER"):
-            cfg.pop(key)
-        return dict(FUSED=True, RS=True, **cfg)
-    cfg = dict(config or tile_config(bm))
-    problem = ws_gemm.config_problem(cfg)
+    from . import rs_gemm
+    rs = tile == "rs"
+    cfg = dict(config or (rs_tile_config(bm) if rs else tile_config(bm)))
+    problem = (rs_gemm if rs else ws_gemm).config_problem(cfg)
     if problem or cfg["BM"] != bm or cfg["BN"] != BN or not cfg["LOADER"]:
-        raise ValueError(f"ws MoE config {cfg}: "
+        raise ValueError(f"{tile} MoE config {cfg}: "
                          f"{problem or 'BM must be the blocks rows, BN 64, the loader warp on'}")
     for key in ("BN", "BM", "SPLIT_K", "LOADER"):
         cfg.pop(key)
-    return dict(FUSED=True, RS=False, **cfg)
+    return dict(FUSED=True, RS=rs, **cfg)
 
 
 def _rs_keys(kwargs: dict) -> dict:
