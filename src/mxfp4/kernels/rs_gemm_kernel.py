@@ -9,8 +9,9 @@ decoder warps to the wgmma warps through shared memory: stores, a proxy fence an
 hand-offs a K step, measured at ~1,100 clk a 128 x 64 step at small M. Here the warpgroup that
 multiplies also decodes, straight into the registers that wgmma reads as its A operand (the
 weights are A: "swap AB", tokens are N), and keeps one wgmma in flight: step i + 1 is decoded
-while wgmma i runs. A loader warp copies x, the codes and the scale bytes of each step with TMA
-into an S-deep ring; nothing else crosses partitions.
+while wgmma i runs. A loader warp (or, with LOADER = False, the consumer itself) copies x, the
+codes and the scale bytes of each step with TMA into an S-deep ring; nothing else crosses
+partitions.
 
 Register hazard: a wgmma in flight reads its A registers until a wait retires it, and PTX
 makes writing them before then undefined. One loop body would rewrite the same registers
@@ -22,7 +23,8 @@ Fragment order: a thread of the m64k16 A fragment holds, for rows r and r + 8 of
 HopperWeight byte order those are the halfwords t, t + 4, t + 8, t + 12 of the row's 64-element
 group (their low nibbles: chunks 0 and 1; high nibbles: chunks 2 and 3), so each thread loads
 8 halfwords a step and the decoded pairs land where the fragment wants them: the final layout
-conversion moves no data (checked in SASS by scripts/compile_sm90.py: no shuffles, no stores).
+conversion moves no data (the SASS that `scripts/compile_sm90.py --sass --dump DIR` writes has
+no SHFL and no STS in the loop).
 """
 
 from __future__ import annotations
@@ -36,7 +38,6 @@ from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared
 from .unpack import halfword_decode_asm
 from .ws_decode import _factor_pair
 from .ws_gemm_kernel import _epilogue, acc_layout, tile_coords
-
 
 HALFWORD_ASM = gl.constexpr(halfword_decode_asm(fused=False))
 HALFWORD_FUSED_ASM = gl.constexpr(halfword_decode_asm(fused=True))
