@@ -12,7 +12,8 @@ _spec = importlib.util.spec_from_file_location(
 ptx_hazards = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(ptx_hazards)
 
-MMA = "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {{%r10, %r11}}, {{{a}}}, %rd1, %p1, 1, 1, 0;"
+MMA = ("wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {{%r10, %r11}}, {{{a}}}, %rd1, "
+       "%p1, 1, 1, 0;")
 
 
 def step(a: str, wait: int) -> str:
@@ -42,7 +43,8 @@ def test_two_register_sets_on_alternate_steps_are_safe():
 
 
 def test_a_write_between_the_wgmma_and_its_wait_is_found():
-    ptx = step("%r1", 1) + "\nmov.b32 %r1, %r8;\n" + step("%r5", 1) + "\nwgmma.wait_group.sync.aligned 0;"
+    ptx = (step("%r1", 1) + "\nmov.b32 %r1, %r8;\n" + step("%r5", 1)
+           + "\nwgmma.wait_group.sync.aligned 0;")
     found = ptx_hazards.wgmma_a_hazards(ptx)
     assert len(found) == 1 and "%r1" in found[0]
 

@@ -170,7 +170,7 @@ def _gluon_linear(x, w, bias, backend: str) -> torch.Tensor:
     return _kernel_module("rs_gemm").rs_linear(x, w, bias)
 
 
-_WS_WARNED: list = []  # [True] once the "Gluon GEMMs not used on this GPU/triton" warning was shown
+_WS_WARNED: list = []  # [True] once the "Gluon GEMMs not used here" warning was shown
 
 
 def _auto_gluon(x, w, bias) -> str | None:
