@@ -17,6 +17,19 @@ from mxfp4.io import hf as hf_io
 from mxfp4.io.output_folder import check_output_folder, staged_folder
 
 
+@pytest.fixture(autouse=True)
+def interrupts_on():
+    """A job started in the background by a shell without job control begins with SIGINT
+    ignored, and the code rightly leaves an ignored signal alone; these tests send SIGINT, so
+    they run with Python's default handler."""
+    ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    if ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    if ignored:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def snapshot(folder) -> dict:
     """{relative path: sha256} of every file under folder (None: the folder does not exist)."""
     if not os.path.exists(folder):
