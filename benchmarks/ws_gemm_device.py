@@ -369,14 +369,19 @@ def time_cell(k, n, m, w, plains, packs, dense, sms, sweep, ok, g) -> list:
                                for i in range(len(packs))])]
     configs = []
     ref = xs[0].double() @ w.dequantize(torch.float32).double().T
-    for label, cfg in (rs_variants(m, n, k, sms, sweep) if "rs" in KERNELS else []):
+    def passes(name, cfg, run) -> bool:
+        """Compile and check this config on the first copy before timing it."""
         try:
-            err = rel_err(rs_gemm.rs_linear(xs[0], packs[0], None, cfg), ref)
-            if not err <= 1e-2:
-                say(f"  {label} {cfg}: rel err {err:.2e}, not timed")
-                continue
+            err = rel_err(run(), ref)
         except Exception as e:
-            say(f"  {label} {cfg}: failed {type(e).__name__}: {str(e)[:200]}")
+            say(f"  {name} {cfg}: failed {type(e).__name__}: {str(e)[:200]}")
+            return False
+        if not err <= 1e-2:
+            say(f"  {name} {cfg}: rel err {err:.2e}, not timed")
+        return err <= 1e-2
+
+    for label, cfg in (rs_variants(m, n, k, sms, sweep) if "rs" in KERNELS else []):
+        if not passes(label, cfg, lambda c=cfg: rs_gemm.rs_linear(xs[0], packs[0], None, c)):
             continue
         configs.append((label, cfg))
         lists.append((label, [lambda i=i, c=cfg: rs_gemm.rs_linear(xs[i % len(xs)], packs[i],
@@ -389,13 +394,8 @@ def time_cell(k, n, m, w, plains, packs, dense, sms, sweep, ok, g) -> list:
         # every config reads the HopperWeight (the cheaper decode); the default the plain too
         forms = [(label, packs)] + ([(f"{label}_plain", plains)] if j == 0 else [])
         for name, weights in forms:
-            try:  # compile and check this config on the first copy before timing it
-                err = rel_err(ws_gemm.ws_linear(xs[0], weights[0], None, cfg), ref)
-                if not err <= 1e-2:
-                    say(f"  {name} {cfg}: rel err {err:.2e}, not timed")
-                    continue
-            except Exception as e:
-                say(f"  {name} {cfg}: failed {type(e).__name__}: {str(e)[:200]}")
+            if not passes(name, cfg, lambda c=cfg, ws=weights: ws_gemm.ws_linear(
+                    xs[0], ws[0], None, c)):
                 continue
             configs.append((name, cfg))
             lists.append((f"ws_{name}", [lambda i=i, c=cfg, ws=weights: ws_gemm.ws_linear(

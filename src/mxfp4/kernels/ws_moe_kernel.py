@@ -93,6 +93,24 @@ def _w1_epilogue(acc, b1_ptr, a_ptr, e, start, rows, off_n, N2, alpha, limit,
 
 
 @gluon.jit
+def _expert_tile(x_desc, q_desc, s_desc, s_ptr, e, start, off_n, n_steps, N, NP, KS,
+                 EPILOGUE: gl.constexpr, epilogue_args, STAGES: gl.constexpr,
+                 DECODED: gl.constexpr, DECODERS: gl.constexpr, DECODE_WARPS: gl.constexpr,
+                 DECODE_REGS: gl.constexpr, FUSED: gl.constexpr, RS: gl.constexpr,
+                 num_warps: gl.constexpr):
+    """Expert e's weight tile from row off_n times the block's rows from `start`, on the
+    register-operand tile (RS: scales through s_desc, rows e * KS..) or the warp-specialized
+    one (scales from s_ptr, expert e's [KS, NP]); codes row e * NP + off_n."""
+    if RS:
+        rs_tile(x_desc, q_desc, s_desc, start, e * NP + off_n, e * KS, off_n, 0, n_steps,
+                EPILOGUE, epilogue_args, False, 1, STAGES, FUSED, True, num_warps)
+    else:
+        ws_tile(x_desc, q_desc, s_ptr + e.to(gl.int64) * KS * NP, start, e * NP + off_n,
+                off_n, 0, n_steps, N, KS, NP, EPILOGUE, epilogue_args, False, 1, STAGES,
+                DECODED, DECODERS, DECODE_WARPS, DECODE_REGS, True, True, FUSED, num_warps)
+
+
+@gluon.jit
 def ws_moe_w1_kernel(x_desc, q_desc, s_desc, s_ptr, b1_ptr, a_ptr, block_expert_ptr,
                      block_start_ptr, block_rows_ptr, N2, H, NP, KS, NB, alpha, limit,
                      GROUP_M: gl.constexpr, STAGES: gl.constexpr, DECODED: gl.constexpr,
@@ -109,17 +127,9 @@ def ws_moe_w1_kernel(x_desc, q_desc, s_desc, s_ptr, b1_ptr, a_ptr, block_expert_
                                         NP, BN, GROUP_M)
     if e < 0:  # an unused block of the worst-case grid
         return
-    if RS:
-        rs_tile(x_desc, q_desc, s_desc, start, e * NP + off_n, e * KS, off_n, 0,
-                gl.cdiv(H, BK), _w1_epilogue,
-                (b1_ptr, a_ptr, e, start, rows, off_n, N2, alpha, limit), False, 1, STAGES,
-                FUSED, True, num_warps)
-    else:
-        ws_tile(x_desc, q_desc, s_ptr + e.to(gl.int64) * KS * NP, start, e * NP + off_n,
-                off_n, 0, gl.cdiv(H, BK), N2, KS, NP, _w1_epilogue,
-                (b1_ptr, a_ptr, e, start, rows, off_n, N2, alpha, limit), False, 1,
-                STAGES, DECODED, DECODERS, DECODE_WARPS, DECODE_REGS, True, True, FUSED,
-                num_warps)
+    _expert_tile(x_desc, q_desc, s_desc, s_ptr, e, start, off_n, gl.cdiv(H, BK), N2, NP, KS,
+                 _w1_epilogue, (b1_ptr, a_ptr, e, start, rows, off_n, N2, alpha, limit),
+                 STAGES, DECODED, DECODERS, DECODE_WARPS, DECODE_REGS, FUSED, RS, num_warps)
 
 
 @gluon.jit
@@ -138,14 +148,7 @@ def ws_moe_w2_kernel(a_desc, q_desc, s_desc, s_ptr, b2_ptr, wts_ptr, y_ptr, sort
                                         NP, BN, GROUP_M)
     if e < 0:  # an unused block of the worst-case grid
         return
-    if RS:
-        rs_tile(a_desc, q_desc, s_desc, start, e * NP + off_n, e * KS, off_n, 0,
-                gl.cdiv(I, BK), _w2_epilogue,
-                (b2_ptr, wts_ptr, y_ptr, sorted_pair_ptr, e, start, rows, off_n, H), False, 1,
-                STAGES, FUSED, True, num_warps)
-    else:
-        ws_tile(a_desc, q_desc, s_ptr + e.to(gl.int64) * KS * NP, start, e * NP + off_n,
-                off_n, 0, gl.cdiv(I, BK), H, KS, NP, _w2_epilogue,
-                (b2_ptr, wts_ptr, y_ptr, sorted_pair_ptr, e, start, rows, off_n, H), False, 1,
-                STAGES, DECODED, DECODERS, DECODE_WARPS, DECODE_REGS, True, True, FUSED,
-                num_warps)
+    _expert_tile(a_desc, q_desc, s_desc, s_ptr, e, start, off_n, gl.cdiv(I, BK), H, NP, KS,
+                 _w2_epilogue, (b2_ptr, wts_ptr, y_ptr, sorted_pair_ptr, e, start, rows, off_n,
+                                H), STAGES, DECODED, DECODERS, DECODE_WARPS, DECODE_REGS, FUSED,
+                 RS, num_warps)
