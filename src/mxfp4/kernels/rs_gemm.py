@@ -22,16 +22,15 @@ BK = 64  # K per step: one HopperWeight group, two scale blocks
 def tile_config(bm: int, num_warps: int) -> dict:
     """BN = 16 weight rows a warp x bm tokens; enough ring slots to keep ~32 KB of x and codes
     in flight; a register cap for the accumulator (bm / 2 a thread), two A sets (32) and the
-    decode's scratch: fewer registers let more CTAs share an SM (8 warps at 80: three). Four
-    warpgroups (256 weight rows) go without the loader warp: 16 warps keep 128 registers, 20
-    (the loader's padded in) would keep 102."""
+    decode's scratch: fewer registers let more CTAs share an SM (4 warps + the loader at 80:
+    three). One warpgroup keeps the loader warp; two or four go without it, at 128 registers
+    (8 warps: two CTAs an SM), measured on an H100 (docs/kernels.md, fourth session: 54.0
+    against 70.1 us with the loader at 4096->14336, M = 256)."""
     bn = 16 * num_warps
     step_bytes = bm * BK * 2 + bn * BK // 2 + 2 * bn
     stages = max(3, min(8, (32 * 1024) // step_bytes + 1))
-    loader = num_warps < 16
-    warps = num_warps + (4 if loader else 0)
-    cap = min(232, ws_gemm.REGISTERS // (32 * warps) // 8 * 8)
-    maxnreg = min(cap, next(r for r in (80, 104, 128, 168, 232) if r >= bm // 2 + 72))
+    loader = num_warps == 4
+    maxnreg = next(r for r in (80, 104, 128, 168, 232) if r >= bm // 2 + 72) if loader else 128
     return dict(BN=bn, BM=bm, SPLIT_K=1, GROUP_M=8, STAGES=stages, num_warps=num_warps,
                 maxnreg=maxnreg, LOADER=loader)
 
@@ -39,15 +38,14 @@ def tile_config(bm: int, num_warps: int) -> dict:
 def rs_config(m: int, n: int, k: int, sm_count: int = 132) -> dict:
     """Tile and launch parameters: one warpgroup (64 weight rows) x BM tokens, BM the batch
     rounded up to a power of two from 16; past 64 tokens two warpgroups (128 weight rows) x
-    128 tokens: 20 KB of x and codes a K step for 1 M MACs, against 34 KB for 64 x 256 (L2
-    traffic limits the big tiles); past 2048 four (256 rows, no loader warp). Split K while
-    the tiles are fewer than the SMs."""
+    128 tokens without the loader warp: 20 KB of x and codes a K step for 1 M MACs, against
+    34 KB for 64 x 256 (L2 traffic limits the big tiles). Four warpgroups (256 x 128) measured
+    slower at M = 4096 (1020 against 825 us at 4096->14336) and stay a config, not a pick.
+    Split K while the tiles are fewer than the SMs."""
     bm = 16
     while bm < min(m, 128):
         bm *= 2
-    # prefill (m > 2048): four warpgroups, 256 weight rows x 128 tokens, 24 KB a K step for
-    # 2 M MACs (cuBLAS's bf16 256 x 128 tile reads 48 KB)
-    cfg = tile_config(bm, 16 if m > 2048 else 8 if m > 64 else 4)
+    cfg = tile_config(bm, 8 if m > 64 else 4)
     tiles = triton.cdiv(n, cfg["BN"]) * triton.cdiv(m, bm)
     steps = triton.cdiv(k, BK)
     split = 1
