@@ -59,3 +59,26 @@ for t in [int(a) for a in (sys.argv[1] if len(sys.argv) > 1 else "64").split(","
 from mxfp4.kernels.ws_moe_kernel import ws_moe_w1_kernel, ws_moe_w2_kernel
 print("w1 compiled:", *resources(ws_moe_w1_kernel), sep="\n  ")
 print("w2 compiled:", *resources(ws_moe_w2_kernel), sep="\n  ")
+
+# The same tiles streaming one big dense weight (ten experts' W1 stacked: 57,600 x 2880, eleven times,
+# 83 MB each, 912 MB in all) at M = 16: is the tile slow on long streams, or only in the MoE's grid?
+from mxfp4 import ops, layouts
+from mxfp4.bench.kernels import graph_times_us
+from mxfp4.kernels import ws_gemm
+k = 2880
+g = torch.Generator(device="cuda").manual_seed(1)
+parts = [ops.quantize(torch.randn(5760 * 10, k, generator=g, device="cuda").bfloat16(), axis=-1)
+         for _ in range(11)]
+hw = [layouts.prepack(p) for p in parts]  # eleven 63,360-row weights, 83 MB each
+x = torch.randn(16, k, device="cuda").bfloat16()
+calls = {}
+for label, cfgs in (("v1", None), ("rs", rs_gemm.rs_config(16, 5760 * 10, k)),
+                    ("rs_s1", dict(rs_gemm.rs_config(16, 5760 * 10, k), SPLIT_K=1))):
+    if label == "v1":
+        calls[label] = [lambda h=h: ops.linear(x, h, backend="triton") for h in hw]
+    else:
+        calls[label] = [lambda h=h, c=cfgs: rs_gemm.rs_linear(x, h, config=c) for h in hw]
+times = graph_times_us(list(calls.values()), 3000.0)
+for (label, _), us in zip(calls.items(), times):
+    print(f"stream 57600x2880 M=16 {label}: {us:.1f} us = {57600 * 1440 / us / 1e6:.2f} TB/s "
+          f"of codes")

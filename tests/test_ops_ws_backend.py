@@ -149,7 +149,7 @@ def test_forced_ws_needs_one_device(monkeypatch, kernels):
 
 def test_auto_never_runs_ws_while_it_is_off(monkeypatch, kernels):
     ws, v1 = kernels
-    assert ops.GLUON_AUTO == ()  # filled only after benchmarks/kernels_v2_device.sh on an H100
+    monkeypatch.setattr(ops, "GLUON_AUTO", ())
     fake_gpu(monkeypatch)  # everything the kernel wants: sm_90, triton 3.6, bf16, M >= 16
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -195,6 +195,25 @@ def test_auto_follows_the_table_by_rows(monkeypatch, kernels):
     mxfp4.linear(_x(2049), packed)  # no row: v1
     mxfp4.linear(_x(8), packed)
     assert len(rs.calls) == 2 and len(ws.calls) == 1 and len(v1.calls) == 3
+
+
+def test_the_shipped_table_takes_rs_for_prepacked_weights_from_16_to_256_rows(monkeypatch,
+                                                                              kernels):
+    """As measured on an H100 (docs/kernels.md, fourth session): the register-operand GEMM beats
+    v1 on a HopperWeight at M = 16, 64 and 256 on all four shapes, loses at M = 4096."""
+    ws, v1 = kernels
+    rs = Spy("rs")
+    monkeypatch.setattr(rs_gemm, "rs_linear", rs)
+    fake_gpu(monkeypatch)
+    w = _w()
+    packed = prepack(w)
+    for m in (16, 100, 256):
+        mxfp4.linear(_x(m), packed)
+    assert len(rs.calls) == 3 and not v1.calls
+    for m in (8, 257, 4096):
+        mxfp4.linear(_x(m), packed)
+    mxfp4.linear(_x(64), w)  # a plain MXTensor stays on v1
+    assert len(rs.calls) == 3 and len(v1.calls) == 4 and not ws.calls
 
 
 def test_forced_ws_reads_the_hopper_layout_too(monkeypatch, kernels):

@@ -58,11 +58,32 @@ def test_ws_gemms_match_float64_or_say_why_not(T, bm, tile):
     assert rel_err(out.cpu(), moe_float64(m.cpu(), x.cpu())) <= 1e-2
 
 
+@pytest.mark.parametrize("tile, name", [(True, "ws"), ("ws", "ws"), ("rs", "rs")])
+def test_the_configured_tile_is_the_one_launched(monkeypatch, tile, name):
+    """MoEConfig.ws reaches both grouped GEMMs as the tile's name (a first device run timed the
+    "ws" tile under ws="rs": the flag went through `cfg.ws and not cfg.decode`, i.e. True)."""
+    launched = []
+
+    class Stop(Exception):
+        pass
+
+    def record(*args, tile="ws", **kwargs):
+        launched.append(tile)
+        raise Stop
+
+    monkeypatch.setattr(ws_moe, "ws_w1", record)
+    m = random_moe(E=8, H=128, I=96, k=4, seed=0)
+    x = torch.randn(40, 128, generator=torch.Generator().manual_seed(0)).bfloat16().to(DEV)
+    g = GemmConfig(16, 64, 64)
+    with pytest.raises(Stop):
+        m.to(DEV)(x, backend="triton", config=MoEConfig(False, g, g, ws=tile))
+    assert launched == [name]
+
+
 def test_the_default_config_takes_a_gluon_tile_only_where_the_table_says(monkeypatch):
     """moe.GLUON_MOE rows (fewest tokens, most tokens, tile) apply to the default config on an
     sm_90 GPU with triton 3.6; elsewhere the Triton kernels stay (a CUDA device warns once)."""
     from mxfp4.kernels import moe
-    assert moe.GLUON_MOE == ()  # filled only from measurements on an H100
     g = GemmConfig(16, 64, 64)
     base = MoEConfig(False, g, g)
     x = torch.zeros(40, 128, dtype=torch.bfloat16)
@@ -74,3 +95,15 @@ def test_the_default_config_takes_a_gluon_tile_only_where_the_table_says(monkeyp
     assert moe._with_gluon_tile(MoEConfig(True, g, g), x, 40, True).ws is False  # decode path
     monkeypatch.setattr(ws_moe, "unsupported_reason", lambda a, fused: "not here")
     assert moe._with_gluon_tile(base, x, 40, True).ws is False
+
+
+def test_the_shipped_moe_table_takes_rs_from_16_to_1024_tokens(monkeypatch):
+    """As measured on an H100 (docs/kernels.md, fourth session): the register-operand tile is
+    faster than the Triton kernels from T = 16 to 1024 and slower at 4096."""
+    from mxfp4.kernels import moe
+    g = GemmConfig(16, 64, 64)
+    x = torch.zeros(40, 128, dtype=torch.bfloat16)
+    monkeypatch.setattr(ws_moe, "unsupported_reason", lambda a, fused: None)
+    picks = {t: moe._with_gluon_tile(MoEConfig(False, g, g), x, t, True).ws
+             for t in (8, 16, 1024, 1025, 4096)}
+    assert picks == {8: False, 16: "rs", 1024: "rs", 1025: False, 4096: False}

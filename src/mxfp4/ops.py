@@ -9,7 +9,7 @@ without a usable Triton, "auto" raises instead of running the slow reference.
 linear also takes backend="ws": the warp-specialized Gluon GEMM (mxfp4.kernels.ws_gemm, issue
 24; sm_90 + triton 3.6, bf16 only), and backend="rs": the Gluon GEMM that decodes into wgmma's
 register operand (mxfp4.kernels.rs_gemm; same rules, a HopperWeight). Forced, each runs or
-raises saying why; "auto" picks neither until GLUON_AUTO (below) names them.
+raises saying why; "auto" takes "rs" where GLUON_AUTO (below) names it.
 """
 
 from __future__ import annotations
@@ -29,11 +29,10 @@ BACKENDS = ("auto", "triton", "reference")
 LINEAR_BACKENDS = BACKENDS + ("ws", "rs")  # the Gluon GEMMs, linear only
 
 # Where backend="auto" takes a Gluon GEMM on sm_90 + triton 3.6: rows (fewest rows of x, most
-# rows, backend), e.g. ((16, 64, "rs"), (65, 2048, "ws")); empty: never (v1 everywhere). Filled
-# from measurements only: `bash benchmarks/kernels_v2_device.sh` must pass its checks on an H100
-# and its timings say where each kernel is faster than v1. Neither kernel has run since its
-# last change, so it is empty.
-GLUON_AUTO: tuple = ()
+# rows, backend). Measured on an H100 (docs/kernels.md, fourth session of issue 24; all four
+# GPT-OSS shapes): "rs" on a HopperWeight beats v1 at M = 16, 64 and 256 (ties within 2 % at
+# 14336->4096 M = 16 and 2880->2880 M = 64) and loses at M = 4096 (1.2-1.3x); "ws" never wins.
+GLUON_AUTO: tuple = ((16, 256, "rs"),)
 
 
 def _check_backend(backend: str, allowed: tuple = BACKENDS) -> str:

@@ -85,9 +85,10 @@ class MoEConfig:
 
 
 # Where the default config runs W1 and W2 on a Gluon tile (sm_90 + triton 3.6, batch path):
-# rows (fewest tokens, most tokens, "ws" or "rs"); empty: never. Filled from measurements only
-# (benchmarks/ws_moe_device.py: faster than the Triton kernels at that T on an H100).
-GLUON_MOE: tuple = ()
+# rows (fewest tokens, most tokens, "ws" or "rs"). Measured on an H100 (gpt-oss-120b's MoE,
+# benchmarks/ws_moe_device.py, docs/kernels.md fourth session): "rs" is faster than the Triton
+# kernels at T = 16, 64, 256 and 1024 (3-16 %), slower at 4096 and 16384.
+GLUON_MOE: tuple = ((16, 1024, "rs"),)
 _GLUON_WARNED: list = []  # [True] once the "Gluon tiles not used here" warning was shown
 
 
@@ -268,7 +269,7 @@ def moe_forward(x: torch.Tensor, router_w, router_b, w1_codes, w1_scales, b1, w2
             parts.append((cfg.tail, cfg.tail, tails, e_pad))
         _tiled_gemms(x, w1_codes, w1_scales, b1, a, parts, ids, wts, w2_codes,
                      w2_scales, b2, y, H, I, k, alpha, limit, cfg.decode, fused, interp, pdl,
-                     ws=cfg.ws and not cfg.decode)
+                     ws=False if cfg.decode else cfg.ws)  # not `and`: it kept "rs" as True
     bh = 1024
     one_launch = cfg.decode and cfg.one_launch
     _combine_kernel[(T, triton.cdiv(H, bh))](y, out, done if one_launch else y, H, out.stride(0),
