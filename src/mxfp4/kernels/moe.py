@@ -94,19 +94,20 @@ _GLUON_WARNED: list = []  # [True] once the "Gluon tiles not used here" warning 
 
 def _with_gluon_tile(cfg: MoEConfig, x: torch.Tensor, tokens: int, fused: bool) -> MoEConfig:
     """The default config with GLUON_MOE's tile for this many tokens where it can run; on a GPU
-    or triton version the tiles were not written for, one warning and the Triton kernels."""
+    or triton version the tiles were not written for, one warning and the Triton kernels
+    (other inputs they do not take, float32 x or scale bytes past 128, keep them silently)."""
     tile = next((t for lo, hi, t in GLUON_MOE if lo <= tokens <= hi), None)
     if tile is None or cfg.decode:
         return cfg
-    from .ws_moe import unsupported_reason
-    why = unsupported_reason(x, fused)
+    from .ws_moe import platform_reason, unsupported_reason
+    why = platform_reason(x.device)
     if why:
         if not _GLUON_WARNED and x.device.type == "cuda":
             _GLUON_WARNED.append(True)
             warnings.warn(f"MoE: the Gluon grouped GEMMs are not used because {why}; running "
                           f"the Triton kernels (this warning is shown once)", stacklevel=3)
         return cfg
-    return replace(cfg, ws=tile)
+    return cfg if unsupported_reason(x, fused) else replace(cfg, ws=tile)
 
 
 def default_config(tokens: int, k: int, experts: int) -> MoEConfig:
