@@ -88,7 +88,7 @@ def test_the_default_config_takes_a_gluon_tile_only_where_the_table_says(monkeyp
     base = MoEConfig(False, g, g)
     x = torch.zeros(40, 128, dtype=torch.bfloat16)
     monkeypatch.setattr(moe, "GLUON_MOE", ((16, 64, "rs"), (65, 1 << 20, "ws")))
-    monkeypatch.setattr(ws_moe, "platform_reason", lambda device: None)
+    monkeypatch.setattr(ws_gemm, "platform_reason", lambda device: None)
     monkeypatch.setattr(ws_moe, "unsupported_reason", lambda a, fused: None)
     assert moe._with_gluon_tile(base, x, 40, True).ws == "rs"
     assert moe._with_gluon_tile(base, x, 300, True).ws == "ws"
@@ -104,7 +104,7 @@ def test_the_shipped_moe_table_takes_rs_from_16_to_1024_tokens(monkeypatch):
     from mxfp4.kernels import moe
     g = GemmConfig(16, 64, 64)
     x = torch.zeros(40, 128, dtype=torch.bfloat16)
-    monkeypatch.setattr(ws_moe, "platform_reason", lambda device: None)
+    monkeypatch.setattr(ws_gemm, "platform_reason", lambda device: None)
     monkeypatch.setattr(ws_moe, "unsupported_reason", lambda a, fused: None)
     picks = {t: moe._with_gluon_tile(MoEConfig(False, g, g), x, t, True).ws
              for t in (8, 16, 1024, 1025, 4096)}
@@ -122,12 +122,12 @@ def test_only_another_gpu_or_triton_warns(monkeypatch):
     base = MoEConfig(False, g, g)
     x = types.SimpleNamespace(device=torch.device("cuda"))  # only its device is read first
     monkeypatch.setattr(moe, "_GLUON_WARNED", [])
-    monkeypatch.setattr(ws_moe, "platform_reason", lambda device: None)
+    monkeypatch.setattr(ws_gemm, "platform_reason", lambda device: None)
     monkeypatch.setattr(ws_moe, "unsupported_reason", lambda a, fused: "it takes bfloat16")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert moe._with_gluon_tile(base, x, 64, True).ws is False
-    monkeypatch.setattr(ws_moe, "platform_reason", lambda device: "it needs an sm_90 GPU")
+    monkeypatch.setattr(ws_gemm, "platform_reason", lambda device: "it needs an sm_90 GPU")
     with pytest.warns(UserWarning, match="sm_90"):
         assert moe._with_gluon_tile(base, x, 64, True).ws is False
     with warnings.catch_warnings():

@@ -180,9 +180,7 @@ def _auto_gluon(x, w, bias) -> str | None:
     if not GLUON_AUTO:
         return None
     ws = _kernel_module("ws_gemm")
-    # the GPU and triton version only: the other arguments are values the kernels take
-    why = ws.unsupported_reason(ws._capability(x.device), ws.triton.__version__, torch.bfloat16,
-                                ws.BLOCK, ws.BLOCK)
+    why = ws.platform_reason(x.device)
     if why:
         if not _WS_WARNED:
             _WS_WARNED.append(True)

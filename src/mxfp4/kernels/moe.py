@@ -99,7 +99,8 @@ def _with_gluon_tile(cfg: MoEConfig, x: torch.Tensor, tokens: int, fused: bool) 
     tile = next((t for lo, hi, t in GLUON_MOE if lo <= tokens <= hi), None)
     if tile is None or cfg.decode:
         return cfg
-    from .ws_moe import platform_reason, unsupported_reason
+    from .ws_gemm import platform_reason
+    from .ws_moe import unsupported_reason
     why = platform_reason(x.device)
     if why:
         if not _GLUON_WARNED and x.device.type == "cuda":

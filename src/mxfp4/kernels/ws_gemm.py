@@ -160,6 +160,13 @@ def config_problem(cfg: dict) -> str | None:
     return None
 
 
+def platform_reason(device: torch.device) -> str | None:
+    """Why no Gluon kernel runs on this device and triton version at all, or None (the other
+    arguments are values every kernel takes)."""
+    return unsupported_reason(_capability(device), triton.__version__, torch.bfloat16, BLOCK,
+                              BLOCK)
+
+
 def _capability(device: torch.device):
     if device.type != "cuda":
         return None

@@ -33,12 +33,6 @@ def rs_tile_config(bm: int) -> dict:
     return rs_gemm.tile_config(bm, 4)
 
 
-def platform_reason(device: torch.device) -> str | None:
-    """Why no Gluon tile runs on this device and triton version at all, or None."""
-    return ws_gemm.unsupported_reason(ws_gemm._capability(device), triton.__version__,
-                                      torch.bfloat16, ws_gemm.BLOCK, ws_gemm.BLOCK)
-
-
 def unsupported_reason(a: torch.Tensor, fused: bool) -> str | None:
     """Why the kernels cannot run for these activations (x for W1, a for W2), or None."""
     cap = ws_gemm._capability(a.device)
