@@ -128,9 +128,10 @@ def _ws_decode(packed: bool = False):
     return kernel, args, dict(BN=ws_gemm.BN, BK=ws_gemm.BK, num_warps=4)
 
 
-def _ws_moe(which: str, bm: int, tile: str = "ws", **overrides):
+def _ws_moe(which: str, bm: int, tile: str = "ws", bn: int = 64, **overrides):
     """W1 or W2 of gpt-oss-120b (E = 128, H = I = 2880) for row blocks of bm pairs at
-    T = 1024, on the warp-specialized (tile "ws") or the register-operand ("rs") tile."""
+    T = 1024, on the warp-specialized (tile "ws") or the register-operand ("rs") tile of bn
+    weight rows."""
     from mxfp4.kernels import ws_moe
     from mxfp4.kernels.ws_moe_kernel import ws_moe_w1_kernel, ws_moe_w2_kernel
     e, h, i, pairs, nb = 128, 2880, 2880, 4096, 192
@@ -138,10 +139,10 @@ def _ws_moe(which: str, bm: int, tile: str = "ws", **overrides):
     rows = torch.empty(pairs, k, dtype=torch.bfloat16)
     codes = torch.empty(e, n, k // 2, dtype=torch.uint8)
     scales = torch.empty(e, k // 32, n, dtype=torch.uint8)
-    descs = ws_moe._descriptors(rows, codes, bm, scales if tile == "rs" else None)
-    cfg = dict(ws_moe.rs_tile_config(bm) if tile == "rs" else ws_moe.tile_config(bm),
+    descs = ws_moe._descriptors(rows, codes, bm, scales if tile == "rs" else None, bn)
+    cfg = dict(ws_moe.rs_tile_config(bm, bn) if tile == "rs" else ws_moe.tile_config(bm),
                **overrides)
-    for key in ("BN", "BM", "SPLIT_K", "LOADER"):
+    for key in ("BN", "BM", "SPLIT_K"):
         cfg.pop(key, None)
     kwargs = ws_moe._rs_keys(dict(FUSED=True, RS=tile == "rs", **cfg))
     if which == "w1":
@@ -175,6 +176,8 @@ REGISTRY = {
     "rs_moe_w1_m64": lambda **o: _ws_moe("w1", 64, "rs", **o),
     "rs_moe_w2_m64": lambda **o: _ws_moe("w2", 64, "rs", **o),
     "rs_moe_w2_m128": lambda **o: _ws_moe("w2", 128, "rs", **o),
+    "rs_moe_w1_m128_bn128": lambda **o: _ws_moe("w1", 128, "rs", 128, **o),
+    "rs_moe_w1_m64_bn128": lambda **o: _ws_moe("w1", 64, "rs", 128, **o),
     "dense_gemv": _dense_gemv,
     "linear_v1_m256": lambda: _linear_v1(256, hopper=True),
     "linear_v1_plain_m256": lambda: _linear_v1(256, hopper=False),

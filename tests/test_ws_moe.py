@@ -33,6 +33,19 @@ def test_rs_tile_configs_fit_an_h100(bm):
     cfg = ws_moe.rs_tile_config(bm)
     assert rs_gemm.config_problem(cfg) is None
     assert cfg["BN"] == 64 and cfg["BM"] == bm and cfg["num_warps"] == 4
+    wide = ws_moe.rs_tile_config(bm, 128)  # two warpgroups, no loader warp: two CTAs an SM
+    assert rs_gemm.config_problem(wide) is None
+    assert (wide["BN"], wide["num_warps"], wide["maxnreg"], wide["LOADER"]) == (128, 8, 128, False)
+
+
+def test_tile_rows_must_divide_the_experts_rows(monkeypatch):
+    monkeypatch.setattr(ws_moe, "unsupported_reason", lambda a, fused: None)
+    rows = torch.zeros(64, 128, dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match="divide the experts' 2880 padded rows"):
+        ws_moe._launch_config(rows, True, 64, None, "rs", 2880, 128)
+    assert ws_moe._launch_config(rows, True, 64, None, "rs", 5760, 128)["num_warps"] == 8
+    # the ws tile keeps 64 rows whatever the GemmConfig says
+    assert ws_moe._launch_config(rows, True, 64, None, "ws", 2880, 128)["num_warps"] == 4
 
 
 def test_the_tile_choice_is_checked():
@@ -58,26 +71,44 @@ def test_ws_gemms_match_float64_or_say_why_not(T, bm, tile):
     assert rel_err(out.cpu(), moe_float64(m.cpu(), x.cpu())) <= 1e-2
 
 
+@pytest.mark.parametrize("T", [1, 64, 300])
+def test_rs_tiles_of_128_rows_match_float64_or_say_why_not(T):
+    m = random_moe(E=8, H=192, I=128, k=4, seed=T)  # W1 takes 128-row tiles, W2 64
+    x = torch.randn(T, 192, generator=torch.Generator().manual_seed(T)).bfloat16().to(DEV)
+    g = GemmConfig(64, 128, 64)
+    cfg = MoEConfig(False, g, g, ws="rs")
+    why = ws_moe.unsupported_reason(x, fused=True)
+    if why:
+        with pytest.raises(ValueError, match=re.escape(why)):
+            m.to(DEV)(x, backend="triton", config=cfg)
+        return
+    out = m.to(DEV)(x, backend="triton", config=cfg)
+    assert rel_err(out.cpu(), moe_float64(m.cpu(), x.cpu())) <= 1e-2
+
+
 @pytest.mark.parametrize("tile, name", [(True, "ws"), ("ws", "ws"), ("rs", "rs")])
 def test_the_configured_tile_is_the_one_launched(monkeypatch, tile, name):
     """MoEConfig.ws reaches both grouped GEMMs as the tile's name (a first device run timed the
-    "ws" tile under ws="rs": the flag went through `cfg.ws and not cfg.decode`, i.e. True)."""
+    "ws" tile under ws="rs": the flag went through `cfg.ws and not cfg.decode`, i.e. True),
+    with GemmConfig.bn shrunk until it divides each GEMM's rows."""
     launched = []
 
-    class Stop(Exception):
+    class Stop(Exception):  # after W2: y was never written, nothing to combine
         pass
 
-    def record(*args, tile="ws", **kwargs):
-        launched.append(tile)
-        raise Stop
+    def record(*args, tile="ws", bn=64, **kwargs):
+        launched.append((tile, bn))
+        if len(launched) == 2:
+            raise Stop
 
     monkeypatch.setattr(ws_moe, "ws_w1", record)
-    m = random_moe(E=8, H=128, I=96, k=4, seed=0)
-    x = torch.randn(40, 128, generator=torch.Generator().manual_seed(0)).bfloat16().to(DEV)
-    g = GemmConfig(16, 64, 64)
+    monkeypatch.setattr(ws_moe, "ws_w2", record)
+    m = random_moe(E=8, H=192, I=128, k=4, seed=0)  # W1: 256 rows, W2: 192
+    x = torch.randn(40, 192, generator=torch.Generator().manual_seed(0)).bfloat16().to(DEV)
+    g = GemmConfig(16, 128, 64)  # 128 weight rows a tile where they divide the rows
     with pytest.raises(Stop):
         m.to(DEV)(x, backend="triton", config=MoEConfig(False, g, g, ws=tile))
-    assert launched == [name]
+    assert launched == [(name, 128), (name, 64)]
 
 
 def test_the_default_config_takes_a_gluon_tile_only_where_the_table_says(monkeypatch):

@@ -298,7 +298,7 @@ def _tiled_gemms(x, w1_codes, w1_scales, b1, a, parts, ids, wts, w2_codes, w2_sc
     for g1, _, tables, nb in parts:
         if ws:
             ws_w1(xs, w1_codes, w1_scales, b1, a, tables, nb, g1.bm, alpha, limit, fused,
-                  tile=_tile(ws))
+                  tile=_tile(ws), bn=_fit(g1.bn, np1))
             continue
         bn1 = _fit(g1.bn, np1)
         _w1_kernel[(nb * (np1 // bn1),)](
@@ -308,7 +308,8 @@ def _tiled_gemms(x, w1_codes, w1_scales, b1, a, parts, ids, wts, w2_codes, w2_sc
             RAGGED_K=H % 64 != 0, INTERPRET=interp, **g1.launch(), **pdl)
     for _, g2, tables, nb in parts:
         if ws:
-            ws_w2(a, w2_codes, w2_scales, b2, wts, y, tables, nb, g2.bm, fused, tile=_tile(ws))
+            ws_w2(a, w2_codes, w2_scales, b2, wts, y, tables, nb, g2.bm, fused, tile=_tile(ws),
+                  bn=_fit(g2.bn, np2))
             continue
         bn2 = _fit(g2.bn, np2)
         _w2_kernel[(nb * (np2 // bn2),)](

@@ -26,11 +26,12 @@ def tile_config(bm: int) -> dict:
                 DECODE_REGS=96, LOADER=True)
 
 
-def rs_tile_config(bm: int) -> dict:
-    """rs_gemm's config keys for row blocks of bm pairs on the register-operand tile: one
-    warpgroup, 64 weight rows."""
+def rs_tile_config(bm: int, bn: int = BN) -> dict:
+    """rs_gemm's config keys for row blocks of bm pairs on the register-operand tile: bn = 64
+    weight rows (one warpgroup and the loader warp) or 128 (two warpgroups without it, two CTAs
+    an SM: the dense GEMM's better tile past 64 tokens)."""
     from . import rs_gemm
-    return rs_gemm.tile_config(bm, 4)
+    return rs_gemm.tile_config(bm, bn // 16)
 
 
 def unsupported_reason(a: torch.Tensor, fused: bool) -> str | None:
@@ -43,10 +44,10 @@ def unsupported_reason(a: torch.Tensor, fused: bool) -> str | None:
     return why
 
 
-def _descriptors(rows, codes, bm: int, scales=None):
+def _descriptors(rows, codes, bm: int, scales=None, bn: int = BN):
     """TMA descriptors of the activation rows [P, K] (box bm x BK) and the stacked experts'
-    codes [E * NP, KP/2] (box BN x BK/2); with scales [E, KS, NP] (the rs tile) also theirs,
-    [E * KS, NP] (box 2 x BN); else the codes' descriptor stands in (unused)."""
+    codes [E * NP, KP/2] (box bn x BK/2); with scales [E, KS, NP] (the rs tile) also theirs,
+    [E * KS, NP] (box 2 x bn); else the codes' descriptor stands in (unused)."""
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
     bk = ws_gemm.BK
@@ -55,18 +56,21 @@ def _descriptors(rows, codes, bm: int, scales=None):
         ws_gemm._tma_ready(rows), [bm, bk],
         gl.NVMMASharedLayout.get_default_for([bm, bk], gl.bfloat16))
     q_desc = TensorDescriptor.from_tensor(
-        codes.reshape(experts * np_, half_kp), [BN, bk // 2],
-        gl.NVMMASharedLayout.get_default_for([BN, bk // 2], gl.uint8))
+        codes.reshape(experts * np_, half_kp), [bn, bk // 2],
+        gl.NVMMASharedLayout.get_default_for([bn, bk // 2], gl.uint8))
     if scales is None:
         return x_desc, q_desc, q_desc
     from .rs_gemm_kernel import scale_smem
-    s_desc = TensorDescriptor.from_tensor(scales.reshape(-1, scales.shape[-1]), [2, BN],
+    s_desc = TensorDescriptor.from_tensor(scales.reshape(-1, scales.shape[-1]), [2, bn],
                                           scale_smem())
     return x_desc, q_desc, s_desc
 
 
-def _launch_config(rows, fused: bool, bm: int, config: dict | None, tile: str) -> dict:
-    """The kernel's keyword arguments, after checking that it can run and the config fits."""
+def _launch_config(rows, fused: bool, bm: int, config: dict | None, tile: str, np_: int,
+                   bn: int = BN) -> dict:
+    """The kernel's keyword arguments, after checking that it can run and the config fits;
+    bn: weight rows a tile (the rs tile: 64 or 128, dividing the experts' padded rows np_;
+    the ws tile: 64 always)."""
     why = unsupported_reason(rows, fused)
     if why:
         raise ValueError(f"MoEConfig(ws=True): the warp-specialized grouped GEMMs cannot run "
@@ -75,12 +79,17 @@ def _launch_config(rows, fused: bool, bm: int, config: dict | None, tile: str) -
         raise ValueError(f"the Gluon MoE tile must be 'ws' or 'rs', got {tile!r}")
     from . import rs_gemm
     rs = tile == "rs"
-    cfg = dict(config or (rs_tile_config(bm) if rs else tile_config(bm)))
+    bn = bn if rs else BN
+    if bn not in (64, 128) or np_ % bn:
+        raise ValueError(f"{tile} MoE tile: {bn} weight rows a tile must be 64 or 128 and "
+                         f"divide the experts' {np_} padded rows")
+    cfg = dict(config or (rs_tile_config(bm, bn) if rs else tile_config(bm)))
     problem = (rs_gemm if rs else ws_gemm).config_problem(cfg)
-    if problem or cfg["BM"] != bm or cfg["BN"] != BN or not cfg["LOADER"]:
-        raise ValueError(f"{tile} MoE config {cfg}: "
-                         f"{problem or 'BM must be the blocks rows, BN 64, the loader warp on'}")
-    for key in ("BN", "BM", "SPLIT_K", "LOADER"):
+    if problem is None and (cfg["BM"] != bm or cfg["BN"] != bn or not (rs or cfg["LOADER"])):
+        problem = f"BM must be the blocks' {bm} rows, BN {bn}; the ws tile needs the loader warp"
+    if problem:
+        raise ValueError(f"{tile} MoE config {cfg}: {problem}")
+    for key in ("BN", "BM", "SPLIT_K"):
         cfg.pop(key)
     return dict(FUSED=True, RS=rs, **cfg)
 
@@ -100,28 +109,33 @@ def gather_rows(x: torch.Tensor, sorted_pairs: torch.Tensor, k: int) -> torch.Te
 
 
 def ws_w1(xs, w1_codes, w1_scales, b1, a, tables, nb: int, bm: int, alpha: float,
-          limit: float, fused: bool, config: dict | None = None, tile: str = "ws") -> None:
+          limit: float, fused: bool, config: dict | None = None, tile: str = "ws",
+          bn: int = BN) -> None:
     """a[row] = SwiGLU(xs[row] @ dequantize(W1[e]).T + b1[e]) for every row of the block table
     (as ws_w2); xs = gather_rows(x, ...) [P, H] bf16, a [P, I] bf16 in sorted-pair order."""
-    kwargs = _launch_config(xs, fused, bm, config, tile)
-    from .ws_moe_kernel import ws_moe_w1_kernel
-    x_desc, q_desc, s_desc = _descriptors(xs, w1_codes, bm, w1_scales if tile == "rs" else None)
     np_, kp = w1_codes.shape[1], w1_codes.shape[2] * 2
-    ws_moe_w1_kernel[(nb * (np_ // BN),)](
+    kwargs = _launch_config(xs, fused, bm, config, tile, np_, bn)
+    bn = bn if kwargs["RS"] else BN
+    from .ws_moe_kernel import ws_moe_w1_kernel
+    x_desc, q_desc, s_desc = _descriptors(xs, w1_codes, bm, w1_scales if tile == "rs" else None,
+                                          bn)
+    ws_moe_w1_kernel[(nb * (np_ // bn),)](
         x_desc, q_desc, s_desc, w1_scales, b1, a, *tables[1:], b1.shape[-1], xs.shape[1], np_,
         kp // ws_gemm.BLOCK, nb, alpha, limit, **_rs_keys(kwargs))
 
 
 def ws_w2(a, w2_codes, w2_scales, b2, wts, y, tables, nb: int, bm: int, fused: bool,
-          config: dict | None = None, tile: str = "ws") -> None:
+          config: dict | None = None, tile: str = "ws", bn: int = BN) -> None:
     """y[pair] = (a[row] @ dequantize(W2[e]).T + b2[e]) * wts[pair] for every row of the block
     table `tables` (sorted pairs, block expert, block start, block rows; nb blocks of bm rows):
     a [P, I] bf16 in expert-sorted order, W2 in the packed expert layout (codes [E, NP, KP/2],
     scales [E, KP/32, NP]), y [P, H] bf16 by pair."""
-    kwargs = _launch_config(a, fused, bm, config, tile)
-    from .ws_moe_kernel import ws_moe_w2_kernel
-    a_desc, q_desc, s_desc = _descriptors(a, w2_codes, bm, w2_scales if tile == "rs" else None)
     np_, half_kp = w2_codes.shape[1], w2_codes.shape[2]
-    ws_moe_w2_kernel[(nb * (np_ // BN),)](
+    kwargs = _launch_config(a, fused, bm, config, tile, np_, bn)
+    bn = bn if kwargs["RS"] else BN
+    from .ws_moe_kernel import ws_moe_w2_kernel
+    a_desc, q_desc, s_desc = _descriptors(a, w2_codes, bm, w2_scales if tile == "rs" else None,
+                                          bn)
+    ws_moe_w2_kernel[(nb * (np_ // bn),)](
         a_desc, q_desc, s_desc, w2_scales, b2, wts, y, *tables, y.shape[1], a.shape[1], np_,
         half_kp * 2 // ws_gemm.BLOCK, nb, **_rs_keys(kwargs))

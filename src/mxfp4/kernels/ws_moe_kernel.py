@@ -97,17 +97,17 @@ def _expert_tile(x_desc, q_desc, s_desc, s_ptr, e, start, off_n, n_steps, N, NP,
                  EPILOGUE: gl.constexpr, epilogue_args, STAGES: gl.constexpr,
                  DECODED: gl.constexpr, DECODERS: gl.constexpr, DECODE_WARPS: gl.constexpr,
                  DECODE_REGS: gl.constexpr, FUSED: gl.constexpr, RS: gl.constexpr,
-                 num_warps: gl.constexpr):
+                 LOADER: gl.constexpr, num_warps: gl.constexpr):
     """Expert e's weight tile from row off_n times the block's rows from `start`, on the
     register-operand tile (RS: scales through s_desc, rows e * KS..) or the warp-specialized
     one (scales from s_ptr, expert e's [KS, NP]); codes row e * NP + off_n."""
     if RS:
         rs_tile(x_desc, q_desc, s_desc, start, e * NP + off_n, e * KS, off_n, 0, n_steps,
-                EPILOGUE, epilogue_args, False, 1, STAGES, FUSED, True, num_warps)
+                EPILOGUE, epilogue_args, False, 1, STAGES, FUSED, LOADER, num_warps)
     else:
         ws_tile(x_desc, q_desc, s_ptr + e.to(gl.int64) * KS * NP, start, e * NP + off_n,
                 off_n, 0, n_steps, N, KS, NP, EPILOGUE, epilogue_args, False, 1, STAGES,
-                DECODED, DECODERS, DECODE_WARPS, DECODE_REGS, True, True, FUSED, num_warps)
+                DECODED, DECODERS, DECODE_WARPS, DECODE_REGS, LOADER, True, FUSED, num_warps)
 
 
 @gluon.jit
@@ -116,7 +116,7 @@ def ws_moe_w1_kernel(x_desc, q_desc, s_desc, s_ptr, b1_ptr, a_ptr, block_expert_
                      GROUP_M: gl.constexpr, STAGES: gl.constexpr, DECODED: gl.constexpr,
                      DECODERS: gl.constexpr, DECODE_WARPS: gl.constexpr,
                      DECODE_REGS: gl.constexpr, FUSED: gl.constexpr, RS: gl.constexpr,
-                     num_warps: gl.constexpr):
+                     LOADER: gl.constexpr, num_warps: gl.constexpr):
     """x_desc: TMA descriptor of xs [P, H] bf16 (x's rows in sorted-pair order), box [BM, BK];
     q_desc: of W1's codes [E * NP, KP/2], box [BN, BK/2]; s_ptr: scales [E, KS, NP] (RS: the
     register-operand tile, which reads them through s_desc, [E * KS, NP], box [2, BN]);
@@ -129,7 +129,8 @@ def ws_moe_w1_kernel(x_desc, q_desc, s_desc, s_ptr, b1_ptr, a_ptr, block_expert_
         return
     _expert_tile(x_desc, q_desc, s_desc, s_ptr, e, start, off_n, gl.cdiv(H, BK), N2, NP, KS,
                  _w1_epilogue, (b1_ptr, a_ptr, e, start, rows, off_n, N2, alpha, limit),
-                 STAGES, DECODED, DECODERS, DECODE_WARPS, DECODE_REGS, FUSED, RS, num_warps)
+                 STAGES, DECODED, DECODERS, DECODE_WARPS, DECODE_REGS, FUSED, RS, LOADER,
+                 num_warps)
 
 
 @gluon.jit
@@ -138,7 +139,7 @@ def ws_moe_w2_kernel(a_desc, q_desc, s_desc, s_ptr, b2_ptr, wts_ptr, y_ptr, sort
                      GROUP_M: gl.constexpr, STAGES: gl.constexpr, DECODED: gl.constexpr,
                      DECODERS: gl.constexpr, DECODE_WARPS: gl.constexpr,
                      DECODE_REGS: gl.constexpr, FUSED: gl.constexpr, RS: gl.constexpr,
-                     num_warps: gl.constexpr):
+                     LOADER: gl.constexpr, num_warps: gl.constexpr):
     """a_desc: TMA descriptor of a [P, I] bf16 (pairs in expert-sorted order), box [BM, BK];
     q_desc: of W2's codes [E * NP, KP/2], box [BN, BK/2]; s_ptr: scales [E, KS, NP] (RS:
     through s_desc, as in ws_moe_w1_kernel)."""
@@ -151,4 +152,4 @@ def ws_moe_w2_kernel(a_desc, q_desc, s_desc, s_ptr, b2_ptr, wts_ptr, y_ptr, sort
     _expert_tile(a_desc, q_desc, s_desc, s_ptr, e, start, off_n, gl.cdiv(I, BK), H, NP, KS,
                  _w2_epilogue, (b2_ptr, wts_ptr, y_ptr, sorted_pair_ptr, e, start, rows, off_n,
                                 H), STAGES, DECODED, DECODERS, DECODE_WARPS, DECODE_REGS, FUSED,
-                 RS, num_warps)
+                 RS, LOADER, num_warps)
