@@ -108,19 +108,27 @@ def gather_rows(x: torch.Tensor, sorted_pairs: torch.Tensor, k: int) -> torch.Te
     return x.index_select(0, sorted_pairs.long() // k)
 
 
+def _prepare(rows, codes, scales, bm: int, fused: bool, config: dict | None, tile: str,
+             bn: int):
+    """(the kernel's keyword arguments, its three TMA descriptors, column tiles an expert) for
+    activation rows `rows` against the stacked experts' codes [E, NP, KP/2]."""
+    np_ = codes.shape[1]
+    kwargs = _launch_config(rows, fused, bm, config, tile, np_, bn)
+    bn = bn if kwargs["RS"] else BN
+    descs = _descriptors(rows, codes, bm, scales if kwargs["RS"] else None, bn)
+    return kwargs, descs, np_ // bn
+
+
 def ws_w1(xs, w1_codes, w1_scales, b1, a, tables, nb: int, bm: int, alpha: float,
           limit: float, fused: bool, config: dict | None = None, tile: str = "ws",
           bn: int = BN) -> None:
     """a[row] = SwiGLU(xs[row] @ dequantize(W1[e]).T + b1[e]) for every row of the block table
     (as ws_w2); xs = gather_rows(x, ...) [P, H] bf16, a [P, I] bf16 in sorted-pair order."""
-    np_, kp = w1_codes.shape[1], w1_codes.shape[2] * 2
-    kwargs = _launch_config(xs, fused, bm, config, tile, np_, bn)
-    bn = bn if kwargs["RS"] else BN
+    kwargs, descs, tiles = _prepare(xs, w1_codes, w1_scales, bm, fused, config, tile, bn)
     from .ws_moe_kernel import ws_moe_w1_kernel
-    x_desc, q_desc, s_desc = _descriptors(xs, w1_codes, bm, w1_scales if tile == "rs" else None,
-                                          bn)
-    ws_moe_w1_kernel[(nb * (np_ // bn),)](
-        x_desc, q_desc, s_desc, w1_scales, b1, a, *tables[1:], b1.shape[-1], xs.shape[1], np_,
+    np_, kp = w1_codes.shape[1], w1_codes.shape[2] * 2
+    ws_moe_w1_kernel[(nb * tiles,)](
+        *descs, w1_scales, b1, a, *tables[1:], b1.shape[-1], xs.shape[1], np_,
         kp // ws_gemm.BLOCK, nb, alpha, limit, **_rs_keys(kwargs))
 
 
@@ -130,12 +138,9 @@ def ws_w2(a, w2_codes, w2_scales, b2, wts, y, tables, nb: int, bm: int, fused: b
     table `tables` (sorted pairs, block expert, block start, block rows; nb blocks of bm rows):
     a [P, I] bf16 in expert-sorted order, W2 in the packed expert layout (codes [E, NP, KP/2],
     scales [E, KP/32, NP]), y [P, H] bf16 by pair."""
-    np_, half_kp = w2_codes.shape[1], w2_codes.shape[2]
-    kwargs = _launch_config(a, fused, bm, config, tile, np_, bn)
-    bn = bn if kwargs["RS"] else BN
+    kwargs, descs, tiles = _prepare(a, w2_codes, w2_scales, bm, fused, config, tile, bn)
     from .ws_moe_kernel import ws_moe_w2_kernel
-    a_desc, q_desc, s_desc = _descriptors(a, w2_codes, bm, w2_scales if tile == "rs" else None,
-                                          bn)
-    ws_moe_w2_kernel[(nb * (np_ // bn),)](
-        a_desc, q_desc, s_desc, w2_scales, b2, wts, y, *tables, y.shape[1], a.shape[1], np_,
+    np_, half_kp = w2_codes.shape[1], w2_codes.shape[2]
+    ws_moe_w2_kernel[(nb * tiles,)](
+        *descs, w2_scales, b2, wts, y, *tables, y.shape[1], a.shape[1], np_,
         half_kp * 2 // ws_gemm.BLOCK, nb, **_rs_keys(kwargs))
