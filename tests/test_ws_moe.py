@@ -3,6 +3,7 @@ ws="rs": the register-operand one; kernels/ws_moe.py):
 their configs, and on an sm_90 GPU with triton 3.6 the whole MoE against float64; anywhere
 else the explicit choice raises with the reason (it never falls back)."""
 
+from dataclasses import replace
 import os
 import re
 
@@ -140,6 +141,9 @@ def test_the_shipped_moe_table_takes_rs_from_16_to_1024_tokens(monkeypatch):
     picks = {t: moe._with_gluon_tile(MoEConfig(False, g, g), x, t, True).ws
              for t in (8, 16, 1024, 1025, 4096)}
     assert picks == {8: False, 16: "rs", 1024: "rs", 1025: False, 4096: False}
+    # auto_config, what moe_forward runs and `mxfp4 bench moe` times, is that pick
+    assert moe.auto_config(x, 4, 128, True) == replace(moe.default_config(40, 4, 128), ws="rs")
+    assert moe.auto_config(x, 4, 128, False).ws == "rs"
 
 
 def test_only_another_gpu_or_triton_warns(monkeypatch):

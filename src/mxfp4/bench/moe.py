@@ -150,7 +150,7 @@ def candidates(T: int, k: int, E: int) -> list:
 def bench_layer(args, m, lines: dict, on_row=None) -> tuple[list[dict], list[dict]]:
     """(rows, sweep entries) of layer m and the baselines `lines` (see `baselines`) at each of
     args.tokens; on_row(rows) after each T."""
-    from ..kernels.moe import default_config
+    from ..kernels.moe import auto_config
 
     rows, sweep = [], []
     for T in args.tokens:
@@ -162,7 +162,7 @@ def bench_layer(args, m, lines: dict, on_row=None) -> tuple[list[dict], list[dic
         nbytes, flops = layer_work(m, inputs)
         floor = max(nbytes / HBM_BPS, flops / BF16_FLOPS) * 1e6
         configs = candidates(T, m.experts_per_token, m.num_experts) if args.sweep else [
-            default_config(T, m.experts_per_token, m.num_experts)]
+            auto_config(inputs[0], m.experts_per_token, m.num_experts, m._fused)]  # a user's
         best = None
         for cfg in configs:
             entry = {"T": T, "config": _cfg_str(cfg), "decode": cfg.decode}
@@ -204,7 +204,8 @@ def _cfg_str(cfg) -> str:
         one = ", one launch" + (f" r{cfg.gemv_maxnreg}" if cfg.gemv_maxnreg else "")
         return (f"w1 gemv/w{cfg.gemv[0]}, w2 gemv/w{cfg.gemv[1]}"
                 f"{one if cfg.one_launch else ''} (bf16 x)")
-    return f"w1 {f(g1)}, w2 {f(g2)}" + (f", tails {f(cfg.tail)}" if cfg.tail else "")
+    tile = f", Gluon {cfg.ws} tile" if cfg.ws else ""
+    return f"w1 {f(g1)}, w2 {f(g2)}" + (f", tails {f(cfg.tail)}" if cfg.tail else "") + tile
 
 
 def bench_stack(args) -> dict:

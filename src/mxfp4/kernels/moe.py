@@ -92,6 +92,12 @@ GLUON_MOE: tuple = ((16, 1024, "rs"),)
 _GLUON_WARNED: list = []  # [True] once the "Gluon tiles not used here" warning was shown
 
 
+def auto_config(x: torch.Tensor, k: int, experts: int, fused: bool) -> MoEConfig:
+    """The config moe_forward runs on x [T, H] when none is given: `default_config`, with
+    GLUON_MOE's tile where it applies."""
+    return _with_gluon_tile(default_config(x.shape[0], k, experts), x, x.shape[0], fused)
+
+
 def _with_gluon_tile(cfg: MoEConfig, x: torch.Tensor, tokens: int, fused: bool) -> MoEConfig:
     """The default config with GLUON_MOE's tile for this many tokens where it can run; on a GPU
     or triton version the tiles were not written for, one warning and the Triton kernels
@@ -203,7 +209,7 @@ def moe_forward(x: torch.Tensor, router_w, router_b, w1_codes, w1_scales, b1, w2
         return out
     if x.stride(-1) != 1:
         x = x.contiguous()
-    cfg = config or _with_gluon_tile(default_config(T, k, E), x, T, fused)
+    cfg = config or auto_config(x, k, E, fused)
     P = T * k
     k_pad, e_pad = pad_pow2(k), pad_pow2(E, 16)
     interp = _interpreting()
