@@ -12,15 +12,16 @@ if [ "${PART:-A}" = A ]; then
       tests/test_ws_decode_asm.py tests/test_moe_kernels.py tests/test_kernels_linear.py \
       > "$OUT/tests.log" 2>&1
   echo "tests rc $?"; grep -E "passed|failed" "$OUT/tests.log" | tail -3
-  OUT="$OUT" timeout -k 5 250 bash benchmarks/moe_tk_device.sh > "$OUT/tk.log" 2>&1
-  echo "bench moe rc $?"; tail -14 "$OUT/tk.log"
-  timeout -k 5 140 python3 benchmarks/probe_moe_rs_bm.py 4096,16384 > "$OUT/bm.log" 2>&1
+  PYTHONPATH=src:vendor_tk timeout -k 5 200 python3 -m mxfp4 bench moe --no-bf16 \
+      --out "$OUT/bench" > "$OUT/tk.log" 2>&1
+  echo "bench moe rc $?"; tail -3 "$OUT/tk.log"; cat "$OUT/bench/moe.md"
+  timeout -k 5 120 python3 benchmarks/probe_moe_rs_bm.py 4096,16384 > "$OUT/bm.log" 2>&1
   echo "probe rc $?"; tail -4 "$OUT/bm.log"
 else
   args="bench model --shape gpt-oss-120b --batches 64,256 --steps 32 --attention bf16
         --no-transformers --prompt 256 --prefill-batches 1"
-  timeout -k 5 280 python3 -m mxfp4 $args --out "$OUT/on" > "$OUT/on.log" 2>&1
+  timeout -k 5 270 python3 -m mxfp4 $args --out "$OUT/on" > "$OUT/on.log" 2>&1
   echo "on rc $?"; tail -8 "$OUT/on.log"
-  timeout -k 5 280 python3 benchmarks/probe_tables_off.py $args --out "$OUT/off" > "$OUT/off.log" 2>&1
+  timeout -k 5 270 python3 benchmarks/probe_tables_off.py $args --out "$OUT/off" > "$OUT/off.log" 2>&1
   echo "off rc $?"; tail -8 "$OUT/off.log"
 fi
