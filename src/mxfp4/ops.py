@@ -9,7 +9,7 @@ without a usable Triton, "auto" raises instead of running the slow reference.
 linear also takes backend="ws": the warp-specialized Gluon GEMM (mxfp4.kernels.ws_gemm, issue
 24; sm_90 + triton 3.6, bf16 only), and backend="rs": the Gluon GEMM that decodes into wgmma's
 register operand (mxfp4.kernels.rs_gemm; same rules, a HopperWeight). Forced, each runs or
-raises saying why; "auto" takes "rs" where GLUON_AUTO (below) names it.
+raises saying why; "auto" takes one where GLUON_AUTO (below, empty: measured why) names it.
 """
 
 from __future__ import annotations
@@ -29,10 +29,12 @@ BACKENDS = ("auto", "triton", "reference")
 LINEAR_BACKENDS = BACKENDS + ("ws", "rs")  # the Gluon GEMMs, linear only
 
 # Where backend="auto" takes a Gluon GEMM on sm_90 + triton 3.6: rows (fewest rows of x, most
-# rows, backend). Measured on an H100 (docs/kernels.md, fourth session of issue 24; all four
-# GPT-OSS shapes): "rs" on a HopperWeight beats v1 at M = 16, 64 and 256 (ties within 2 % at
-# 14336->4096 M = 16 and 2880->2880 M = 64) and loses at M = 4096 (1.2-1.3x); "ws" never wins.
-GLUON_AUTO: tuple = ((16, 256, "rs"),)
+# rows, backend). Empty: on an H100 (docs/kernels.md, fifth session of issue 24) "rs" on a
+# HopperWeight beats v1 at M = 16-256 in CUDA graphs (by 1-39 %), but a Gluon launch costs
+# host time that eager callers pay on every call (the MoE layer on the Gluon tiles: 1.1 against
+# 0.5 ms a call; the model's eager prefill 1.76x slower), and taking the kernel only inside a
+# graph would load it during capture, which CUDA forbids. backend="rs" runs it on request.
+GLUON_AUTO: tuple = ()
 
 
 def _check_backend(backend: str, allowed: tuple = BACKENDS) -> str:

@@ -85,10 +85,12 @@ class MoEConfig:
 
 
 # Where the default config runs W1 and W2 on a Gluon tile (sm_90 + triton 3.6, batch path):
-# rows (fewest tokens, most tokens, "ws" or "rs"). Measured on an H100 (gpt-oss-120b's MoE,
-# benchmarks/ws_moe_device.py, docs/kernels.md fourth session): "rs" is faster than the Triton
-# kernels at T = 16, 64, 256 and 1024 (3-16 %), slower at 4096 and 16384.
-GLUON_MOE: tuple = ((16, 1024, "rs"),)
+# rows (fewest tokens, most tokens, "ws" or "rs"). Empty: on an H100 (gpt-oss-120b's MoE,
+# docs/kernels.md fifth session) "rs" is faster in CUDA graphs at T = 16-1024 (3-16 %) but its
+# two Gluon launches add ~0.6 ms of host time to every eager call, which loses at T <= 256 and
+# made the model's eager prefill 1.76x slower; a graph-only pick would load the kernel during
+# capture (forbidden). MoEConfig(ws="rs") runs it on request.
+GLUON_MOE: tuple = ()
 _GLUON_WARNED: list = []  # [True] once the "Gluon tiles not used here" warning was shown
 
 
