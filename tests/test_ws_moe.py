@@ -119,30 +119,33 @@ def test_the_default_config_takes_a_gluon_tile_only_where_the_table_says(monkeyp
     g = GemmConfig(16, 64, 64)
     base = MoEConfig(False, g, g)
     x = torch.zeros(40, 128, dtype=torch.bfloat16)
-    monkeypatch.setattr(moe, "GLUON_MOE", ((16, 64, "rs"), (65, 1 << 20, "ws")))
+    monkeypatch.setattr(moe, "GLUON_MOE", ((16, 64, "rs", 128), (65, 1 << 20, "ws", 64)))
     monkeypatch.setattr(ws_gemm, "platform_reason", lambda device: None)
     monkeypatch.setattr(ws_moe, "unsupported_reason", lambda a, fused: None)
-    assert moe._with_gluon_tile(base, x, 40, True).ws == "rs"
-    assert moe._with_gluon_tile(base, x, 300, True).ws == "ws"
+    assert moe._with_gluon_tile(base, x, 40, True) == replace(base, ws="rs", w1=replace(g, bn=128))
+    assert moe._with_gluon_tile(base, x, 300, True) == replace(base, ws="ws")
     assert moe._with_gluon_tile(base, x, 8, True).ws is False
     assert moe._with_gluon_tile(MoEConfig(True, g, g), x, 40, True).ws is False  # decode path
     monkeypatch.setattr(ws_moe, "unsupported_reason", lambda a, fused: "not here")
     assert moe._with_gluon_tile(base, x, 40, True).ws is False
 
 
-def test_the_default_config_keeps_the_triton_kernels_even_on_a_hopper(monkeypatch):
-    """The shipped table is empty (docs/kernels.md, fifth session: the Gluon launches' host
-    time loses eager calls; a graph-only pick would load kernels during capture): auto_config,
-    what moe_forward runs and `mxfp4 bench moe` times, is default_config at every T."""
+def test_the_shipped_moe_table_takes_rs_with_128_row_w1_tiles_from_4096_tokens(monkeypatch):
+    """As measured on an H100 (docs/kernels.md, fifth session): the register-operand tile with
+    128-row W1 tiles beats the Triton kernels at T = 4096 and 16384; below, where its launches'
+    host time loses eager calls, the Triton kernels stay. auto_config is what moe_forward runs
+    and `mxfp4 bench moe` times."""
     from mxfp4.kernels import moe
     monkeypatch.setattr(ws_gemm, "platform_reason", lambda device: None)
     monkeypatch.setattr(ws_moe, "unsupported_reason", lambda a, fused: None)
-    for t in (1, 16, 256, 1024, 4096):
+    for t in (1, 16, 256, 1024, 4095):
         x = torch.zeros(t, 128, dtype=torch.bfloat16)
         assert moe.auto_config(x, 4, 128, True) == moe.default_config(t, 4, 128)
-    monkeypatch.setattr(moe, "GLUON_MOE", ((16, 1024, "rs"),))  # a table names the tile
-    x = torch.zeros(40, 128, dtype=torch.bfloat16)
-    assert moe.auto_config(x, 4, 128, True) == replace(moe.default_config(40, 4, 128), ws="rs")
+    for t in (4096, 16384):
+        x = torch.zeros(t, 128, dtype=torch.bfloat16)
+        base = moe.default_config(t, 4, 128)
+        assert moe.auto_config(x, 4, 128, True) == replace(base, ws="rs",
+                                                           w1=replace(base.w1, bn=128))
 
 
 def test_only_another_gpu_or_triton_warns(monkeypatch):
@@ -156,7 +159,7 @@ def test_only_another_gpu_or_triton_warns(monkeypatch):
     base = MoEConfig(False, g, g)
     x = types.SimpleNamespace(device=torch.device("cuda"))  # only its device is read first
     monkeypatch.setattr(moe, "_GLUON_WARNED", [])
-    monkeypatch.setattr(moe, "GLUON_MOE", ((16, 1024, "rs"),))
+    monkeypatch.setattr(moe, "GLUON_MOE", ((16, 1024, "rs", 64),))
     monkeypatch.setattr(ws_gemm, "platform_reason", lambda device: None)
     monkeypatch.setattr(ws_moe, "unsupported_reason", lambda a, fused: "it takes bfloat16")
     with warnings.catch_warnings():

@@ -85,12 +85,13 @@ class MoEConfig:
 
 
 # Where the default config runs W1 and W2 on a Gluon tile (sm_90 + triton 3.6, batch path):
-# rows (fewest tokens, most tokens, "ws" or "rs"). Empty: on an H100 (gpt-oss-120b's MoE,
-# docs/kernels.md fifth session) "rs" is faster in CUDA graphs at T = 16-1024 (3-16 %) but its
-# two Gluon launches add ~0.6 ms of host time to every eager call, which loses at T <= 256 and
-# made the model's eager prefill 1.76x slower; a graph-only pick would load the kernel during
-# capture (forbidden). MoEConfig(ws="rs") runs it on request.
-GLUON_MOE: tuple = ()
+# rows (fewest tokens, most tokens, "ws" or "rs", W1's weight rows a tile). Measured on an H100
+# (gpt-oss-120b's MoE, docs/kernels.md fifth session): "rs" with 128-row W1 tiles (two CTAs an
+# SM) beats the Triton kernels by 17 % at T = 4096 and 12 % at 16384. Below 4096 the Triton
+# kernels stay: "rs" (64-row tiles) is 3-16 % faster in CUDA graphs at T = 16-1024, but its
+# Gluon launches add ~0.6 ms of host time to every eager call (the model's eager prefill ran
+# 1.76x slower), and a graph-only pick would load the kernel during capture (forbidden).
+GLUON_MOE: tuple = ((4096, 1 << 30, "rs", 128),)
 _GLUON_WARNED: list = []  # [True] once the "Gluon tiles not used here" warning was shown
 
 
@@ -104,9 +105,10 @@ def _with_gluon_tile(cfg: MoEConfig, x: torch.Tensor, tokens: int, fused: bool) 
     """The default config with GLUON_MOE's tile for this many tokens where it can run; on a GPU
     or triton version the tiles were not written for, one warning and the Triton kernels
     (other inputs they do not take, float32 x or scale bytes past 128, keep them silently)."""
-    tile = next((t for lo, hi, t in GLUON_MOE if lo <= tokens <= hi), None)
-    if tile is None or cfg.decode:
+    row = next((r for r in GLUON_MOE if r[0] <= tokens <= r[1]), None)
+    if row is None or cfg.decode:
         return cfg
+    tile, w1_rows = row[2:]
     from .ws_gemm import platform_reason
     from .ws_moe import unsupported_reason
     why = platform_reason(x.device)
@@ -116,7 +118,9 @@ def _with_gluon_tile(cfg: MoEConfig, x: torch.Tensor, tokens: int, fused: bool) 
             warnings.warn(f"MoE: the Gluon grouped GEMMs are not used because {why}; running "
                           f"the Triton kernels (this warning is shown once)", stacklevel=3)
         return cfg
-    return cfg if unsupported_reason(x, fused) else replace(cfg, ws=tile)
+    if unsupported_reason(x, fused):
+        return cfg
+    return replace(cfg, ws=tile, w1=replace(cfg.w1, bn=w1_rows))
 
 
 def default_config(tokens: int, k: int, experts: int) -> MoEConfig:
