@@ -162,7 +162,7 @@ def bench_layer(args, m, lines: dict, on_row=None) -> tuple[list[dict], list[dic
         nbytes, flops = layer_work(m, inputs)
         floor = max(nbytes / HBM_BPS, flops / BF16_FLOPS) * 1e6
         configs = candidates(T, m.experts_per_token, m.num_experts) if args.sweep else [
-            auto_config(inputs[0], m.experts_per_token, m.num_experts, m._fused)]  # a user's
+            auto_config(inputs[0], m.experts_per_token, m.num_experts, m._fused)]  # what moe_forward runs
         best = None
         for cfg in configs:
             entry = {"T": T, "config": _cfg_str(cfg), "decode": cfg.decode}

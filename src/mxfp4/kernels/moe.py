@@ -105,10 +105,10 @@ def _with_gluon_tile(cfg: MoEConfig, x: torch.Tensor, tokens: int, fused: bool) 
     """The default config with GLUON_MOE's tile for this many tokens where it can run; on a GPU
     or triton version the tiles were not written for, one warning and the Triton kernels
     (other inputs they do not take, float32 x or scale bytes past 128, keep them silently)."""
-    row = next((r for r in GLUON_MOE if r[0] <= tokens <= r[1]), None)
-    if row is None or cfg.decode:
+    pick = next(((t, n) for lo, hi, t, n in GLUON_MOE if lo <= tokens <= hi), None)
+    if pick is None or cfg.decode:
         return cfg
-    tile, w1_rows = row[2:]
+    tile, w1_rows = pick
     from .ws_gemm import platform_reason
     from .ws_moe import unsupported_reason
     why = platform_reason(x.device)
