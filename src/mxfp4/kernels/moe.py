@@ -308,22 +308,22 @@ def _tiled_gemms(x, w1_codes, w1_scales, b1, a, parts, ids, wts, w2_codes, w2_sc
         from .ws_moe import gather_rows, ws_w1, ws_w2
         xs = gather_rows(x, parts[0][2][0], k)
     for g1, _, tables, nb in parts:
+        bn1 = _fit(g1.bn, np1)
         if ws:
             ws_w1(xs, w1_codes, w1_scales, b1, a, tables, nb, g1.bm, alpha, limit, fused,
-                  tile=_tile(ws), bn=_fit(g1.bn, np1))
+                  tile=_tile(ws), bn=bn1)
             continue
-        bn1 = _fit(g1.bn, np1)
         _w1_kernel[(nb * (np1 // bn1),)](
             x, w1_codes, w1_scales, b1, a, *tables, ids,
             H, kp1, 2 * I, np1, nb, x.stride(0), alpha, limit, K=k, DECODE=decode, BM=g1.bm,
             BN=bn1, BK=g1.bk, GROUP_M=g1.group_m, FUSED=fused, X_SPLIT=x.dtype != torch.bfloat16,
             RAGGED_K=H % 64 != 0, INTERPRET=interp, **g1.launch(), **pdl)
     for _, g2, tables, nb in parts:
+        bn2 = _fit(g2.bn, np2)
         if ws:
             ws_w2(a, w2_codes, w2_scales, b2, wts, y, tables, nb, g2.bm, fused, tile=_tile(ws),
-                  bn=_fit(g2.bn, np2))
+                  bn=bn2)
             continue
-        bn2 = _fit(g2.bn, np2)
         _w2_kernel[(nb * (np2 // bn2),)](
             a, w2_codes, w2_scales, b2, ids, wts, y, *tables, I, kp2, H, np2, nb, DECODE=decode,
             BM=g2.bm, BN=bn2, BK=g2.bk, GROUP_M=g2.group_m, FUSED=fused, RAGGED_K=I % 64 != 0,
